@@ -376,11 +376,3 @@ export function buildQuestion(name: string, qtype: number): Buffer {
   out.writeUInt16BE(CLASS_IN, n.length + 2);
   return out;
 }
-
-const TYPE_BY_NAME: Record<string, number> = Object.fromEntries(Object.entries(TYPE));
-export function typeFromName(s: string): number | undefined {
-  const u = s.toUpperCase();
-  if (u in TYPE_BY_NAME) return TYPE_BY_NAME[u];
-  const m = /^TYPE(\d+)$/.exec(u);
-  return m ? Number(m[1]) : undefined;
-}

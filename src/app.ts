@@ -1,0 +1,217 @@
+/**
+ * Wiring: builds every part of a running proxy from a validated Config, once, at start and on
+ * reload (the cold path: parse, resolve and decide everything here, so the query path only runs).
+ * Also the in-process entry point used by the benchmarks and fuzzers: `startApp(config)`.
+ */
+import dns from 'node:dns/promises';
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import type { Config } from './config.js';
+import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config.js';
+import os from 'node:os';
+import { Router, reverseZonesOf } from './router.js';
+import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream.js';
+import { Proxy, type ProxyDeps } from './proxy.js';
+import { DnsServer } from './server.js';
+import { Metrics } from './metrics.js';
+import { startAdmin } from './admin.js';
+import { AnswerCache, type WatchView } from './cache.js';
+import { HealthWatcher } from './health.js';
+import { buildQuestion, TYPE } from './wire.js';
+import type { Logger } from './log.js';
+import { VERSION } from './version.js';
+
+export interface App {
+  udpAddresses: string[];
+  tcpAddresses: string[];
+  adminAddress: string | null;
+  metrics: Metrics;
+  proxy: Proxy;
+  reload(config: Config): Promise<void>;
+  /** Stop accepting, let in-flight queries finish (up to the upstream deadline), close everything. */
+  close(): Promise<void>;
+}
+
+/** Resolves upstream host names once (at start and on reload); IP literals are taken as they are. */
+async function resolveUpstreams(list: string[], log: Logger): Promise<UpstreamAddress[]> {
+  const out: UpstreamAddress[] = [];
+  for (const s of list) {
+    const { host, port } = parseHostPort(s);
+    if (net.isIP(host)) { out.push({ host, port }); continue; }
+    try {
+      const addrs = await dns.lookup(host, { all: true });
+      for (const a of addrs) out.push({ host: a.address, port });
+    } catch (err) {
+      log.warn({ upstream: s, err: String(err) }, 'cannot resolve upstream host name; skipped');
+    }
+  }
+  return out;
+}
+
+interface Built {
+  deps: ProxyDeps;
+  pools: UpstreamPool[];
+  watcher: HealthWatcher | null;
+  cache: AnswerCache | null;
+}
+
+/**
+ * The cache and its health watcher, tied together: a change reported by a watch drops the
+ * service's entries; `liveSince` tells the cache which entries a live watch protects.
+ */
+function buildCache(config: Config, metrics: Metrics, log: Logger): { cache: AnswerCache; watcher: HealthWatcher } {
+  const c = config.cache;
+  const liveSince = new Map<string, number>();
+  const k = (service: string, dc?: string) => (dc ? `${service}@${dc}` : service);
+  let cache: AnswerCache | null = null;
+  const watcher = new HealthWatcher({
+    httpUrls: config.consul.http, token: config.consul.token || undefined, tls: config.consul.tls,
+    onlyPassing: config.consul.onlyPassing, minIntervalMs: c.watchMinIntervalMs,
+    idleMs: c.watchIdleSeconds * 1000, maxWatches: c.maxWatches, log: log.child({ module: 'health' }),
+    // 60 s rather than Consul's 5 min default: an agent that accepts and never answers is noticed
+    // within about 69 s (wait + wait/16 + margin), at ~4 requests/s for 256 watches.
+    waitSeconds: 60,
+    onChange: (service, d) => {
+      cache?.invalidateService(service, d.dc);
+      metrics.invalidationLag(Math.max(0, Date.now() - d.receivedAt) / 1000);
+    },
+    onLiveChange: (service, live, dc) => {
+      if (live) liveSince.set(k(service, dc), Date.now());
+      else liveSince.delete(k(service, dc));
+    },
+  });
+  const view: WatchView = {
+    ensure: (s, dc) => watcher.ensure(s, dc),
+    touch: (s, dc) => watcher.touch(s, dc),
+    liveSince: (s, dc) => liveSince.get(k(s, dc)) ?? 0,
+  };
+  const stale = typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;
+  cache = new AnswerCache({
+    maxEntries: c.maxEntries, maxBytes: c.maxBytes, consulTtl: c.consulTtl, negativeMaxTtl: c.negativeMaxTtl,
+    maxTtl: c.maxTtl, staleConsul: stale.consul, staleRecursors: stale.recursors,
+    udpAnswerLimit: config.consul.udpAnswerLimit, maxUdpSize: config.maxUdpSize, domain: config.consul.domain,
+    aliases: config.consul.aliases,
+  }, metrics, view);
+  return { cache, watcher };
+}
+
+async function build(config: Config, transport: Transport, metrics: Metrics, log: Logger): Promise<Built> {
+  const observer: PoolObserver = {
+    request: (pool, up, t) => { const s = metrics.upstream(pool, up); if (t === 'udp') s.requestsUdp++; else s.requestsTcp++; },
+    failure: (pool, up, reason) => { metrics.upstream(pool, up).failures[reason]++; },
+    duration: (pool, up, sec) => metrics.upstream(pool, up).observe(sec),
+    hedged: (pool) => metrics.hedged(pool),
+    health: (pool, up, ok) => { metrics.upstream(pool, up).healthy = ok ? 1 : 0; },
+    overflow: (pool) => { metrics.pool(pool).overflow++; },
+  };
+  const u = config.upstream;
+  const poolOpts = (probeQuestion: Buffer, udpSize: number) => ({
+    timeoutMs: u.timeoutMs, hedgeMs: u.hedgeMs, deadlineMs: u.deadlineMs, maxFails: u.maxFails,
+    probeIntervalMs: u.probeIntervalMs, probeQuestion, udpSize, maxInFlight: u.maxInFlight,
+  });
+  const pools = new Map<string, UpstreamPool>();
+  // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
+  // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
+  // They are probed with a question Consul answers itself, never a root name (consul-dns.md §1.4).
+  const agentProbe = buildQuestion(config.consul.domain + '.', TYPE.SOA);
+  pools.set('consul', new UpstreamPool('consul', await resolveUpstreams(config.consul.agents, log), poolOpts(agentProbe, 65467), transport, observer, log));
+  const probe = parseProbe(u.recursorProbe);
+  const recursorProbe = buildQuestion(probe.name, probe.type);
+  let recursorList = config.recursors;
+  if (recursorList.includes('resolv.conf')) {
+    const own = config.listen.map((l) => parseHostPort(l));
+    let text = '';
+    try { text = readFileSync('/etc/resolv.conf', 'utf8'); } catch { /* none */ }
+    recursorList = recursorList.flatMap((r) => (r === 'resolv.conf' ? expandResolvConf(text, own, Object.values(os.networkInterfaces()).flat().map((i) => i!.address)) : [r]));
+  }
+  if (recursorList.length) pools.set('recursor', new UpstreamPool('recursor', await resolveUpstreams(recursorList, log), poolOpts(recursorProbe, 1232), transport, observer, log));
+  for (const z of config.zones) {
+    pools.set('zone:' + z.name, new UpstreamPool('zone:' + z.name, await resolveUpstreams(z.upstreams, log), poolOpts(recursorProbe, 1232), transport, observer, log));
+  }
+  const reverseZones = config.consul.reverseZones.flatMap((c) => { const p = parseCidr(c); return reverseZonesOf(p.family, p.bytes, p.prefix); });
+  const router = new Router({
+    domain: config.consul.domain, aliases: config.consul.aliases, reverseZones,
+    zones: config.zones.map((z) => z.name), hasRecursors: pools.has('recursor'),
+  });
+  for (const p of pools.values()) {
+    for (const s of p.status()) metrics.upstream(p.name, s.upstream).healthy = 1;
+    p.startProbes();
+  }
+  const cached = config.cache.enabled ? buildCache(config, metrics, log) : null;
+  metrics.sources = {
+    cacheEntries: () => cached?.cache.size ?? 0,
+    healthWatches: () => cached?.watcher.size ?? 0,
+    healthChanges: () => cached?.watcher.changes ?? 0,
+    serviceInstances: () => cached?.watcher.instanceCounts() ?? new Map(),
+  };
+  return {
+    deps: {
+      settings: { domain: config.consul.domain, maxUdpSize: config.maxUdpSize, udpAnswerLimit: config.consul.udpAnswerLimit, logQueries: config.log.queries },
+      router, pools, metrics, log, cache: cached?.cache ?? null, gate: null,
+    },
+    pools: [...pools.values()],
+    watcher: cached?.watcher ?? null,
+    cache: cached?.cache ?? null,
+  };
+}
+
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)] });
+  const transport = new Transport();
+  let built = await build(config, transport, metrics, log);
+  const proxy = new Proxy(built.deps);
+  const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
+  await server.listen(config.listen.map((l) => parseHostPort(l)));
+  let draining = false;
+  let admin: { address: string; close(): Promise<void> } | null = null;
+  const readiness = () => {
+    // Ready when an agent answered within two probe intervals and, with recursors, a recursor did.
+    const window = 2 * config.upstream.probeIntervalMs + config.upstream.timeoutMs;
+    const now = Date.now();
+    const consul = built.deps.pools.get('consul');
+    if (!consul || now - consul.lastOkAt() > window) return { ok: false, reason: 'no Consul agent answered a probe recently' };
+    const rec = built.deps.pools.get('recursor');
+    if (rec && now - rec.lastOkAt() > window) return { ok: false, reason: 'no recursor answered a probe recently' };
+    return { ok: true };
+  };
+  if (config.metrics.listen !== 'off') {
+    admin = await startAdmin(parseHostPort(config.metrics.listen), {
+      metrics, draining: () => draining, ready: readiness, log,
+      cache: {
+        count: () => built.cache?.size ?? 0,
+        entries: (name) => built.cache?.entries(name) ?? [],
+        flush: (sel) => built.cache?.flush(sel) ?? 0,
+      },
+    });
+  }
+  log.info({ udp: server.udpAddresses, tcp: server.tcpAddresses, metrics: admin?.address ?? 'off', version: VERSION }, 'listening');
+
+  return {
+    udpAddresses: server.udpAddresses,
+    tcpAddresses: server.tcpAddresses,
+    adminAddress: admin?.address ?? null,
+    metrics,
+    proxy,
+    async reload(next: Config) {
+      const old = built;
+      built = await build(next, transport, metrics, log);
+      config = next;
+      proxy.reconfigure(built.deps);
+      server.setLimits(next.limits.tcp);
+      for (const p of old.pools) p.close();
+      await old.watcher?.stop();
+      log.info({ upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) }, 'configuration reloaded');
+    },
+    async close() {
+      draining = true;
+      server.drain();
+      const deadline = Date.now() + config.upstream.deadlineMs + 500;
+      while (proxy.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await server.close();
+      for (const p of built.pools) p.close();
+      await built.watcher?.stop();
+      transport.close();
+      if (admin) await admin.close();
+    },
+  };
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+/**
+ * The command: parse flags, environment and the YAML file into one validated Config, then run.
+ * Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT drain in-flight queries first), 2 for a
+ * configuration error (every problem listed), 1 for anything else at start (a port in use).
+ * SIGHUP reloads the file; a bad file keeps the running configuration and logs why.
+ */
+import { loadConfig, ConfigError, HELP, type Config } from './config.js';
+import { startApp, type App } from './app.js';
+import { createLogger } from './log.js';
+import { VERSION } from './version.js';
+
+function load(): ReturnType<typeof loadConfig> | null {
+  try {
+    return loadConfig({ argv: process.argv.slice(2), env: process.env });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`consul-dns-proxy: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      process.exitCode = 2;
+      return null;
+    }
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const loaded = load();
+  if (!loaded) return;
+  if (loaded.action === 'help') { process.stdout.write(HELP); return; }
+  if (loaded.action === 'version') { process.stdout.write(`consul-dns-proxy ${VERSION}\n`); return; }
+  if (loaded.action === 'check') {
+    process.stdout.write(`configuration ok${loaded.configPath ? `: ${loaded.configPath}` : ' (defaults)'}\n`);
+    return;
+  }
+  let config: Config = loaded.config;
+  const log = createLogger(config.log.level);
+  let app: App;
+  try {
+    app = await startApp(config, log);
+  } catch (err) {
+    log.fatal({ err }, 'cannot start');
+    process.exitCode = 1;
+    return;
+  }
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    app.close().then(() => { log.info('stopped'); process.exit(0); }, (err) => { log.error({ err }, 'shutdown failed'); process.exit(1); });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    let next: Config;
+    try {
+      next = loadConfig({ argv: process.argv.slice(2), env: process.env }).config;
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [String(err)];
+      log.error({ problems }, 'reload failed; keeping the running configuration');
+      return;
+    }
+    if (JSON.stringify(next.listen) !== JSON.stringify(config.listen)) log.warn({ listen: config.listen }, 'listen addresses change only on restart');
+    app.reload(next).then(() => { config = next; }, (err) => log.error({ err }, 'reload failed; keeping the running configuration'));
+  });
+}
+
+main().catch((err) => {
+  process.stderr.write(`consul-dns-proxy: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

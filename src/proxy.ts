@@ -1,0 +1,224 @@
+/**
+ * The query handler: one function, `handle`, holds the whole pipeline in the order it runs
+ * (../shared/STYLE.md):
+ *
+ *   parse + validate → acl → rate limit → route → alias (to canonical) → cache → upstream pool
+ *     → cacheable? → render (alias restore, rotation, TTL aging, size limit) → reply
+ *
+ * It never throws: every failure becomes an rcode. Cache hits are answered synchronously from
+ * raw bytes; misses return a promise. Identical misses in flight share one upstream exchange.
+ */
+import { parseQuery, buildErrorReply, RCODE, EDE, HEADER_LEN, CLASS_IN, encodeName, type Query } from './wire.js';
+import { Router, type Route } from './router.js';
+import { UpstreamPool, type ExchangeResult } from './upstream.js';
+import { stripOpt, replyFlags, finish, putQuestion } from './render.js';
+import { renderOnce } from './cache.js';
+import type { Metrics } from './metrics.js';
+import type { Logger } from './log.js';
+
+export interface ProxySettings {
+  domain: string;
+  maxUdpSize: number;
+  udpAnswerLimit: number;
+  logQueries: boolean;
+}
+
+/** What the cache offers the handler (see cache.ts). */
+export interface ResponseCache {
+  /** A finished reply for this client, or null on a miss. Synchronous, raw bytes only. */
+  lookup(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
+  /** Offers an upstream answer for caching (the cache decides if it may keep it). */
+  store(key: string, q: Query, route: Route, canonicalName: string, result: ExchangeResult, startedAt: number): boolean;
+  /** Renders the entry just stored, whatever its freshness (the miss path's own reply). */
+  peek(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
+  /** A stale answer (RFC 8767) when every upstream failed, or null. */
+  stale(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
+}
+
+/** Access control and rate limiting, decided per client address (see acl.ts). */
+export interface Gate {
+  /** 0 = allow, else the rcode to answer with, or -1 to drop silently. */
+  check(address: string, udp: boolean): number;
+}
+
+export interface ProxyDeps {
+  settings: ProxySettings;
+  router: Router;
+  pools: Map<string, UpstreamPool>;
+  metrics: Metrics;
+  log: Logger;
+  cache?: ResponseCache | null;
+  gate?: Gate | null;
+}
+
+const SRC_CACHE = 0, SRC_UPSTREAM = 1, SRC_STALE = 2, SRC_LOCAL = 3;
+
+export class Proxy {
+  private deps: ProxyDeps;
+  private readonly inflight = new Map<string, Promise<{ result: ExchangeResult; stored: boolean }>>();
+  /** Queries being answered (for draining on shutdown). */
+  pending = 0;
+
+  constructor(deps: ProxyDeps) {
+    this.deps = deps;
+  }
+
+  /** Swaps in a new configuration (SIGHUP). In-flight queries finish with the old one. */
+  reconfigure(deps: ProxyDeps): void {
+    this.deps = deps;
+  }
+
+  /** Answers one client message. Never throws. */
+  handle(buf: Buffer, address: string, udp: boolean): Buffer | null | Promise<Buffer | null> {
+    try {
+      return this.pipeline(buf, address, udp);
+    } catch (err) {
+      // Not one of our rcodes: a bug. Answer SERVFAIL if we can read a header, and log the stack.
+      this.deps.log.error({ err }, 'query handler failed');
+      if (buf.length < HEADER_LEN) return null;
+      return buildErrorReply(buf, buf.readUInt16BE(0), buf.readUInt16BE(2), null, RCODE.SERVFAIL, { udpSize: this.deps.settings.maxUdpSize, ra: true });
+    }
+  }
+
+  private pipeline(buf: Buffer, address: string, udp: boolean): Buffer | null | Promise<Buffer | null> {
+    const { settings, metrics } = this.deps;
+    const transport = udp ? 0 : 1;
+
+    // 1. Parse and validate the raw bytes.
+    const parsed = parseQuery(buf);
+    if (parsed.kind === 'drop') return null;
+    if (parsed.kind === 'error') {
+      metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
+      metrics.response(2, parsed.rcode, SRC_LOCAL);
+      return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, { udpSize: settings.maxUdpSize, ra: true });
+    }
+    const q = parsed.q;
+
+    // 2. Access control and rate limits.
+    const gate = this.deps.gate;
+    if (gate) {
+      const verdict = gate.check(address, udp);
+      if (verdict !== 0) {
+        if (verdict < 0) return null;
+        return this.local(buf, q, verdict, 2);
+      }
+    }
+
+    // 3. Route by name.
+    const route = this.deps.router.route(q.name);
+    metrics.request(transport, route.zoneIndex, q.qtype);
+    if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+
+    // 4. Alias: ask the canonical question (x.starlings → x.consul).
+    let question: Buffer = buf;
+    let qStart = HEADER_LEN;
+    let qEnd = q.qEnd;
+    let canonicalName = q.name;
+    if (route.alias !== null) {
+      canonicalName = q.name.slice(0, q.name.length - route.alias.length) + settings.domain;
+      question = canonicalQuestion(buf, q, route.alias, settings.domain);
+      qStart = 0;
+      qEnd = question.length;
+    }
+
+    // 5. Cache.
+    const key = canonicalName + '/' + q.qtype + '/' + (q.dnssecOk ? 'D' : '') + ((q.flags & 0x10) ? 'C' : '');
+    const cache = this.deps.cache;
+    if (cache) {
+      const hit = cache.lookup(key, q, buf, route, udp);
+      if (hit) {
+        metrics.cacheHits++;
+        metrics.response(route.zoneIndex, hit[3]! & 0xf, SRC_CACHE);
+        if (settings.logQueries) this.deps.log.info({ client: address, name: q.name, type: q.qtype, rcode: hit[3]! & 0xf, source: 'cache', ms: 0 }, 'query');
+        return hit;
+      }
+      metrics.cacheMisses++;
+    }
+
+    // 6. Upstream (identical misses share one exchange; the cache sees the answer once).
+    const pool = this.deps.pools.get(route.pool);
+    if (!pool) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+    let exchange = this.inflight.get(key);
+    if (!exchange) {
+      const startedAt = Date.now();
+      exchange = pool.exchange(question, qStart, qEnd, q.flags, q.dnssecOk).then((result) => {
+        this.inflight.delete(key);
+        const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
+        return { result, stored };
+      });
+      this.inflight.set(key, exchange);
+    }
+    this.pending++;
+    const t0 = settings.logQueries ? Date.now() : 0;
+    return exchange.then(({ result, stored }) => {
+      this.pending--;
+      const reply = this.fromUpstream(buf, q, route, result, stored, key, udp);
+      if (t0) this.deps.log.info({ client: address, name: q.name, type: q.qtype, rcode: reply[3]! & 0xf, source: 'failure' in result ? 'local' : 'upstream', ms: Date.now() - t0 }, 'query');
+      return reply;
+    });
+  }
+
+  /** Renders an upstream result for this client: the answer, a stale answer, or SERVFAIL + EDE. */
+  private fromUpstream(buf: Buffer, q: Query, route: Route, r: ExchangeResult, stored: boolean, key: string, udp: boolean): Buffer {
+    const { settings, metrics } = this.deps;
+    if ('failure' in r) {
+      const stale = this.deps.cache?.stale(key, q, buf, route, udp);
+      if (stale) {
+        metrics.servedStale++;
+        metrics.response(route.zoneIndex, stale[3]! & 0xf, SRC_STALE);
+        return stale;
+      }
+      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SRC_LOCAL);
+      // RFC 8914: 22 No Reachable Authority when nobody answered in time, 23 Network Error otherwise.
+      const ede = r.failure === 'timeout'
+        ? { code: EDE.NO_REACHABLE_AUTHORITY, text: `no reply from ${route.pool} upstreams` }
+        : { code: EDE.NETWORK_ERROR, text: `${route.pool} upstreams failed: ${r.failure}` };
+      return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true, ede });
+    }
+    metrics.response(route.zoneIndex, r.layout.rcode, SRC_UPSTREAM);
+    // The rendering the cache just made is exactly what later hits will send: send that.
+    const cached = stored ? this.deps.cache!.peek(key, q, buf, route, udp) : null;
+    if (cached) return cached;
+    const flags = replyFlags(q, r.layout.flags);
+    const fin = { maxUdpSize: settings.maxUdpSize, udp };
+    const stripped = stripOpt(r.reply, r.layout);
+    if (route.alias !== null || (route.kind === 'consul' && udp && !q.edns && r.layout.an > settings.udpAnswerLimit)) {
+      // Miss path only: decode, map names back under the alias and/or trim to udpAnswerLimit
+      // (UDP without EDNS only, as Consul's trimUDPResponse: TCP clients get every record).
+      const body = renderOnce(stripped, route.alias, settings.domain, settings.udpAnswerLimit, q.edns || !udp);
+      if (body) {
+        putQuestion(body, buf, q);
+        return finish(body, q, flags, fin);
+      }
+      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SRC_LOCAL);
+      return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true });
+    }
+    const body = stripped === r.reply ? Buffer.from(stripped) : stripped; // the reply buffer is shared by coalesced waiters
+    putQuestion(body, buf, q);
+    return finish(body, q, flags, fin);
+  }
+
+  private local(buf: Buffer, q: Query, rcode: number, zoneIndex: number): Buffer {
+    this.deps.metrics.response(zoneIndex, rcode, SRC_LOCAL);
+    return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
+  }
+}
+
+/**
+ * The question with the alias suffix swapped for the Consul domain, from the client's wire bytes:
+ * the labels left of the alias keep their bytes (and case), the suffix becomes the domain.
+ */
+export function canonicalQuestion(buf: Buffer, q: Query, alias: string, domain: string): Buffer {
+  const aliasLabels = alias.split('.').length;
+  // Find the label offsets of the question name.
+  const starts: number[] = [];
+  let off = HEADER_LEN;
+  while (buf[off]! !== 0) { starts.push(off); off += buf[off]! + 1; }
+  const cut = starts[starts.length - aliasLabels] ?? HEADER_LEN;
+  const dom = encodeName(domain);
+  const out = Buffer.allocUnsafe(cut - HEADER_LEN + dom.length + 4);
+  buf.copy(out, 0, HEADER_LEN, cut);
+  dom.copy(out, cut - HEADER_LEN);
+  buf.copy(out, cut - HEADER_LEN + dom.length, q.nameEnd, q.qEnd);
+  return out;
+}
