@@ -59,7 +59,7 @@ interface Built {
  * The cache and its health watcher, tied together: a change reported by a watch drops the
  * service's entries; `liveSince` tells the cache which entries a live watch protects.
  */
-function buildCache(config: Config, metrics: Metrics, log: Logger): { cache: AnswerCache; watcher: HealthWatcher } {
+function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: () => void): { cache: AnswerCache; watcher: HealthWatcher } {
   const c = config.cache;
   const liveSince = new Map<string, number>();
   const k = (service: string, dc?: string) => (dc ? `${service}@${dc}` : service);
@@ -73,6 +73,7 @@ function buildCache(config: Config, metrics: Metrics, log: Logger): { cache: Ans
     waitSeconds: 60,
     onChange: (service, d) => {
       cache?.invalidateService(service, d.dc);
+      afterChange();
       metrics.invalidationLag(Math.max(0, Date.now() - d.receivedAt) / 1000);
     },
     onLiveChange: (service, live, dc) => {
@@ -95,7 +96,7 @@ function buildCache(config: Config, metrics: Metrics, log: Logger): { cache: Ans
   return { cache, watcher };
 }
 
-async function build(config: Config, transport: Transport, metrics: Metrics, log: Logger): Promise<Built> {
+async function build(config: Config, transport: Transport, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
   const observer: PoolObserver = {
     request: (pool, up, t) => { const s = metrics.upstream(pool, up); if (t === 'udp') s.requestsUdp++; else s.requestsTcp++; },
     failure: (pool, up, reason) => { metrics.upstream(pool, up).failures[reason]++; },
@@ -137,7 +138,7 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
     for (const s of p.status()) metrics.upstream(p.name, s.upstream).healthy = 1;
     p.startProbes();
   }
-  const cached = config.cache.enabled ? buildCache(config, metrics, log) : null;
+  const cached = config.cache.enabled ? buildCache(config, metrics, log, afterChange) : null;
   metrics.sources = {
     cacheEntries: () => cached?.cache.size ?? 0,
     healthWatches: () => cached?.watcher.size ?? 0,
@@ -158,8 +159,10 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)] });
   const transport = new Transport();
-  let built = await build(config, transport, metrics, log);
-  const proxy = new Proxy(built.deps);
+  let proxy: Proxy | null = null;
+  const afterChange = () => proxy?.forgetInflight();
+  let built = await build(config, transport, metrics, log, afterChange);
+  proxy = new Proxy(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
   await server.listen(config.listen.map((l) => parseHostPort(l)));
   let draining = false;
@@ -194,7 +197,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     proxy,
     async reload(next: Config) {
       const old = built;
-      built = await build(next, transport, metrics, log);
+      built = await build(next, transport, metrics, log, afterChange);
       config = next;
       proxy.reconfigure(built.deps);
       server.setLimits(next.limits.tcp);

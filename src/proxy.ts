@@ -63,6 +63,14 @@ export class Proxy {
     this.deps = deps;
   }
 
+  /**
+   * Consul health changed: queries arriving from now on must not join an exchange that started
+   * before the change (its answer may name the instance that just failed).
+   */
+  forgetInflight(): void {
+    this.inflight.clear();
+  }
+
   /** Swaps in a new configuration (SIGHUP). In-flight queries finish with the old one. */
   reconfigure(deps: ProxyDeps): void {
     this.deps = deps;
@@ -141,12 +149,13 @@ export class Proxy {
     let exchange = this.inflight.get(key);
     if (!exchange) {
       const startedAt = Date.now();
-      exchange = pool.exchange(question, qStart, qEnd, q.flags, q.dnssecOk).then((result) => {
-        this.inflight.delete(key);
+      const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool.exchange(question, qStart, qEnd, q.flags, q.dnssecOk).then((result) => {
+        if (this.inflight.get(key) === ex) this.inflight.delete(key);
         const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
         return { result, stored };
       });
-      this.inflight.set(key, exchange);
+      this.inflight.set(key, ex);
+      exchange = ex;
     }
     this.pending++;
     const t0 = settings.logQueries ? Date.now() : 0;
