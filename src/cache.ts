@@ -25,7 +25,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { FLAG, HEADER_LEN, RCODE, EDE, TYPE, buildOpt, scanReply, type Query, type ReplyLayout } from './wire.js';
-import { replyFlags, stripOpt, truncated, udpLimit } from './render.js';
+import { replyFlags, stripOpt, truncated, udpLimit, ttlOffsetsWithoutOpt } from './render.js';
 import { decodeMessage, encodeMessage, nameToWire, type Message, type Record as RR } from './message.js';
 import { toAliasReply } from './alias.js';
 import { parseConsulName } from './consul-names.js';
@@ -57,8 +57,11 @@ export interface WatchView {
   liveSince(service: string, dc?: string): number;
 }
 
-/** A rendering: a reply body without OPT, with its TTL offsets and the TTLs as received. */
-interface Rendering { body: Buffer; ttlOffsets: number[]; ttls: number[]; qEnd: number }
+/**
+ * A rendering: a reply body without OPT and, interleaved in one exact-size array, the offset of
+ * each TTL field and the TTL as received ([offset, ttl, offset, ttl, ...]).
+ */
+interface Rendering { body: Buffer; ttl: number[]; qEnd: number }
 
 /** `full`: EDNS and TCP clients; `trimmed`: UDP clients without EDNS. Same length, same order. */
 export interface Variant { full: Rendering[]; trimmed: Rendering[]; next: number }
@@ -78,8 +81,14 @@ interface Entry {
   /** serviceKey(service, dc), or null for entries not tied to a service. */
   sk: string | null;
   flags: number;
-  canonical: Message;
-  variants: Map<string, Variant>;
+  /**
+   * The canonical reply (OPT stripped), in a buffer of its own. Renderings for another name of the
+   * domain are made from it; for answers outside Consul it is itself the only rendering.
+   */
+  raw: Buffer;
+  answers: number;
+  /** Renderings by name of the domain: [0] the Consul domain (or a non-Consul name), [i+1] aliases[i]. */
+  variants: (Variant | undefined)[];
   size: number;
 }
 
@@ -163,7 +172,7 @@ export class AnswerCache implements ResponseCache {
     if (e.service !== null) this.watch?.touch(e.service, e.dc);
     // Every alias in settings.aliases was rendered on the miss path; another one (not configured
     // there) is rendered once here rather than missing forever.
-    const v = e.variants.get(route.alias ?? '') ?? this.variant(e, route.alias);
+    const v = e.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
     if (v === null) return null;
     return this.render(e, v, q, query, udp, now, false);
   }
@@ -203,14 +212,13 @@ export class AnswerCache implements ResponseCache {
     const flags = replyFlags(q, e.flags);
     out.writeUInt16BE(flags, 2);
     // Age the TTLs (RFC 1035 §7.3, RFC 2181 §8); a stale answer says 30 s (RFC 8767 §4).
-    const offs = r.ttlOffsets;
+    const ttl = r.ttl;
     if (stale) {
-      for (let i = 0; i < offs.length; i++) out.writeUInt32BE(STALE_TTL, offs[i]!);
+      for (let i = 0; i < ttl.length; i += 2) out.writeUInt32BE(STALE_TTL, ttl[i]!);
     } else {
       const age = Math.floor((now - e.storedAt) / 1000);
       if (age > 0) {
-        const ttls = r.ttls;
-        for (let i = 0; i < offs.length; i++) { const t = ttls[i]! - age; out.writeUInt32BE(t > 0 ? t : 0, offs[i]!); }
+        for (let i = 0; i < ttl.length; i += 2) { const t = ttl[i + 1]! - age; out.writeUInt32BE(t > 0 ? t : 0, ttl[i]!); }
       }
     }
     if (opt) {
@@ -273,23 +281,38 @@ export class AnswerCache implements ResponseCache {
     const freshest = Math.max(ownUntil, watchedUntil);
     const staleUntil = freshest + (consul ? this.s.staleConsul : this.s.staleRecursors) * 1000;
     if (staleUntil <= now) return false;
-    let canonical: Message;
-    try {
-      canonical = decodeMessage(stripOpt(result.reply, layout));
-    } catch {
-      return false; // validated by scanReply already; a decode failure means we simply don't cache it
-    }
+    // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
+    const stripped = stripOpt(result.reply, layout);
+    const raw = Buffer.allocUnsafeSlow(stripped.length);
+    stripped.copy(raw);
     const e: Entry = {
       storedAt: fetchedAt, ownUntil, watchedUntil, liveSince, staleUntil, service, dc, sk,
-      flags: layout.flags, canonical, variants: new Map(), size: ENTRY_OVERHEAD + messageSize(canonical),
+      flags: layout.flags, raw, answers: layout.an, variants: [], size: ENTRY_OVERHEAD + raw.length,
     };
-    // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
-    // other name of the domain too, so no hit ever encodes. An entry that can only be served stale
-    // gets the others on the failure path, if ever.
-    if (this.variant(e, route.alias) === null) return false;
-    if (freshest > now && consul) {
-      if (route.alias !== null && this.variant(e, null) === null) return false;
-      for (const a of this.aliases) if (a !== route.alias && this.variant(e, a) === null) return false;
+    if (!consul) {
+      // Outside Consul there is no alias, no rotation and no answer limit: the reply as received
+      // is the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
+      const ttl: number[] = new Array<number>(layout.ttlOffsets.length * 2);
+      const offs = ttlOffsetsWithoutOpt(layout);
+      for (let i = 0; i < offs.length; i++) { ttl[2 * i] = offs[i]!; ttl[2 * i + 1] = raw.readUInt32BE(offs[i]!); }
+      const r: Rendering = { body: raw, ttl, qEnd: layout.qEnd };
+      e.variants[0] = { full: [r], trimmed: [r], next: 0 };
+      e.size += 16 * ttl.length + 96;
+    } else {
+      // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
+      // other name of the domain too, so no hit ever encodes. An entry that can only be served
+      // stale gets the others on the failure path, if ever.
+      let canonical: Message;
+      try {
+        canonical = decodeMessage(raw);
+      } catch {
+        return false; // validated by scanReply already; a decode failure means we simply don't cache it
+      }
+      if (this.variant(e, route.alias, canonical) === null) return false;
+      if (freshest > now) {
+        if (route.alias !== null && this.variant(e, null, canonical) === null) return false;
+        for (const a of this.aliases) if (a !== route.alias && this.variant(e, a, canonical) === null) return false;
+      }
     }
     if (e.size > this.s.maxBytes) return false; // lru-cache would drop it silently; keep the index honest
     this.lru.set(key, e, { ttl: Math.max(1, staleUntil - now), size: e.size });
@@ -301,23 +324,32 @@ export class AnswerCache implements ResponseCache {
     return true;
   }
 
-  /** The renderings for one alias ('' = the Consul domain itself), built once. */
-  private variant(e: Entry, alias: string | null): Variant | null {
-    const k = alias ?? '';
-    const found = e.variants.get(k);
+  /** Index of an alias's renderings in Entry.variants (0 = the Consul domain itself). */
+  private slot(alias: string | null): number {
+    return alias === null ? 0 : this.aliases.indexOf(alias) + 1;
+  }
+
+  /**
+   * The renderings for one alias (null = the Consul domain itself), built once. An alias that is
+   * not configured in settings.aliases (it cannot come from the router) is not cached.
+   */
+  private variant(e: Entry, alias: string | null, canonical?: Message): Variant | null {
+    const k = this.slot(alias);
+    const found = e.variants[k];
     if (found) return found;
+    if (alias !== null && k === 0) return null;
     let v: Variant;
     try {
-      v = buildVariant(e.canonical, alias, this.s.domain, this.s.udpAnswerLimit);
+      v = buildVariant(canonical ?? decodeMessage(e.raw), alias, this.s.domain, this.s.udpAnswerLimit);
     } catch {
       return null;
     }
-    e.variants.set(k, v);
+    e.variants[k] = v;
     const seen = new Set<Rendering>();
     for (const r of [...v.full, ...v.trimmed]) {
       if (seen.has(r)) continue;
       seen.add(r);
-      e.size += r.body.length + 16 * r.ttlOffsets.length + 64;
+      e.size += r.body.length + 16 * r.ttl.length + 96;
     }
     return v;
   }
@@ -364,8 +396,8 @@ export class AnswerCache implements ResponseCache {
       out.push({
         key: k, service: e.sk, ageSeconds: Math.floor((now - e.storedAt) / 1000),
         fresh: now < fresh, watchProtected: fresh > e.ownUntil, freshForSeconds: Math.max(0, Math.floor((fresh - now) / 1000)),
-        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)), answers: e.canonical.answers.length,
-        rcode: e.flags & 0xf, renderings: [...e.variants.keys()], bytes: e.size,
+        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)), answers: e.answers,
+        rcode: e.flags & 0xf, renderings: e.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])), bytes: e.size,
       });
     }
     return out;
@@ -380,12 +412,6 @@ export class AnswerCache implements ResponseCache {
     set.delete(key);
     if (set.size === 0) this.byService.delete(e.sk);
   }
-}
-
-function messageSize(m: Message): number {
-  let n = 64;
-  for (const s of [m.answers, m.authorities, m.additionals]) for (const r of s) n += 48 + r.name.length + r.rdata.length;
-  return n;
 }
 
 /**
@@ -440,7 +466,10 @@ function renderOne(m: Message, alias: string | null, domain: string): Rendering 
   const body = alias === null ? encodeMessage(m) : toAliasReply(m, alias, domain, aliasQuestion(m, alias, domain));
   const layout = scanReply(body);
   if (!layout) throw new Error('rendering did not scan');
-  return { body, ttlOffsets: layout.ttlOffsets, ttls: layout.ttlOffsets.map((o) => body.readUInt32BE(o)), qEnd: layout.qEnd };
+  const offs = layout.ttlOffsets;
+  const ttl: number[] = new Array<number>(offs.length * 2); // exact size: a pushed array keeps spare slots
+  for (let i = 0; i < offs.length; i++) { ttl[2 * i] = offs[i]!; ttl[2 * i + 1] = body.readUInt32BE(offs[i]!); }
+  return { body, ttl, qEnd: layout.qEnd };
 }
 
 /** The question bytes under the alias (its case is replaced by the client's on every hit). */
