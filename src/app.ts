@@ -16,6 +16,8 @@ import { DnsServer } from './server.js';
 import { Metrics } from './metrics.js';
 import { startAdmin } from './admin.js';
 import { AnswerCache, type WatchView } from './cache.js';
+import { createGate } from './gate.js';
+import { LoopGuard } from './loop.js';
 import { HealthWatcher } from './health.js';
 import { buildQuestion, TYPE } from './wire.js';
 import type { Logger } from './log.js';
@@ -148,7 +150,8 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
   return {
     deps: {
       settings: { domain: config.consul.domain, maxUdpSize: config.maxUdpSize, udpAnswerLimit: config.consul.udpAnswerLimit, logQueries: config.log.queries },
-      router, pools, metrics, log, cache: cached?.cache ?? null, gate: null,
+      router, pools, metrics, log, cache: cached?.cache ?? null, gate: createGate(config, metrics),
+      loop: new LoopGuard({ log: log.child({ module: 'loop' }), timeoutMs: 2 * config.upstream.timeoutMs }),
     },
     pools: [...pools.values()],
     watcher: cached?.watcher ?? null,
@@ -165,6 +168,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   proxy = new Proxy(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
   await server.listen(config.listen.map((l) => parseHostPort(l)));
+  // Once we listen: a probe sent through each recursor must not come back to us (loop guard).
+  void built.deps.loop?.check(built.deps.pools);
   let draining = false;
   let admin: { address: string; close(): Promise<void> } | null = null;
   const readiness = () => {
@@ -200,6 +205,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       built = await build(next, transport, metrics, log, afterChange);
       config = next;
       proxy.reconfigure(built.deps);
+      old.deps.loop?.close();
+      void built.deps.loop?.check(built.deps.pools);
       server.setLimits(next.limits.tcp);
       for (const p of old.pools) p.close();
       await old.watcher?.stop();
@@ -211,6 +218,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       const deadline = Date.now() + config.upstream.deadlineMs + 500;
       while (proxy.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await server.close();
+      built.deps.loop?.close();
       for (const p of built.pools) p.close();
       await built.watcher?.stop();
       transport.close();

@@ -14,6 +14,8 @@ import { UpstreamPool, type ExchangeResult } from './upstream.js';
 import { stripOpt, replyFlags, finish, putQuestion } from './render.js';
 import { renderOnce } from './cache.js';
 import type { Metrics } from './metrics.js';
+import { GATE_TC, tcReply } from './gate.js';
+import type { LoopGuard } from './loop.js';
 import type { Logger } from './log.js';
 
 export interface ProxySettings {
@@ -49,6 +51,7 @@ export interface ProxyDeps {
   log: Logger;
   cache?: ResponseCache | null;
   gate?: Gate | null;
+  loop?: LoopGuard | null;
 }
 
 const SRC_CACHE = 0, SRC_UPSTREAM = 1, SRC_STALE = 2, SRC_LOCAL = 3;
@@ -96,6 +99,8 @@ export class Proxy {
     const parsed = parseQuery(buf);
     if (parsed.kind === 'drop') return null;
     if (parsed.kind === 'error') {
+      // A source outside the ACL gets nothing, not even a FORMERR (no reflection).
+      if (this.deps.gate && this.deps.gate.check(address, udp) !== 0) return null;
       metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
       metrics.response(2, parsed.rcode, SRC_LOCAL);
       return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, { udpSize: settings.maxUdpSize, ra: true });
@@ -107,6 +112,7 @@ export class Proxy {
     if (gate) {
       const verdict = gate.check(address, udp);
       if (verdict !== 0) {
+        if (verdict === GATE_TC) return tcReply(buf, q, settings.maxUdpSize); // rate limit, UDP only: retry over TCP
         if (verdict < 0) return null;
         return this.local(buf, q, verdict, 2);
       }
@@ -114,6 +120,8 @@ export class Proxy {
 
     // 3. Route by name.
     const route = this.deps.router.route(q.name);
+    // Our own loop probe came back to us through a recursor: answer it here, never forward it again.
+    if (this.deps.loop?.isProbe(q.name)) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
     metrics.request(transport, route.zoneIndex, q.qtype);
     if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
 
