@@ -92,24 +92,32 @@ export class DnsServer {
     let inFlight = 0;
     let readTimer: NodeJS.Timeout | null = null;
     let idleTimer: NodeJS.Timeout | null = null;
+    let waitingDrain = false;
     const armIdle = () => {
       if (idleTimer) clearTimeout(idleTimer);
       idleTimer = inFlight === 0 && buf.length === 0 ? setTimeout(() => sock.destroy(), this.limits.idleTimeoutMs) : null;
     };
     const armRead = () => {
       // A partial message must complete in time: one byte a minute keeps no connection open.
-      if (buf.length > 0 && !readTimer) readTimer = setTimeout(() => sock.destroy(), this.limits.readTimeoutMs);
-      if (buf.length === 0 && readTimer) { clearTimeout(readTimer); readTimer = null; }
+      // Complete queries waiting behind maxPipelined in flight are not partial.
+      const partial = buf.length > 0 && (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0));
+      if (partial && !readTimer) readTimer = setTimeout(() => sock.destroy(), this.limits.readTimeoutMs);
+      if (!partial && readTimer) { clearTimeout(readTimer); readTimer = null; }
     };
     const send = (reply: Buffer) => {
       if (sock.destroyed) return;
       const frame = Buffer.allocUnsafe(2 + reply.length);
       frame.writeUInt16BE(reply.length, 0);
       reply.copy(frame, 2);
-      sock.write(frame);
+      // Backpressure: a client that pipelines and never reads must not make us buffer every answer.
+      if (!sock.write(frame) && !waitingDrain) {
+        waitingDrain = true;
+        sock.pause();
+        sock.once('drain', () => { waitingDrain = false; if (inFlight < this.limits.maxPipelined) sock.resume(); pump(); });
+      }
     };
     const pump = () => {
-      while (buf.length >= 2 && inFlight < this.limits.maxPipelined) {
+      while (buf.length >= 2 && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) {
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
@@ -121,7 +129,7 @@ export class DnsServer {
           r.then((reply) => {
             inFlight--;
             if (reply) send(reply);
-            if (sock.isPaused() && inFlight < this.limits.maxPipelined) sock.resume();
+            if (sock.isPaused() && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) sock.resume();
             pump();
             armIdle();
           });
