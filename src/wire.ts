@@ -131,10 +131,6 @@ export function skipName(buf: Buffer, off: number): number {
   }
 }
 
-/** Reads an OPT record's fields at `rrStart` (the owner name), returns false if it is malformed. */
-interface OptInfo { udpSize: number; extRcode: number; version: number; dnssecOk: boolean }
-const optOut: OptInfo = { udpSize: 0, extRcode: 0, version: 0, dnssecOk: false };
-
 /**
  * Parses and validates a client query, answering what BIND 9 would for bad ones: unreadable header
  * or a response → drop; opcode other than QUERY → NOTIMP (checked first, whatever the counts);

@@ -943,12 +943,6 @@ class ConsulSim implements Sim {
     };
   }
 
-  private ipRR(name: string, ip: string, ttl: number): RR | null {
-    const b = ipBytes(ip);
-    if (!b) return null;
-    return { name, type: b.length === 4 ? T.A : T.AAAA, cls: 1, ttl, d: { k: 'ip', b } };
-  }
-
   /** makeARecord: which address families a query type accepts. */
   private static familyOk(qtype: number, v4: boolean): boolean {
     if (qtype === T.SRV || qtype === T.ANY || qtype === T.NS || qtype === T.TXT) return true;
