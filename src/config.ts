@@ -44,7 +44,6 @@ export interface ZoneConfig {
 export interface Config {
   listen: string[];
   maxUdpSize: number;
-  workers: number;
   consul: {
     domain: string;
     aliases: string[];
@@ -102,7 +101,6 @@ export const DEFAULTS: Config = deepFreeze({
   listen: ['127.0.0.1:8053'],
   // DNS Flag Day 2020: 1232 avoids IP fragmentation on common paths.
   maxUdpSize: 1232,
-  workers: 1,
   consul: {
     domain: 'consul',
     aliases: ['starlings'],
@@ -622,7 +620,6 @@ const upstreamAddr = hostPort('host:port', 'send');
 const FILE_SCHEMA = mapping({
   listen: list(hostPort('host:port', 'bind'), 'host:port', 1),
   maxUdpSize: int(512, 65535),
-  workers: int(1),
   consul: mapping({
     domain: domainName('domain'),
     aliases: list(domainName('alias'), 'domain names'),

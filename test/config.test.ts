@@ -117,11 +117,11 @@ log: {level: warn}
 });
 
 test('the file comes from --config, else CONSUL_DNS_PROXY_CONFIG; empty env vars count as unset', () => {
-  const files: Record<string, string> = { 'a.yaml': 'workers: 2\n', 'b.yaml': 'workers: 3\n' };
+  const files: Record<string, string> = { 'a.yaml': 'maxUdpSize: 1400\n', 'b.yaml': 'maxUdpSize: 1500\n' };
   const readFile = (p: string): string => files[p] ?? assert.fail(p);
-  assert.equal(loadConfig({ argv: [], env: { CONSUL_DNS_PROXY_CONFIG: 'a.yaml' }, readFile }).config.workers, 2);
+  assert.equal(loadConfig({ argv: [], env: { CONSUL_DNS_PROXY_CONFIG: 'a.yaml' }, readFile }).config.maxUdpSize, 1400);
   const both = loadConfig({ argv: ['--config', 'b.yaml'], env: { CONSUL_DNS_PROXY_CONFIG: 'a.yaml' }, readFile });
-  assert.equal(both.config.workers, 3);
+  assert.equal(both.config.maxUdpSize, 1500);
   assert.equal(both.configPath, 'b.yaml');
   const empty = loadConfig({ argv: [], env: { CONSUL_DNS_PROXY_CONFIG: '', CONSUL_HTTP_ADDR: '', CONSUL_HTTP_TOKEN: '' }, readFile: noFile });
   assert.deepEqual(empty.config, DEFAULTS);
@@ -233,7 +233,7 @@ test('file problems name the file: unreadable, invalid YAML, not a mapping; an e
   assert.deepEqual(problemsOf({ argv: [], env: { CONSUL_DNS_PROXY_CONFIG: '/nope.yaml' }, readFile }),
     ['CONSUL_DNS_PROXY_CONFIG: expected a readable file (ENOENT), got "/nope.yaml"']);
   rejects('listen: [\n', ['test.yaml: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] at line 2, column 1']);
-  rejects('workers: 1\nworkers: 2\n', ['test.yaml: invalid YAML: Map keys must be unique at line 2, column 1']);
+  rejects('maxUdpSize: 1232\nmaxUdpSize: 1400\n', ['test.yaml: invalid YAML: Map keys must be unique at line 2, column 1']);
   rejects('- listen\n', ['test.yaml: expected a mapping of settings, got ["listen"]']);
   assert.deepEqual(load(''), DEFAULTS);
   assert.deepEqual(load('# nothing but a comment\n'), DEFAULTS);
@@ -262,7 +262,7 @@ limits: {rate: {qpm: 1}, udp: {}}
 test('every problem is reported at once: flags, environment, file and cross-key checks together', () => {
   const problems = problemsOf(withFile(`
 listen: ["127.0.0.1:53"]
-workers: 0
+maxUdpSize: 100
 consul: {agents: ["127.0.0.1:8600", "8600"], aliases: [consul]}
 recursors: ["127.0.0.1:53"]
 upstream: {hedgeMs: 1000}
@@ -270,7 +270,7 @@ bogus: true
 `, ['--metrics', 'nope', '--what'], { CONSUL_HTTP_ADDR: 'ftp://x' }));
   assert.deepEqual(problems, [
     '--what: unknown flag (see --help)',
-    'workers: expected a positive integer, got 0',
+    'maxUdpSize: expected an integer from 512 to 65535, got 100',
     'consul.agents[1]: expected host:port, got "8600"',
     'bogus: unknown key',
     'CONSUL_HTTP_ADDR: expected host:port or http(s)://host:port, got "ftp://x"',
@@ -416,7 +416,7 @@ test('numbers and enumerations', () => {
   rejects('maxUdpSize: 511', ['maxUdpSize: expected an integer from 512 to 65535, got 511']);
   rejects('maxUdpSize: 65536', ['maxUdpSize: expected an integer from 512 to 65535, got 65536']);
   rejects('maxUdpSize: "1232"', ['maxUdpSize: expected an integer from 512 to 65535, got "1232"']);
-  rejects('workers: 1.5', ['workers: expected a positive integer, got 1.5']);
+  rejects('cache: {maxWatches: 1.5}', ['cache.maxWatches: expected a non-negative integer, got 1.5']);
   rejects('consul: {udpAnswerLimit: 0}', ['consul.udpAnswerLimit: expected an integer from 1 to 8, got 0']);
   rejects('consul: {udpAnswerLimit: 9}', ['consul.udpAnswerLimit: expected an integer from 1 to 8, got 9']);
   rejects('consul: {onlyPassing: 1}', ['consul.onlyPassing: expected true or false, got 1']);
