@@ -1,0 +1,417 @@
+/**
+ * `npm run bench`: the proxy side by side with dnsmasq, unbound and dnsdist set up as Consul
+ * forwarders (../shared/anchor-configs/), everything on loopback, in one run. What each scenario
+ * means, and how to read the table, is in docs/benchmarks.md. Results go to bench/results/
+ * (results.md, results.json, ratios.svg).
+ *
+ *   node dist/bench/run.js [--rounds 3] [--seconds 6] [--quick] [--no-profile] [--profile-only] [--out DIR]
+ *
+ * Scenarios 1-3 run interleaved: each round runs every scenario against every server, in an order
+ * rotated per round, so slow drifts of the shared machine spread over all servers; the table
+ * gives medians over rounds. Scenarios 4-6 need servers configured differently (a TTL-0 agent, a
+ * silent first agent, an empty cache) and run after, once.
+ */
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startJanusCluster } from '../test/support/consul-sim.js';
+import { VERSION } from '../src/version.js';
+import { ensureTools, machineInfo } from './lib/tools.js';
+import { runDnsperf, type PerfResult } from './lib/dnsperf.js';
+import { Asker, startSilentAgent } from './lib/dnsq.js';
+import {
+  startAgentStandin, startRecursor, startAnchor, startProxy, type Server, type Addr, type AnchorKind,
+} from './lib/servers.js';
+import { freePort, median, percentileSorted, progress, sleep, elapsedSeconds } from './lib/util.js';
+import { summariseProfile, profileTable } from './lib/cpuprofile.js';
+import { writeReport, type Results, type ScenarioRow } from './lib/report.js';
+
+// ---- options ----------------------------------------------------------------------------------
+
+interface Options { rounds: number; seconds: number; quick: boolean; profile: boolean; profileOnly: boolean; out: string; failoverTrials: number; failoverCapMs: number }
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    rounds: 3, seconds: 6, quick: false, profile: true, profileOnly: false,
+    out: fileURLToPath(new URL('../../bench/results/', import.meta.url)), failoverTrials: 10, failoverCapMs: 3000,
+  };
+  let roundsSet = false, secondsSet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const val = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value`); return v; };
+    if (a === '--rounds') { o.rounds = Math.max(1, Number(val())); roundsSet = true; }
+    else if (a === '--seconds') { o.seconds = Math.max(1, Number(val())); secondsSet = true; }
+    else if (a === '--quick') o.quick = true;
+    else if (a === '--profile') o.profile = true;
+    else if (a === '--no-profile') o.profile = false;
+    else if (a === '--profile-only') o.profileOnly = true;
+    else if (a === '--out') o.out = val();
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: node dist/bench/run.js [--rounds N] [--seconds S] [--quick] [--no-profile] [--profile-only] [--out DIR]\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  if (o.quick) {
+    if (!roundsSet) o.rounds = 1;
+    if (!secondsSet) o.seconds = 3;
+    o.failoverTrials = 4;
+    o.failoverCapMs = 1500;
+    o.profile = false;
+  }
+  return o;
+}
+
+const SERVERS = ['proxy', 'dnsmasq', 'unbound', 'dnsdist'] as const;
+type ServerName = (typeof SERVERS)[number];
+const ANCHORS: AnchorKind[] = ['dnsmasq', 'unbound', 'dnsdist'];
+/** Cache floor given to the anchors so they cache Consul's TTL-0 answers at all. */
+const ANCHOR_MIN_TTL = 60;
+const LATENCY_QPS = 20_000;
+const SILENT_QPS = 2_000;
+const MEMORY_NAMES = 100_000;
+const HITS_FILE = ['janus.service.consul A', 'www.example A', '_janus._tcp.service.consul SRV', 'api.example A'].join('\n') + '\n';
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/** A file of `n` unique names (written just before the run that uses it, removed after). */
+function namesFile(dir: string, tag: string, suffix: string, n: number): string {
+  const f = join(dir, `names-${tag}.txt`);
+  const lines: string[] = new Array(n);
+  for (let i = 0; i < n; i++) lines[i] = `${tag}-${i}.${suffix} A`;
+  writeFileSync(f, lines.join('\n') + '\n');
+  return f;
+}
+
+const fmt = (x: number, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : 'n/a');
+
+/** Runs dnsperf while reading the server's CPU time before and after. */
+async function measured(s: Server, run: () => Promise<PerfResult>): Promise<PerfResult & { cpuPer100k: number }> {
+  const c0 = s.cpu();
+  const r = await run();
+  const c1 = s.cpu();
+  return { ...r, cpuPer100k: r.completed > 0 ? ((c1 - c0) / r.completed) * 1e5 : NaN };
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  progress(`bench: ${o.rounds} round(s) of ${o.seconds} s per run${o.quick ? ' (quick)' : ''}; results to ${o.out}`);
+  await ensureTools();
+  const machine = machineInfo(VERSION);
+  progress(`machine: ${machine.nproc} cores, ${machine.cpuModel}; ${Object.entries(machine.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const dir = mkdtempSync(join(tmpdir(), 'cdp-bench-'));
+  const hitsFile = join(dir, 'hits.txt');
+  writeFileSync(hitsFile, HITS_FILE);
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const results: Results = {
+    machine, options: { rounds: o.rounds, seconds: o.seconds, quick: o.quick }, setup: [], rows: [], ttlZero: [], failover: [],
+    silent: [], memory: [], profile: null, targets: [], notes: [],
+  };
+  try {
+    // ---- shared helpers: the simulator (HTTP API, and the TTL-0 agent of scenario 4), the agent
+    // stand-in (DNS of scenarios 1-3, 5, 6: the simulator's DNS would be the bottleneck), the recursor.
+    const sim = await startJanusCluster({ host: '127.0.0.1' });
+    cleanups.push(() => sim.stop());
+    const http = `http://127.0.0.1:${sim.httpPort}`;
+    const standin = await startAgentStandin(dir, await freePort());
+    cleanups.push(() => standin.stop());
+    const recursor = await startRecursor(dir, await freePort());
+    cleanups.push(() => recursor.stop());
+    const agentAddr: Addr = { host: '127.0.0.1', port: standin.port };
+    const recAddr: Addr = { host: '127.0.0.1', port: recursor.port };
+    results.setup.push(
+      `Agent DNS for scenarios 1-3, 5, 6: a dnsmasq stand-in (anchor-configs/agent-dnsmasq.conf: static janus.service.consul, TTL 30, plus *.node.consul for miss names) on 127.0.0.1:${standin.port}; the Consul simulator (test/support/consul-sim.ts, Janus cluster) serves the HTTP API with the same janus service, so the proxy's health watch is live.`,
+      `Agent for scenario 4 and the TTL-0 check: the simulator's own DNS (TTL 0, as a real Consul agent), with its HTTP API.`,
+      `Recursor: unbound with local-zone "." static, a static example. zone and a redirect zone m.example. (any name answers, TTL 300): it never iterates to the Internet.`,
+      `Anchors cache Consul answers through their TTL floor of ${ANCHOR_MIN_TTL} s: dnsmasq min-cache-ttl=${ANCHOR_MIN_TTL}, unbound cache-min-ttl: ${ANCHOR_MIN_TTL}, dnsdist a response rule raising TTLs to ${ANCHOR_MIN_TTL} before its packet cache (1.7's packet-cache minTTL means "do not cache below", not a floor). Clients then see TTL ${ANCHOR_MIN_TTL}; the proxy's clients see Consul's TTL.`,
+      `Proxy: default configuration (cache on, consulTtl 60 s while the health watch is live, hedgeMs 50) except cache.maxEntries 200000, metrics off, log level warn; one Node process.`,
+    );
+
+    if (o.profileOnly) {
+      const p = await profileHits(dir, agentAddr, recAddr, http, hitsFile);
+      if (p) process.stdout.write(p.table + '\n');
+      return;
+    }
+
+    // ---- scenarios 1-3: interleaved rounds ----------------------------------------------------
+    progress('starting the servers for scenarios 1-3');
+    const main: Record<ServerName, Server> = {
+      proxy: await startProxy(dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, http, cacheEntries: 200_000 }),
+      dnsmasq: await startAnchor('dnsmasq', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
+      unbound: await startAnchor('unbound', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
+      dnsdist: await startAnchor('dnsdist', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
+    };
+    for (const s of Object.values(main)) cleanups.push(() => s.stop());
+    for (const name of SERVERS) await runDnsperf({ port: main[name].port, file: hitsFile, maxRuns: 50, clients: 1, outstanding: 4 });
+
+    type Raw = { hits: PerfResult & { cpuPer100k: number }; missAgent: PerfResult & { cpuPer100k: number }; missRecursor: PerfResult & { cpuPer100k: number }; latency: PerfResult };
+    const raw: Record<ServerName, Partial<Raw>[]> = { proxy: [], dnsmasq: [], unbound: [], dnsdist: [] };
+    const missLines = Math.max(50_000, o.seconds * 90_000);
+    for (let round = 0; round < o.rounds; round++) {
+      const order = SERVERS.map((_, i) => SERVERS[(i + round) % SERVERS.length]!);
+      for (const name of SERVERS) raw[name][round] = {};
+      for (const name of order) {
+        const s = main[name];
+        const r = await measured(s, () => runDnsperf({ port: s.port, file: hitsFile, seconds: o.seconds, clients: 8, outstanding: 200 }));
+        raw[name][round]!.hits = r;
+        progress(`round ${round + 1}/${o.rounds} (1) cache hits   ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}`);
+      }
+      for (const [key, suffix, label] of [['missAgent', 'node.consul', 'agent'], ['missRecursor', 'm.example', 'recursor']] as const) {
+        for (const name of order) {
+          const s = main[name];
+          const f = namesFile(dir, `r${round}${name}${label}`, suffix, missLines);
+          const r = await measured(s, () => runDnsperf({ port: s.port, file: f, seconds: o.seconds, clients: 8, outstanding: 100 }));
+          rmSync(f);
+          if (r.sent > missLines) results.notes.push(`${name} ${label} misses round ${round + 1}: ${r.sent} queries > ${missLines} names: the file wrapped and later queries were hits.`);
+          raw[name][round]![key] = r;
+          progress(`round ${round + 1}/${o.rounds} (2) misses→${label.padEnd(8)} ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}`);
+        }
+      }
+      for (const name of order) {
+        const s = main[name];
+        const r = await runDnsperf({ port: s.port, file: hitsFile, seconds: o.seconds, clients: 4, outstanding: 200, qps: LATENCY_QPS, verbose: true });
+        raw[name][round]!.latency = r;
+        progress(`round ${round + 1}/${o.rounds} (3) latency @${LATENCY_QPS / 1000}k ${name.padEnd(8)} p50 ${fmt(r.latency!.p50, 3)} ms, p99 ${fmt(r.latency!.p99, 3)} ms, lost ${r.lost}`);
+      }
+    }
+    const med = (name: ServerName, f: (r: Partial<Raw>) => number | undefined) => median(raw[name].map((r) => f(r) ?? NaN));
+    const row = (scenario: string, metric: string, better: 'higher' | 'lower', f: (r: Partial<Raw>) => number | undefined, digits: number): ScenarioRow => ({
+      scenario, metric, better, digits,
+      values: Object.fromEntries(SERVERS.map((n) => [n, med(n, f)])) as Record<ServerName, number>,
+      perRound: Object.fromEntries(SERVERS.map((n) => [n, raw[n].map((r) => f(r) ?? NaN)])) as Record<ServerName, number[]>,
+    });
+    results.rows.push(
+      row('1 cache hits, full load', 'q/s', 'higher', (r) => r.hits?.qps, 0),
+      row('1 cache hits, full load', 'CPU-s per 100k queries', 'lower', (r) => r.hits?.cpuPer100k, 2),
+      row('2 misses to the agent (unique names)', 'q/s', 'higher', (r) => r.missAgent?.qps, 0),
+      row('2 misses to the agent (unique names)', 'CPU-s per 100k queries', 'lower', (r) => r.missAgent?.cpuPer100k, 2),
+      row('2 misses to the recursor (unique names)', 'q/s', 'higher', (r) => r.missRecursor?.qps, 0),
+      row('2 misses to the recursor (unique names)', 'CPU-s per 100k queries', 'lower', (r) => r.missRecursor?.cpuPer100k, 2),
+      row(`3 latency, hits at ${LATENCY_QPS / 1000}k q/s`, 'median ms', 'lower', (r) => r.latency?.latency?.p50, 3),
+      row(`3 latency, hits at ${LATENCY_QPS / 1000}k q/s`, 'p99 ms', 'lower', (r) => r.latency?.latency?.p99, 3),
+    );
+    results.lost = Object.fromEntries(SERVERS.map((n) => [n, raw[n].reduce((a, r) => a + (r.hits?.lost ?? 0) + (r.missAgent?.lost ?? 0) + (r.missRecursor?.lost ?? 0) + (r.latency?.lost ?? 0), 0)]));
+
+    // ---- profile of the cache-hit path (the main servers are idle now) ------------------------
+    if (o.profile) results.profile = await profileHits(dir, agentAddr, recAddr, http, hitsFile);
+
+    // ---- scenario 5: a silent first agent ------------------------------------------------------
+    results.silent = await silentAgent(dir, o, main, agentAddr, recAddr, http);
+    for (const s of Object.values(main)) await s.stop();
+
+    // ---- scenario 4 and TTL 0: the simulator's DNS as the agent --------------------------------
+    const ttl = await ttlZeroAndFailover(dir, o, sim, http, recAddr);
+    results.ttlZero = ttl.ttlZero;
+    results.failover = ttl.failover;
+
+    // ---- scenario 6: resident memory with 100k cached names ------------------------------------
+    results.memory = await memory(dir, o, agentAddr, recAddr, http);
+
+    results.targets = targets(results);
+    results.durationSeconds = Math.round(elapsedSeconds());
+    mkdirSync(o.out, { recursive: true });
+    const files = writeReport(o.out, results);
+    progress(`done in ${Math.round(elapsedSeconds())} s: ${files.join(', ')}`);
+    for (const t of results.targets) progress(`target ${t.met ? 'MET   ' : 'MISSED'} ${t.target}: ${t.value}`);
+  } finally {
+    for (const c of cleanups.reverse()) { try { await c(); } catch { /* already stopped */ } }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- scenario 5 -------------------------------------------------------------------------------
+
+async function silentAgent(dir: string, o: Options, main: Record<ServerName, Server>, agentAddr: Addr, recAddr: Addr, http: string) {
+  const silent = await startSilentAgent();
+  const silentAddr: Addr = { host: '127.0.0.1', port: silent.port };
+  const out: Results['silent'] = [];
+  const lines = Math.max(10_000, (o.seconds + 2) * SILENT_QPS);
+  try {
+    for (const name of SERVERS) {
+      // Baseline: the scenario-1 server (one live agent); then a fresh server whose first agent is silent,
+      // loaded from the moment it answers, so its first seconds (before it learns) are in the sample.
+      const fb = namesFile(dir, `sb${name}`, 'node.consul', lines);
+      const base = await runDnsperf({ port: main[name].port, file: fb, seconds: o.seconds, clients: 4, outstanding: 100, qps: SILENT_QPS, verbose: true });
+      rmSync(fb);
+      const port = await freePort();
+      const agents = [silentAddr, agentAddr];
+      const s = name === 'proxy'
+        ? await startProxy(dir, { port, agents, recursor: recAddr, http, cacheEntries: 200_000 })
+        : await startAnchor(name, dir, { port, agents, recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 });
+      const fs = namesFile(dir, `ss${name}`, 'node.consul', lines);
+      const r = await runDnsperf({ port: s.port, file: fs, seconds: o.seconds, clients: 4, outstanding: 100, qps: SILENT_QPS, verbose: true });
+      rmSync(fs);
+      await s.stop();
+      const row = {
+        server: name, baselineP50: base.latency!.p50, baselineP99: base.latency!.p99, p50: r.latency!.p50, p99: r.latency!.p99, max: r.latency!.max,
+        addedP99: r.latency!.p99 - base.latency!.p99, servfail: r.rcodes.SERVFAIL ?? 0, lost: r.lost, sent: r.sent,
+      };
+      out.push(row);
+      progress(`(5) silent first agent ${name.padEnd(8)} p50 ${fmt(row.p50, 2)} ms, p99 ${fmt(row.p99, 2)} ms (one agent: ${fmt(row.baselineP99, 2)}), max ${fmt(row.max, 0)} ms, SERVFAIL ${row.servfail}, lost ${row.lost}/${row.sent}`);
+    }
+  } finally {
+    silent.close();
+  }
+  return out;
+}
+
+// ---- scenario 4 and TTL 0 ---------------------------------------------------------------------
+
+type Sim = Awaited<ReturnType<typeof startJanusCluster>>;
+
+async function setJanus1(http: string, state: 'fail' | 'pass'): Promise<void> {
+  const res = await fetch(`${http}/v1/agent/check/${state}/service:janus-1`, { method: 'PUT' });
+  await res.arrayBuffer();
+  if (!res.ok) throw Object.assign(new Error(`simulator refused check/${state}: ${res.status}`), { code: 'EBENCH_SIM' });
+}
+
+async function ttlZeroAndFailover(dir: string, o: Options, sim: Sim, http: string, recAddr: Addr) {
+  const agent: Addr = { host: '127.0.0.1', port: sim.dnsPort };
+  const cfgs: { label: string; kind: 'proxy' | AnchorKind; minTtl: number }[] = [
+    { label: 'proxy', kind: 'proxy', minTtl: 0 },
+    ...ANCHORS.map((k) => ({ label: `${k} (TTL floor ${ANCHOR_MIN_TTL} s)`, kind: k, minTtl: ANCHOR_MIN_TTL })),
+    ...ANCHORS.map((k) => ({ label: `${k} (Consul's TTL 0)`, kind: k, minTtl: 0 })),
+  ];
+  const ttlZero: Results['ttlZero'] = [];
+  const failover: Results['failover'] = [];
+  const asker = new Asker();
+  try {
+    for (const c of cfgs) {
+      const port = await freePort();
+      const s = c.kind === 'proxy'
+        ? await startProxy(dir, { port, agents: [agent], recursor: recAddr, http, cacheEntries: 10_000 })
+        : await startAnchor(c.kind, dir, { port, agents: [agent], recursor: recAddr, minTtl: c.minTtl, cacheEntries: 10_000 });
+      try {
+        // Agent queries per 100 client queries (after one warm-up query and a moment for the watch).
+        await asker.ask(s.port, 'janus.service.consul');
+        await waitNames(asker, s.port, 2, 5000);
+        await sleep(300);
+        const q0 = sim.queries;
+        let ttlSeen = -1;
+        for (let i = 0; i < 100; i++) { const r = await asker.ask(s.port, 'janus.service.consul'); if (r && r.ttls.length) ttlSeen = r.ttls[0]!; }
+        const perHundred = sim.queries - q0;
+        ttlZero.push({ server: c.label, agentQueriesPer100: perHundred, clientTtl: ttlSeen });
+        // Failover lag: mark janus-1 critical through the HTTP API; time until answers stop naming it.
+        const lags: number[] = [];
+        let capped = false;
+        for (let t = 0; t < o.failoverTrials; t++) {
+          await waitNames(asker, s.port, 2, 5000);
+          await sleep(250); // changes in real clusters are seconds apart; keep the watch's min interval out of it
+          const t0 = performance.now();
+          await setJanus1(http, 'fail');
+          let lag = NaN;
+          while (performance.now() - t0 < o.failoverCapMs) {
+            const r = await asker.ask(s.port, 'janus.service.consul', 1, 200);
+            if (r && r.rcode === 0 && r.addresses.length > 0 && !r.addresses.includes('127.0.0.11')) { lag = performance.now() - t0; break; }
+            await sleep(1);
+          }
+          await setJanus1(http, 'pass');
+          if (Number.isNaN(lag)) { capped = true; break; }
+          lags.push(lag);
+        }
+        const sorted = [...lags].sort((a, b) => a - b);
+        const row = {
+          server: c.label, trials: lags.length, capped, capMs: o.failoverCapMs,
+          medianMs: capped ? NaN : median(lags), p99Ms: capped ? NaN : percentileSorted(sorted, 99), lagsMs: lags.map((x) => Math.round(x * 10) / 10),
+        };
+        failover.push(row);
+        progress(`(4) failover ${c.label.padEnd(28)} agent queries per 100 client queries: ${perHundred} (client TTL ${ttlSeen}); lag ${capped ? `> ${o.failoverCapMs} ms (still naming the critical instance)` : `median ${fmt(row.medianMs, 1)} ms, p99 ${fmt(row.p99Ms, 1)} ms over ${lags.length}`}`);
+      } finally {
+        await s.stop();
+        await setJanus1(http, 'pass');
+      }
+    }
+  } finally {
+    asker.close();
+  }
+  return { ttlZero, failover };
+}
+
+/** Waits until an answer names `n` addresses (both Janus instances healthy again), up to `ms`. */
+async function waitNames(asker: Asker, port: number, n: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const r = await asker.ask(port, 'janus.service.consul', 1, 200);
+    if (r && r.addresses.length >= n) return true;
+    await sleep(5);
+  }
+  return false;
+}
+
+// ---- scenario 6 -------------------------------------------------------------------------------
+
+async function memory(dir: string, o: Options, agentAddr: Addr, recAddr: Addr, http: string) {
+  const out: Results['memory'] = [];
+  const f = namesFile(dir, 'mem', 'm.example', MEMORY_NAMES);
+  try {
+    for (const name of SERVERS) {
+      const port = await freePort();
+      const s = name === 'proxy'
+        ? await startProxy(dir, { port, agents: [agentAddr], recursor: recAddr, http, cacheEntries: 200_000 })
+        : await startAnchor(name, dir, { port, agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 200_000 });
+      try {
+        const before = s.rss();
+        const warm = await runDnsperf({ port: s.port, file: f, maxRuns: 1, clients: 4, outstanding: 100, qps: o.quick ? 40_000 : 25_000 });
+        await sleep(500);
+        const after = s.rss();
+        out.push({ server: name, rssBeforeMb: before, rssAfterMb: after, deltaMb: after - before, answered: warm.completed, lost: warm.lost });
+        progress(`(6) memory ${name.padEnd(8)} RSS ${fmt(before, 1)} MB → ${fmt(after, 1)} MB after ${fmt(warm.completed)} names (lost ${warm.lost})`);
+      } finally {
+        await s.stop();
+      }
+    }
+  } finally {
+    rmSync(f, { force: true });
+  }
+  return out;
+}
+
+// ---- profile ----------------------------------------------------------------------------------
+
+async function profileHits(dir: string, agentAddr: Addr, recAddr: Addr, http: string, hitsFile: string) {
+  const profDir = join(dir, 'prof');
+  mkdirSync(profDir);
+  const s = await startProxy(dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, http, cacheEntries: 200_000 },
+    ['--cpu-prof', `--cpu-prof-dir=${profDir}`]);
+  let r: PerfResult;
+  try {
+    await runDnsperf({ port: s.port, file: hitsFile, maxRuns: 50, clients: 1, outstanding: 4 });
+    r = await runDnsperf({ port: s.port, file: hitsFile, seconds: 10, clients: 8, outstanding: 200 });
+  } finally {
+    await s.stop();
+  }
+  const file = readdirSync(profDir).find((n) => n.endsWith('.cpuprofile'));
+  if (!file) { progress('profile: no .cpuprofile written'); return null; }
+  const summary = summariseProfile(join(profDir, file), 25);
+  progress(`profile: cache hits under --cpu-prof ${fmt(r.qps)} q/s; top self time: ${summary.rows.slice(0, 5).map((x) => `${x.fn} ${x.pct.toFixed(1)}%`).join(', ')}`);
+  return { qps: r.qps, table: profileTable(summary), rows: summary.rows, idlePct: summary.idlePct, gcPct: summary.gcPct };
+}
+
+// ---- targets ----------------------------------------------------------------------------------
+
+function targets(r: Results): Results['targets'] {
+  const v = (metric: string, scenario: string, s: ServerName) => r.rows.find((x) => x.scenario.startsWith(scenario) && x.metric === metric)?.values[s] ?? NaN;
+  const t: Results['targets'] = [];
+  const hits = v('q/s', '1', 'proxy') / v('q/s', '1', 'dnsmasq');
+  t.push({ target: 'cache hits ≥ 0.5× dnsmasq q/s', met: hits >= 0.5, value: `${hits.toFixed(2)}×` });
+  const ma = v('q/s', '2 misses to the agent', 'proxy') / v('q/s', '2 misses to the agent', 'dnsmasq');
+  t.push({ target: 'misses to the agent ≥ 1.0× dnsmasq q/s', met: ma >= 1, value: `${ma.toFixed(2)}×` });
+  const mr = v('q/s', '2 misses to the recursor', 'proxy') / v('q/s', '2 misses to the recursor', 'dnsmasq');
+  t.push({ target: 'misses to the recursor ≥ 1.0× dnsmasq q/s', met: mr >= 1, value: `${mr.toFixed(2)}×` });
+  const p99 = v('p99 ms', '3', 'proxy');
+  t.push({ target: `p99 < 1 ms at ${LATENCY_QPS / 1000}k q/s on hits`, met: p99 < 1, value: `${p99.toFixed(3)} ms` });
+  const fo = r.failover.find((x) => x.server === 'proxy');
+  t.push({ target: 'failover lag p99 < 100 ms with caching', met: !!fo && !fo.capped && fo.p99Ms < 100, value: fo ? (fo.capped ? `> ${fo.capMs} ms` : `${fo.p99Ms.toFixed(1)} ms (max of ${fo.trials})`) : 'n/a' });
+  const si = r.silent.find((x) => x.server === 'proxy');
+  t.push({ target: 'silent first agent: < 100 ms added at p99, no SERVFAIL', met: !!si && si.addedP99 < 100 && si.servfail === 0, value: si ? `+${si.addedP99.toFixed(1)} ms, ${si.servfail} SERVFAIL, ${si.lost} lost` : 'n/a' });
+  const mem = r.memory.find((x) => x.server === 'proxy');
+  t.push({ target: '100k cached names < 150 MB RSS', met: !!mem && mem.rssAfterMb < 150, value: mem ? `${mem.rssAfterMb.toFixed(1)} MB` : 'n/a' });
+  return t;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});
