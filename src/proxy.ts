@@ -8,7 +8,7 @@
  * It never throws: every failure becomes an rcode. Cache hits are answered synchronously from
  * raw bytes; misses return a promise. Identical misses in flight share one upstream exchange.
  */
-import { parseQuery, buildErrorReply, RCODE, EDE, HEADER_LEN, CLASS_IN, encodeName, type Query } from './wire.js';
+import { parseQuery, questionName, buildErrorReply, RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN, encodeName, type Query } from './wire.js';
 import { Router, type Route } from './router.js';
 import { UpstreamPool, type ExchangeResult } from './upstream.js';
 import { stripOpt, replyFlags, finish, putQuestion } from './render.js';
@@ -56,9 +56,29 @@ export interface ProxyDeps {
 
 const SRC_CACHE = 0, SRC_UPSTREAM = 1, SRC_STALE = 2, SRC_LOCAL = 3;
 
+/**
+ * What the handler derives from a question's bytes, kept so that a question seen before costs one
+ * string (its bytes as a Map key) instead of a name, suffix slices and a key: fewer allocations
+ * per query means fewer young-generation GC pauses, which is what set the tail latency of cache
+ * hits (bench: p99 at 20k q/s). Cleared on reconfiguration and when it grows past MEMO_MAX.
+ */
+interface Memo {
+  name: string;
+  route: Route;
+  /** The lowercased canonical name (alias suffix swapped for the Consul domain). */
+  canonicalName: string;
+  /** The question to send upstream (the client's bytes, or the canonical form under an alias). */
+  question: Buffer | null;
+  /** Cache keys by DO (2) and CD (1) bits. */
+  keys: (string | undefined)[];
+  probe: boolean;
+}
+const MEMO_MAX = 8192;
+
 export class Proxy {
   private deps: ProxyDeps;
   private readonly inflight = new Map<string, Promise<{ result: ExchangeResult; stored: boolean }>>();
+  private readonly memo = new Map<string, Memo>();
   /** Queries being answered (for draining on shutdown). */
   pending = 0;
 
@@ -77,6 +97,7 @@ export class Proxy {
   /** Swaps in a new configuration (SIGHUP). In-flight queries finish with the old one. */
   reconfigure(deps: ProxyDeps): void {
     this.deps = deps;
+    this.memo.clear();
   }
 
   /** Answers one client message. Never throws. */
@@ -95,8 +116,8 @@ export class Proxy {
     const { settings, metrics } = this.deps;
     const transport = udp ? 0 : 1;
 
-    // 1. Parse and validate the raw bytes.
-    const parsed = parseQuery(buf);
+    // 1. Parse and validate the raw bytes (the name comes from the memo, or is built in step 3).
+    const parsed = parseQuery(buf, false);
     if (parsed.kind === 'drop') return null;
     if (parsed.kind === 'error') {
       // A source outside the ACL gets nothing, not even a FORMERR (no reflection).
@@ -118,27 +139,21 @@ export class Proxy {
       }
     }
 
-    // 3. Route by name.
-    const route = this.deps.router.route(q.name);
+    // 3. Route by name, and 4. the alias: ask the canonical question (x.starlings → x.consul).
+    const qbytes = buf.toString('latin1', HEADER_LEN, q.qEnd);
+    let m = this.memo.get(qbytes);
+    if (m === undefined) m = this.remember(qbytes, buf, q);
+    q.name = m.name;
+    const route = m.route;
     // Our own loop probe came back to us through a recursor: answer it here, never forward it again.
-    if (this.deps.loop?.isProbe(q.name)) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+    if (m.probe) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
     metrics.request(transport, route.zoneIndex, q.qtype);
     if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
-
-    // 4. Alias: ask the canonical question (x.starlings → x.consul).
-    let question: Buffer = buf;
-    let qStart = HEADER_LEN;
-    let qEnd = q.qEnd;
-    let canonicalName = q.name;
-    if (route.alias !== null) {
-      canonicalName = q.name.slice(0, q.name.length - route.alias.length) + settings.domain;
-      question = canonicalQuestion(buf, q, route.alias, settings.domain);
-      qStart = 0;
-      qEnd = question.length;
-    }
+    const canonicalName = m.canonicalName;
 
     // 5. Cache.
-    const key = canonicalName + '/' + q.qtype + '/' + (q.dnssecOk ? 'D' : '') + ((q.flags & 0x10) ? 'C' : '');
+    const bits = (q.dnssecOk ? 2 : 0) | ((q.flags & FLAG.CD) ? 1 : 0);
+    const key = m.keys[bits] ?? (m.keys[bits] = canonicalName + '/' + q.qtype + '/' + (q.dnssecOk ? 'D' : '') + ((q.flags & FLAG.CD) ? 'C' : ''));
     const cache = this.deps.cache;
     if (cache) {
       const hit = cache.lookup(key, q, buf, route, udp);
@@ -157,6 +172,9 @@ export class Proxy {
     let exchange = this.inflight.get(key);
     if (!exchange) {
       const startedAt = Date.now();
+      const question = m.question ?? buf;
+      const qStart = m.question ? 0 : HEADER_LEN;
+      const qEnd = m.question ? m.question.length : q.qEnd;
       const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool.exchange(question, qStart, qEnd, q.flags, q.dnssecOk).then((result) => {
         if (this.inflight.get(key) === ex) this.inflight.delete(key);
         const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
@@ -213,6 +231,27 @@ export class Proxy {
     const body = stripped === r.reply ? Buffer.from(stripped) : stripped; // the reply buffer is shared by coalesced waiters
     putQuestion(body, buf, q);
     return finish(body, q, flags, fin);
+  }
+
+  /** Derives and keeps what a question's bytes mean (name, route, canonical form): the cold part of steps 3-4. */
+  private remember(qbytes: string, buf: Buffer, q: Query): Memo {
+    const name = questionName(buf);
+    const route = this.deps.router.route(name);
+    const domain = this.deps.settings.domain;
+    const m: Memo = {
+      name, route, canonicalName: name, question: null, keys: [undefined, undefined, undefined, undefined],
+      probe: this.deps.loop?.isProbe(name) ?? false,
+    };
+    if (route.alias !== null) {
+      m.canonicalName = name.slice(0, name.length - route.alias.length) + domain;
+      m.question = canonicalQuestion(buf, q, route.alias, domain);
+    }
+    // Probe names are unique: remembering one would only waste a slot.
+    if (!m.probe) {
+      if (this.memo.size >= MEMO_MAX) this.memo.clear();
+      this.memo.set(qbytes, m);
+    }
+    return m;
   }
 
   private local(buf: Buffer, q: Query, rcode: number, zoneIndex: number): Buffer {

@@ -42,7 +42,10 @@ export interface Query {
   qEnd: number;
   /** Offset just past the question name (qEnd - 4). */
   nameEnd: number;
-  /** Lowercased presentation name without the trailing dot ('' for the root). Odd bytes are \DDD. */
+  /**
+   * Lowercased presentation name without the trailing dot ('' for the root). Odd bytes are \DDD.
+   * Empty when parseQuery was asked not to build it (the handler takes it from its memo).
+   */
   name: string;
   qtype: number;
   qclass: number;
@@ -66,23 +69,35 @@ function escapeByte(b: number): string {
 }
 
 /**
- * Reads an uncompressed name at `off` (a question name never needs a pointer, so a query carrying
- * one is malformed: RFC 1035 §4.1.4 allows pointers only to earlier names). Returns the offset past
- * the name and the lowercased presentation form, or -1 on anything malformed.
+ * Validates an uncompressed name at `off` without building it (a question name never needs a
+ * pointer, so a query carrying one is malformed: RFC 1035 §4.1.4 allows pointers only to earlier
+ * names). Returns the offset past the name, or -1 on anything malformed.
  */
-function readQuestionName(buf: Buffer, off: number, out: { name: string }): number {
-  let name = '';
+function scanQuestionName(buf: Buffer, off: number): number {
   let wireLen = 1;
   for (;;) {
     if (off >= buf.length) return -1;
     const len = buf[off]!;
-    if (len === 0) { out.name = name; return off + 1; }
+    if (len === 0) return off + 1;
     if (len > 63) return -1; // pointer or reserved label type
     wireLen += len + 1;
     if (wireLen > 255) return -1; // RFC 1035 §3.1: 255 octets at most
+    off += len + 1;
+  }
+}
+
+/**
+ * The lowercased presentation form of a question name already validated by scanQuestionName,
+ * without the trailing dot ('' for the root); bytes that are not plain printable ASCII, and '.'
+ * or '\\' inside a label, are written \DDD so distinct wire names stay distinct strings.
+ */
+export function questionName(buf: Buffer, off: number = HEADER_LEN): string {
+  let name = '';
+  for (;;) {
+    const len = buf[off]!;
+    if (len === 0) return name.toLowerCase();
     const start = off + 1;
     const end = start + len;
-    if (end > buf.length) return -1;
     let plain = true;
     for (let i = start; i < end; i++) {
       const c = buf[i]!;
@@ -101,10 +116,7 @@ function readQuestionName(buf: Buffer, off: number, out: { name: string }): numb
     name = name === '' ? label : name + '.' + label;
     off = end;
   }
-  // unreachable
 }
-
-const nameOut = { name: '' };
 
 /**
  * Skips a (possibly compressed) name in a message. Returns the offset past it, or -1 if it runs
@@ -136,7 +148,7 @@ export function skipName(buf: Buffer, off: number): number {
  * or a response → drop; opcode other than QUERY → NOTIMP (checked first, whatever the counts);
  * QDCOUNT ≠ 1 or a malformed question → FORMERR; EDNS version ≠ 0 → BADVERS (RFC 6891 §6.1.3).
  */
-export function parseQuery(buf: Buffer): ParseOutcome {
+export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
   if (buf.length < HEADER_LEN) return DROP;
   const id = buf.readUInt16BE(0);
   const flags = buf.readUInt16BE(2);
@@ -145,10 +157,10 @@ export function parseQuery(buf: Buffer): ParseOutcome {
   if (opcode !== 0) return { kind: 'error', rcode: RCODE.NOTIMP, q: null, id, flags };
   const qd = buf.readUInt16BE(4);
   if (qd !== 1) return { kind: 'error', rcode: RCODE.FORMERR, q: null, id, flags };
-  const nameEnd = readQuestionName(buf, HEADER_LEN, nameOut);
+  const nameEnd = scanQuestionName(buf, HEADER_LEN);
   if (nameEnd < 0 || nameEnd + 4 > buf.length) return { kind: 'error', rcode: RCODE.FORMERR, q: null, id, flags };
   const q: Query = {
-    id, flags, opcode, qEnd: nameEnd + 4, nameEnd, name: nameOut.name.toLowerCase(),
+    id, flags, opcode, qEnd: nameEnd + 4, nameEnd, name: withName ? questionName(buf) : '',
     qtype: buf.readUInt16BE(nameEnd), qclass: buf.readUInt16BE(nameEnd + 2),
     edns: false, udpSize: 512, ednsVersion: 0, dnssecOk: false,
   };
