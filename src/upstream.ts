@@ -399,14 +399,15 @@ export class UpstreamPool {
     }
   }
 
-  private markFailure(u: Upstream, why: FailureReason) {
+  /** A failed query, or a failed probe (`query` false: probing already, no new round is started). */
+  private markFailure(u: Upstream, why: FailureReason, query = true) {
     this.observer.failure(this.name, u.label, why);
     u.fails++;
     if (!u.down && u.fails >= this.opts.maxFails) {
       u.down = true;
       this.observer.health(this.name, u.label, false);
-      this.log?.warn({ pool: this.name, upstream: u.label, reason: why }, 'upstream down');
-      this.scheduleProbe(0);
+      this.log?.warn({ pool: this.name, upstream: u.label, reason: why, probe: !query }, 'upstream down');
+      if (query) this.scheduleProbe(0);
     }
   }
 
@@ -434,10 +435,10 @@ export class UpstreamPool {
     for (const u of this.upstreams) {
       const query = buildUpstreamQuery(q, 0, q.length, 0, false, this.opts.udpSize);
       const sockets = u.family === 6 ? this.transport.udp6 : this.transport.udp4;
-      sockets.send(u.host, u.port, query, HEADER_LEN + q.length, this.opts.timeoutMs, (reply, layout) => {
+      sockets.send(u.host, u.port, query, HEADER_LEN + q.length, this.opts.timeoutMs, (reply, layout, reason) => {
         // Any well-formed matching reply proves the server is alive and answering.
         if (reply && layout) this.markOk(u);
-        else if (!u.down) { u.fails++; if (u.fails >= this.opts.maxFails) { u.down = true; this.observer.health(this.name, u.label, false); this.log?.warn({ pool: this.name, upstream: u.label, reason: 'probe' }, 'upstream down'); } }
+        else this.markFailure(u, reason ?? 'network', false);
         after();
       });
     }
