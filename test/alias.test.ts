@@ -19,7 +19,7 @@ import {
   type Message,
 } from '../src/message.js';
 import { mapSuffix, matchAlias, rewriteQuery, toAliasReply, toCanonicalName, toDomainReply, type AliasMap } from '../src/alias.js';
-import { Rng, a, oneName, opt, randomConsulReply, soa, srv, txt } from './support/fuzz.js';
+import { Rng, a, oneName, opt, randomConsulReply, soa, srv, txt, rdataNameList } from './support/fuzz.js';
 
 const CORPUS = new URL('../../test/fixtures/corpus/', import.meta.url);
 const MAP: AliasMap = { domain: 'consul', aliases: ['starlings'] };
@@ -42,15 +42,6 @@ function allNames(m: Message): string[] {
     });
   }
   return out;
-}
-
-function rdataNameList(type: number, rdata: Buffer): string[] {
-  const names: string[] = [];
-  mapRdataNames(type, rdata, (n) => {
-    names.push(n);
-    return n;
-  });
-  return names;
 }
 
 const under = (name: string, suffix: string) => {

@@ -12,14 +12,13 @@ import {
   WireError,
   decodeMessage,
   encodeMessage,
-  mapRdataNames,
   nameToWire,
   rdataNames,
   readName,
   FIELD_NAME,
   type Message,
 } from '../src/message.js';
-import { a, mx, oneName, opt, rr, soa, srv, txt } from './support/fuzz.js';
+import { a, mx, oneName, opt, rr, soa, srv, txt, rdataNameList } from './support/fuzz.js';
 
 const CORPUS = new URL('../../test/fixtures/corpus/', import.meta.url);
 function corpus(dir: 'replies-bind' | 'queries-dig'): Array<[string, Buffer]> {
@@ -45,16 +44,6 @@ function throwsWire(buf: Buffer, what: RegExp): void {
     () => decodeMessage(buf),
     (e: unknown) => e instanceof WireError && e.code === 'CDP_ERR_WIRE' && what.test(e.message),
   );
-}
-
-/** The names inside a record's RDATA, via the codec's own layout table. */
-function rdataNameList(type: number, rdata: Buffer): string[] {
-  const names: string[] = [];
-  mapRdataNames(type, rdata, (n) => {
-    names.push(n);
-    return n;
-  });
-  return names;
 }
 
 const Q = 'janus.service.consul';

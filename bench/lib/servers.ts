@@ -95,10 +95,9 @@ export function agentStandinConf(dir: string, port: number): string {
   return f;
 }
 
-/** The recursor: anchor-configs/recursor-unbound.conf plus a redirect zone (any *.m.example answers). */
-export function recursorConf(dir: string, port: number): string {
-  const f = join(dir, `recursor-${port}.conf`);
-  writeFileSync(f, `server:
+/** The `server:` lines every unbound here shares: foreground, no chroot or syslog, loopback clients only. */
+function unboundServer(port: number): string {
+  return `server:
   interface: 127.0.0.1@${port}
   do-daemonize: no
   username: ""
@@ -108,7 +107,13 @@ export function recursorConf(dir: string, port: number): string {
   logfile: ""
   verbosity: 0
   num-threads: 1
-  access-control: 127.0.0.0/8 allow
+  access-control: 127.0.0.0/8 allow`;
+}
+
+/** The recursor: anchor-configs/recursor-unbound.conf plus a redirect zone (any *.m.example answers). */
+export function recursorConf(dir: string, port: number): string {
+  const f = join(dir, `recursor-${port}.conf`);
+  writeFileSync(f, `${unboundServer(port)}
   module-config: "iterator"
   local-zone: "." static
   local-zone: "example." static
@@ -151,17 +156,7 @@ export function unboundConf(dir: string, o: AnchorOptions): string {
   const f = join(dir, `fwd-unbound-${o.port}.conf`);
   // Roughly 1 KB of message + rrset cache per name, so 100k names need more than the 4+4 MB default.
   const mb = Math.max(4, Math.ceil(o.cacheEntries / 1000));
-  writeFileSync(f, `server:
-  interface: 127.0.0.1@${o.port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  num-threads: 1
-  access-control: 127.0.0.0/8 allow
+  writeFileSync(f, `${unboundServer(o.port)}
   do-not-query-localhost: no
   module-config: "iterator"
   domain-insecure: "consul."

@@ -19,6 +19,7 @@ import {
   WireError,
   decodeMessage,
   encodeMessage,
+  mapRdataNames,
   nameToWire,
   type Message,
   type Record,
@@ -415,4 +416,14 @@ export function randomConsulReply(rng: Rng, alias = 'starlings', domain = 'consu
   }
   if (rng.bool(0.7)) m.additionals.push(opt(rng.pick([512, 1232, 4096]), rng.bool() ? Buffer.from('000a0008a0f2bf7256099e45', 'hex') : undefined));
   return { clientName, clientQuestion, canonical: m };
+}
+
+/** The names inside a record's RDATA, via the codec's own layout table. */
+export function rdataNameList(type: number, rdata: Buffer): string[] {
+  const names: string[] = [];
+  mapRdataNames(type, rdata, (n) => {
+    names.push(n);
+    return n;
+  });
+  return names;
 }
