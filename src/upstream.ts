@@ -246,6 +246,9 @@ export class Transport {
   close(): void { this.udp4.close(); this.udp6.close(); }
 }
 
+/** One try of an exchange at one upstream. */
+interface Try { u: Upstream; at: number; done: boolean; counted: boolean }
+
 class Upstream {
   readonly label: string;
   fails = 0;
@@ -308,6 +311,7 @@ export class UpstreamPool {
       let lastFailure: Failure = { failure: 'timeout' };
       let hedge: NodeJS.Timeout | null = null;
       const started = Date.now();
+      const running: Try[] = [];
       const finish = (r: ExchangeResult) => {
         if (finished) return;
         finished = true;
@@ -322,11 +326,25 @@ export class UpstreamPool {
         const u = order[tries % order.length]!;
         tries++;
         outstanding++;
-        const remaining = this.opts.deadlineMs - (Date.now() - started);
-        this.ask(u, Buffer.from(queryTemplate), qEndInQuery, Math.max(1, Math.min(this.opts.timeoutMs, remaining)), (r) => {
+        const now = Date.now();
+        const remaining = this.opts.deadlineMs - (now - started);
+        const t: Try = { u, at: now, done: false, counted: false };
+        running.push(t);
+        this.ask(t, Buffer.from(queryTemplate), qEndInQuery, Math.max(1, Math.min(this.opts.timeoutMs, remaining)), (r) => {
           outstanding--;
+          t.done = true;
           if (finished) return;
-          if ('reply' in r) { finish(r); return; }
+          if ('reply' in r) {
+            // Someone else answered while an earlier upstream stayed silent past hedgeMs: count that
+            // as its failure now rather than at its timeout, so maxFails marks a silent agent down
+            // after a couple of queries instead of after maxFails whole timeouts of hedging.
+            const late = Date.now() - this.opts.hedgeMs;
+            for (const o of running) {
+              if (o !== t && !o.done && !o.counted && o.at <= late) { o.counted = true; this.markFailure(o.u, 'timeout'); }
+            }
+            finish(r);
+            return;
+          }
           lastFailure = r;
           // Fail over at once unless another try is still running (it may yet answer).
           if (outstanding === 0) {
@@ -354,7 +372,8 @@ export class UpstreamPool {
   }
 
   /** One try at one upstream: UDP, then TCP to the same upstream if the UDP reply is truncated. */
-  private ask(u: Upstream, query: Buffer, qEnd: number, timeoutMs: number, cb: (r: ExchangeResult) => void): void {
+  private ask(t: Try, query: Buffer, qEnd: number, timeoutMs: number, cb: (r: ExchangeResult) => void): void {
+    const u = t.u;
     const t0 = process.hrtime.bigint();
     this.observer.request(this.name, u.label, 'udp');
     const sockets = u.family === 6 ? this.transport.udp6 : this.transport.udp4;
@@ -362,21 +381,22 @@ export class UpstreamPool {
       if (reply && layout && (layout.flags & FLAG.TC)) {
         // RFC 7766 §5: a truncated UDP answer is retried over TCP to the same server.
         this.observer.request(this.name, u.label, 'tcp');
-        u.tcp.send(Buffer.from(query), qEnd, timeoutMs, (r2, l2, reason2) => this.settle(u, t0, r2, l2, reason2, cb));
+        u.tcp.send(Buffer.from(query), qEnd, timeoutMs, (r2, l2, reason2) => this.settle(t, t0, r2, l2, reason2, cb));
         return;
       }
-      this.settle(u, t0, reply, layout, reason, cb);
+      this.settle(t, t0, reply, layout, reason, cb);
     });
   }
 
-  private settle(u: Upstream, t0: bigint, reply: Buffer | null, layout: ReplyLayout | null, reason: FailureReason | null, cb: (r: ExchangeResult) => void) {
+  private settle(t: Try, t0: bigint, reply: Buffer | null, layout: ReplyLayout | null, reason: FailureReason | null, cb: (r: ExchangeResult) => void) {
+    const u = t.u;
     if (reply && layout) {
       this.observer.duration(this.name, u.label, Number(process.hrtime.bigint() - t0) / 1e9);
       const rcode = layout.rcode | (layout.extRcode << 4);
       // SERVFAIL and REFUSED mean "ask someone else" (Consul's own recursor rule, GH-4426).
       if (rcode === RCODE.SERVFAIL || rcode === RCODE.REFUSED) {
         const why: FailureReason = rcode === RCODE.SERVFAIL ? 'servfail' : 'refused';
-        this.markFailure(u, why);
+        if (!t.counted) this.markFailure(u, why);
         cb({ failure: why, upstream: u.label });
         return;
       }
@@ -385,7 +405,7 @@ export class UpstreamPool {
       return;
     }
     const why = reason ?? 'network';
-    this.markFailure(u, why);
+    if (!t.counted) this.markFailure(u, why); // a try already counted when a hedge beat it is not counted twice
     cb({ failure: why, upstream: u.label });
   }
 
