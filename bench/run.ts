@@ -198,7 +198,7 @@ async function main(): Promise<void> {
     if (o.profile) results.profile = await profileHits(dir, agentAddr, recAddr, http, hitsFile);
 
     // ---- scenario 5: a silent first agent ------------------------------------------------------
-    results.silent = await silentAgent(dir, o, main, agentAddr, recAddr, http);
+    results.silent = await silentAgent(dir, o, agentAddr, recAddr, http);
     for (const s of Object.values(main)) await s.stop();
 
     // ---- scenario 4 and TTL 0: the simulator's DNS as the agent --------------------------------
@@ -223,27 +223,32 @@ async function main(): Promise<void> {
 
 // ---- scenario 5 -------------------------------------------------------------------------------
 
-async function silentAgent(dir: string, o: Options, main: Record<ServerName, Server>, agentAddr: Addr, recAddr: Addr, http: string) {
+async function silentAgent(dir: string, o: Options, agentAddr: Addr, recAddr: Addr, http: string) {
   const silent = await startSilentAgent();
   const silentAddr: Addr = { host: '127.0.0.1', port: silent.port };
   const out: Results['silent'] = [];
   const lines = Math.max(10_000, (o.seconds + 2) * SILENT_QPS);
   try {
     for (const name of SERVERS) {
-      // Baseline: the scenario-1 server (one live agent); then a fresh server whose first agent is silent,
-      // loaded from the moment it answers, so its first seconds (before it learns) are in the sample.
-      const fb = namesFile(dir, `sb${name}`, 'node.consul', lines);
-      const base = await runDnsperf({ port: main[name].port, file: fb, seconds: o.seconds, clients: 4, outstanding: 100, qps: SILENT_QPS, verbose: true });
-      rmSync(fb);
-      const port = await freePort();
-      const agents = [silentAddr, agentAddr];
-      const s = name === 'proxy'
-        ? await startProxy(dir, { port, agents, recursor: recAddr, http, cacheEntries: 200_000 })
-        : await startAnchor(name, dir, { port, agents, recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 });
-      const fs = namesFile(dir, `ss${name}`, 'node.consul', lines);
-      const r = await runDnsperf({ port: s.port, file: fs, seconds: o.seconds, clients: 4, outstanding: 100, qps: SILENT_QPS, verbose: true });
-      rmSync(fs);
-      await s.stop();
+      // Both runs on fresh servers, loaded from the moment they answer (so the first seconds, before
+      // a server learns that its first agent is silent, are in the sample): first with the live
+      // agent alone (the baseline), then with the silent agent first. A server kept from
+      // scenarios 1-3 would carry their cache and its garbage collector into the baseline.
+      const run = async (agents: Addr[], tag: string) => {
+        const port = await freePort();
+        const s = name === 'proxy'
+          ? await startProxy(dir, { port, agents, recursor: recAddr, http, cacheEntries: 200_000 })
+          : await startAnchor(name, dir, { port, agents, recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 });
+        const f = namesFile(dir, `${tag}${name}`, 'node.consul', lines);
+        try {
+          return await runDnsperf({ port: s.port, file: f, seconds: o.seconds, clients: 4, outstanding: 100, qps: SILENT_QPS, verbose: true });
+        } finally {
+          rmSync(f);
+          await s.stop();
+        }
+      };
+      const base = await run([agentAddr], 'sb');
+      const r = await run([silentAddr, agentAddr], 'ss');
       const row = {
         server: name, baselineP50: base.latency!.p50, baselineP99: base.latency!.p99, p50: r.latency!.p50, p99: r.latency!.p99, max: r.latency!.max,
         addedP99: r.latency!.p99 - base.latency!.p99, servfail: r.rcodes.SERVFAIL ?? 0, lost: r.lost, sent: r.sent,
