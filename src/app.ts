@@ -160,7 +160,8 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
-  const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)] });
+  // With no listener nobody can scrape: counting calls become no-ops (metrics.ts `enabled`).
+  const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
   const transport = new Transport();
   let proxy: Proxy | null = null;
   const afterChange = () => proxy?.forgetInflight();
