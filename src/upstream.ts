@@ -75,25 +75,39 @@ function randomId(): number {
  * query would cost the miss path a bind and a close each time); each is replaced after a number
  * of queries so the source port keeps changing (RFC 5452 §9.3).
  */
+interface SocketEntry { s: dgram.Socket; pending: Map<number, Pending>; uses: number; retired: boolean }
+
 class UdpSocketSet {
-  private socks: { s: dgram.Socket; pending: Map<number, Pending>; uses: number; retired: boolean }[] = [];
+  private socks: SocketEntry[] = [];
+  /** Retired sockets still waiting for answers to queries sent from them. */
+  private retiring = new Set<SocketEntry>();
   private next = 0;
   constructor(private readonly family: 4 | 6, private readonly size: number, private readonly maxUses: number,
     private readonly onMismatch: (host: string, port: number) => void) {}
 
-  private open() {
+  private open(): SocketEntry {
     const s = dgram.createSocket(this.family === 4 ? 'udp4' : 'udp6');
-    const entry = { s, pending: new Map<number, Pending>(), uses: 0, retired: false };
-    s.on('message', (msg, rinfo) => this.onMessage(entry.pending, msg, rinfo));
+    const entry: SocketEntry = { s, pending: new Map<number, Pending>(), uses: 0, retired: false };
+    s.on('message', (msg, rinfo) => this.onMessage(entry, msg, rinfo));
     s.on('error', () => { /* per-send errors are reported through the send callback */ });
     s.bind(0);
     s.unref();
     return entry;
   }
 
-  private onMessage(pending: Map<number, Pending>, msg: Buffer, rinfo: dgram.RemoteInfo) {
+  /** Forgets a pending query; a retired socket closes with its last one. */
+  private settle(entry: SocketEntry, p: Pending): void {
+    entry.pending.delete(p.id);
+    clearTimeout(p.timer);
+    if (entry.retired && entry.pending.size === 0) {
+      this.retiring.delete(entry);
+      entry.s.close();
+    }
+  }
+
+  private onMessage(entry: SocketEntry, msg: Buffer, rinfo: dgram.RemoteInfo) {
     if (msg.length < HEADER_LEN) return;
-    const p = pending.get(msg.readUInt16BE(0));
+    const p = entry.pending.get(msg.readUInt16BE(0));
     if (!p || rinfo.address !== p.host || rinfo.port !== p.port) {
       this.onMismatch(rinfo.address, rinfo.port);
       return;
@@ -104,8 +118,7 @@ class UdpSocketSet {
       this.onMismatch(rinfo.address, rinfo.port);
       return;
     }
-    pending.delete(p.id);
-    clearTimeout(p.timer);
+    this.settle(entry, p);
     p.done(msg, layout, null);
   }
 
@@ -114,10 +127,11 @@ class UdpSocketSet {
     const i = this.next = (this.next + 1) % this.socks.length;
     let entry = this.socks[i]!;
     if (entry.uses >= this.maxUses) {
-      // Retire the socket: close it once its pending queries are answered or timed out.
-      const old = entry;
-      old.retired = true;
-      if (old.pending.size === 0) old.s.close();
+      // Retire the socket (RFC 5452 §9.3: keep source ports moving); it closes once its pending
+      // queries are answered or timed out.
+      entry.retired = true;
+      if (entry.pending.size === 0) entry.s.close();
+      else this.retiring.add(entry);
       entry = this.socks[i] = this.open();
     }
     entry.uses++;
@@ -125,31 +139,28 @@ class UdpSocketSet {
     for (let tries = 0; entry.pending.has(id) && tries < 8; tries++) id = randomId();
     if (entry.pending.has(id)) { done(null, null, 'network'); return; }
     query.writeUInt16BE(id, 0);
+    const e = entry;
     const p: Pending = {
       id, host, port, query, qEnd, done,
-      timer: setTimeout(() => {
-        entry.pending.delete(id);
-        if (entry.retired && entry.pending.size === 0) entry.s.close();
-        done(null, null, 'timeout');
-      }, timeoutMs),
+      timer: setTimeout(() => { this.settle(e, p); done(null, null, 'timeout'); }, timeoutMs),
     };
-    entry.pending.set(id, p);
-    entry.s.send(query, port, host, (err) => {
-      if (err && entry.pending.get(id) === p) {
-        entry.pending.delete(id);
-        clearTimeout(p.timer);
+    e.pending.set(id, p);
+    e.s.send(query, port, host, (err) => {
+      if (err && e.pending.get(id) === p) {
+        this.settle(e, p);
         done(null, null, 'network');
       }
     });
   }
 
   close(): void {
-    for (const e of this.socks) {
+    for (const e of [...this.socks, ...this.retiring]) {
       for (const p of e.pending.values()) { clearTimeout(p.timer); p.done(null, null, 'network'); }
       e.pending.clear();
       try { e.s.close(); } catch { /* already closed */ }
     }
     this.socks = [];
+    this.retiring.clear();
   }
 }
 
