@@ -94,8 +94,9 @@ function scanQuestionName(buf: Buffer, off: number): number {
 export function questionName(buf: Buffer, off: number = HEADER_LEN): string {
   let name = '';
   for (;;) {
-    const len = buf[off]!;
-    if (len === 0) return name.toLowerCase();
+    const len = buf[off];
+    // Validated by the caller; the guard only keeps a misuse from looping past the end.
+    if (len === undefined || len === 0) return name.toLowerCase();
     const start = off + 1;
     const end = start + len;
     let plain = true;
