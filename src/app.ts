@@ -210,6 +210,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       void built.deps.loop?.check(built.deps.pools);
       server.setLimits(next.limits.tcp);
       for (const p of old.pools) p.close();
+      // Series of upstreams the new configuration no longer has would otherwise linger frozen.
+      const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
+      for (const p of old.pools) for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
       await old.watcher?.stop();
       log.info({ upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) }, 'configuration reloaded');
     },
