@@ -572,3 +572,13 @@ test('expandResolvConf: nameservers on port 53 minus our own addresses', () => {
   assert.deepEqual(expandResolvConf(text, [hp('[::1]:53')]), all.filter((s) => s !== '[::1]:53'));
   assert.deepEqual(expandResolvConf('', [hp('127.0.0.1:53')]), []);
 });
+
+test('the configuration example in the README is valid as written', () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('## Configuration'));
+  const m = /```yaml\n([\s\S]*?)```/.exec(section);
+  assert.ok(m, 'a yaml block in the Configuration section');
+  const c = load(m[1]!);
+  assert.deepEqual(c.consul.aliases, ['starlings']);
+  assert.deepEqual(c.acl.allow.slice(0, 2), ['127.0.0.0/8', '::1/128']);
+});
