@@ -58,10 +58,12 @@ export interface WatchView {
 }
 
 /**
- * A rendering: a reply body without OPT and, interleaved in one exact-size array, the offset of
- * each TTL field and the TTL as received ([offset, ttl, offset, ttl, ...]).
+ * A rendering: a reply body without OPT at buf[off, off+len), followed in the same buffer by its
+ * TTL table, nTtl entries of (u16 offset of a TTL field in the body, u32 TTL as received). Plain
+ * numbers and a shared buffer rather than a Buffer view and an array: each JS object per cache
+ * entry is heap and GC marking work, and 100k entries made both show (issue 8, scenarios 3, 6).
  */
-interface Rendering { body: Buffer; ttl: number[]; qEnd: number }
+interface Rendering { buf: Buffer; off: number; len: number; nTtl: number; qEnd: number }
 
 /** `full`: EDNS and TCP clients; `trimmed`: UDP clients without EDNS. Same length, same order. */
 export interface Variant { full: Rendering[]; trimmed: Rendering[]; next: number }
@@ -82,12 +84,14 @@ interface Entry {
   sk: string | null;
   flags: number;
   /**
-   * The canonical reply (OPT stripped), in a buffer of its own. Renderings for another name of the
-   * domain are made from it. For answers outside Consul the entry is itself the only rendering
-   * (body, ttl, qEnd): no extra objects per entry, which is most of the memory of 100k names.
+   * The canonical reply (OPT stripped) in cache memory (buf, off, len). Renderings for another
+   * name of the domain are made from it. For answers outside Consul the entry is itself the only
+   * rendering (with its TTL table, nTtl): no extra objects per entry.
    */
-  body: Buffer;
-  ttl: number[];
+  buf: Buffer;
+  off: number;
+  len: number;
+  nTtl: number;
   qEnd: number;
   answers: number;
   /** Consul answers: renderings by name of the domain, [0] the Consul domain, [i+1] aliases[i]. Else null. */
@@ -95,25 +99,42 @@ interface Entry {
   size: number;
 }
 
-const NO_TTLS: number[] = [];
+const NO_TTLS: readonly number[] = [];
+const EMPTY = Buffer.alloc(0);
 
 /**
- * Copies a reply into cache-owned memory. Small ones are packed into 64 KiB slabs that hold only
- * cache data: a slice of Node's shared 8 KiB pool would pin a slab full of per-query garbage, and
- * a buffer of its own costs an ArrayBuffer and a malloc per entry (100k one-record answers,
- * in-process after GC: 653 → 493 heap bytes per entry, RSS 162 → 151 MB). A slab is freed once
- * none of its entries remains.
+ * Copies a reply body and its TTL table into cache-owned memory, setting r.buf/off/len/nTtl.
+ * Small ones are packed into 64 KiB slabs that hold only cache data: a slice of Node's shared
+ * 8 KiB pool would pin a slab full of per-query garbage, and a buffer of its own costs an
+ * ArrayBuffer and a malloc per entry. A slab is freed once none of its entries remains.
  */
 const SLAB = 64 * 1024;
 let slab: Buffer = Buffer.allocUnsafeSlow(SLAB);
 let slabUsed = 0;
-function keep(b: Buffer): Buffer {
-  if (b.length > 2048) { const own = Buffer.allocUnsafeSlow(b.length); b.copy(own); return own; }
-  if (slabUsed + b.length > SLAB) { slab = Buffer.allocUnsafeSlow(SLAB); slabUsed = 0; }
-  const out = slab.subarray(slabUsed, slabUsed + b.length);
-  slabUsed += (b.length + 7) & ~7;
-  b.copy(out);
-  return out;
+function keepInto(r: Rendering, body: Buffer, ttlOffsets: readonly number[]): void {
+  const need = body.length + 6 * ttlOffsets.length;
+  let buf: Buffer;
+  let off: number;
+  if (need > 2048) {
+    buf = Buffer.allocUnsafeSlow(need);
+    off = 0;
+  } else {
+    if (slabUsed + need > SLAB) { slab = Buffer.allocUnsafeSlow(SLAB); slabUsed = 0; }
+    buf = slab;
+    off = slabUsed;
+    slabUsed += (need + 7) & ~7;
+  }
+  body.copy(buf, off);
+  let t = off + body.length;
+  for (const o of ttlOffsets) {
+    buf.writeUInt16BE(o, t);
+    buf.writeUInt32BE(body.readUInt32BE(o), t + 2);
+    t += 6;
+  }
+  r.buf = buf;
+  r.off = off;
+  r.len = body.length;
+  r.nTtl = ttlOffsets.length;
 }
 
 /** Picks the next rendering of a variant for this client (rotating through the orders). */
@@ -234,22 +255,24 @@ export class AnswerCache implements ResponseCache {
     // name held escapes the presentation round trip changed): else a miss.
     if (r.qEnd !== q.qEnd) return null;
     const opt = q.edns ? (stale ? (q.dnssecOk ? this.optStaleDo : this.optStale) : (q.dnssecOk ? this.optDo : this.optPlain)) : null;
-    const bodyLen = r.body.length;
+    const bodyLen = r.len;
     const out = Buffer.allocUnsafe(bodyLen + (opt ? opt.length : 0));
-    r.body.copy(out, 0);
+    const src = r.buf;
+    src.copy(out, 0, r.off, r.off + bodyLen);
     // The client's exact question bytes (0x20 case), its ID, RD and CD; the upstream's AA and rcode.
     query.copy(out, HEADER_LEN, HEADER_LEN, q.qEnd);
     out.writeUInt16BE(q.id, 0);
     const flags = replyFlags(q, e.flags);
     out.writeUInt16BE(flags, 2);
     // Age the TTLs (RFC 1035 §7.3, RFC 2181 §8); a stale answer says 30 s (RFC 8767 §4).
-    const ttl = r.ttl;
+    const table = r.off + bodyLen;
+    const end = table + 6 * r.nTtl;
     if (stale) {
-      for (let i = 0; i < ttl.length; i += 2) out.writeUInt32BE(STALE_TTL, ttl[i]!);
+      for (let t = table; t < end; t += 6) out.writeUInt32BE(STALE_TTL, src.readUInt16BE(t));
     } else {
       const age = Math.floor((now - e.storedAt) / 1000);
       if (age > 0) {
-        for (let i = 0; i < ttl.length; i += 2) { const t = ttl[i + 1]! - age; out.writeUInt32BE(t > 0 ? t : 0, ttl[i]!); }
+        for (let t = table; t < end; t += 6) { const v = src.readUInt32BE(t + 2) - age; out.writeUInt32BE(v > 0 ? v : 0, src.readUInt16BE(t)); }
       }
     }
     if (opt) {
@@ -315,28 +338,24 @@ export class AnswerCache implements ResponseCache {
     if (staleUntil <= now) return false;
     // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
     const stripped = stripOpt(result.reply, layout);
-    const raw = keep(stripped);
     const e: Entry = {
       storedAt: fetchedAt, ownUntil, watchedUntil, liveSince, staleUntil, service, dc, sk,
-      flags: layout.flags, body: raw, ttl: NO_TTLS, qEnd: layout.qEnd, answers: layout.an, variants: null,
-      size: ENTRY_OVERHEAD + raw.length,
+      flags: layout.flags, buf: EMPTY, off: 0, len: 0, nTtl: 0, qEnd: layout.qEnd, answers: layout.an, variants: null,
+      size: ENTRY_OVERHEAD,
     };
-    if (!consul) {
-      // Outside Consul there is no alias, no rotation and no answer limit: the reply as received
-      // is the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
-      const offs = ttlOffsetsWithoutOpt(layout);
-      const ttl: number[] = new Array<number>(offs.length * 2);
-      for (let i = 0; i < offs.length; i++) { ttl[2 * i] = offs[i]!; ttl[2 * i + 1] = raw.readUInt32BE(offs[i]!); }
-      e.ttl = ttl;
-      e.size += 16 * ttl.length;
-    } else {
+    // Outside Consul there is no alias, no rotation and no answer limit: the reply as received is
+    // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
+    // A Consul entry keeps the canonical reply (no TTL table) to derive its renderings from.
+    keepInto(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
+    e.size += e.len + 6 * e.nTtl;
+    if (consul) {
       e.variants = [];
       // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
       // other name of the domain too, so no hit ever encodes. An entry that can only be served
       // stale gets the others on the failure path, if ever.
       let canonical: Message;
       try {
-        canonical = decodeMessage(raw);
+        canonical = decodeMessage(stripped);
       } catch {
         return false; // validated by scanReply already; a decode failure means we simply don't cache it
       }
@@ -373,7 +392,7 @@ export class AnswerCache implements ResponseCache {
     if (alias !== null && k === 0) return null;
     let v: Variant;
     try {
-      v = buildVariant(canonical ?? decodeMessage(e.body), alias, this.s.domain, this.s.udpAnswerLimit);
+      v = buildVariant(canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)), alias, this.s.domain, this.s.udpAnswerLimit);
     } catch {
       return null;
     }
@@ -382,7 +401,7 @@ export class AnswerCache implements ResponseCache {
     for (const r of [...v.full, ...v.trimmed]) {
       if (seen.has(r)) continue;
       seen.add(r);
-      e.size += r.body.length + 16 * r.ttl.length + 96;
+      e.size += r.len + 6 * r.nTtl + 64;
     }
     return v;
   }
@@ -454,7 +473,7 @@ export class AnswerCache implements ResponseCache {
  * that remain as Consul's syncExtra does (agent/dns.go: the first extra record per target name).
  * Answers holding a CNAME are never rotated: the chain must stay in order.
  */
-export function buildVariant(canonical: Message, alias: string | null, domain: string, limit: number, maxRotations = MAX_ROTATIONS): Variant {
+export function buildVariant(canonical: Message, alias: string | null, domain: string, limit: number, maxRotations = MAX_ROTATIONS, cached = true): Variant {
   const n = canonical.answers.length;
   const chain = canonical.answers.some((a) => a.type === TYPE.CNAME);
   const rotations = n <= 1 || chain ? 1 : Math.min(n, maxRotations);
@@ -464,7 +483,7 @@ export function buildVariant(canonical: Message, alias: string | null, domain: s
   for (let i = 0; i < rotations; i++) {
     const k = (i * step) % Math.max(1, n);
     const answers = canonical.answers.slice(k).concat(canonical.answers.slice(0, k));
-    const f = renderOne({ ...canonical, answers }, alias, domain);
+    const f = renderOne({ ...canonical, answers }, alias, domain, cached);
     full.push(f);
     if (answers.length > limit) {
       const kept = answers.slice(0, limit);
@@ -475,7 +494,7 @@ export function buildVariant(canonical: Message, alias: string | null, domain: s
         const name = r.name.toLowerCase();
         if (targets.delete(name)) additionals.push(r);
       }
-      trimmed.push(renderOne({ ...canonical, answers: kept, additionals }, alias, domain));
+      trimmed.push(renderOne({ ...canonical, answers: kept, additionals }, alias, domain, cached));
     } else {
       trimmed.push(f);
     }
@@ -496,14 +515,14 @@ function srvTarget(rdata: Buffer): string {
   return labels.join('.').toLowerCase();
 }
 
-function renderOne(m: Message, alias: string | null, domain: string): Rendering {
+/** Encodes one rendering: into cache memory, or (`cached` false, a one-off miss reply) as is. */
+function renderOne(m: Message, alias: string | null, domain: string, cached: boolean): Rendering {
   const body = alias === null ? encodeMessage(m) : toAliasReply(m, alias, domain, aliasQuestion(m, alias, domain));
   const layout = scanReply(body);
   if (!layout) throw new Error('rendering did not scan');
-  const offs = layout.ttlOffsets;
-  const ttl: number[] = new Array<number>(offs.length * 2); // exact size: a pushed array keeps spare slots
-  for (let i = 0; i < offs.length; i++) { ttl[2 * i] = offs[i]!; ttl[2 * i + 1] = body.readUInt32BE(offs[i]!); }
-  return { body, ttl, qEnd: layout.qEnd };
+  const r: Rendering = { buf: body, off: 0, len: body.length, nTtl: 0, qEnd: layout.qEnd };
+  if (cached) keepInto(r, body, layout.ttlOffsets);
+  return r;
 }
 
 /** The question bytes under the alias (its case is replaced by the client's on every hit). */
@@ -528,8 +547,9 @@ export function renderOnce(stripped: Buffer, alias: string | null, domain: strin
   let m: Message;
   try { m = decodeMessage(stripped); } catch { return null; }
   try {
-    const v = buildVariant(m, alias, domain, full ? Number.MAX_SAFE_INTEGER : limit, 1);
-    return Buffer.from(full ? v.full[0]!.body : v.trimmed[0]!.body);
+    const v = buildVariant(m, alias, domain, full ? Number.MAX_SAFE_INTEGER : limit, 1, false);
+    const r = full ? v.full[0]! : v.trimmed[0]!;
+    return Buffer.from(r.buf.subarray(r.off, r.off + r.len));
   } catch {
     return null;
   }
