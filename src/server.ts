@@ -113,11 +113,12 @@ export class DnsServer {
       if (!sock.write(frame) && !waitingDrain) {
         waitingDrain = true;
         sock.pause();
-        sock.once('drain', () => { waitingDrain = false; if (inFlight < this.limits.maxPipelined) sock.resume(); pump(); });
+        sock.once('drain', () => { waitingDrain = false; if (!this.draining && inFlight < this.limits.maxPipelined) sock.resume(); pump(); });
       }
     };
     const pump = () => {
-      while (buf.length >= 2 && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) {
+      // While draining for shutdown, finish what is in flight but take no new query.
+      while (!this.draining && buf.length >= 2 && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) {
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
@@ -129,7 +130,7 @@ export class DnsServer {
           r.then((reply) => {
             inFlight--;
             if (reply) send(reply);
-            if (sock.isPaused() && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) sock.resume();
+            if (!this.draining && sock.isPaused() && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) sock.resume();
             pump();
             armIdle();
           });

@@ -264,3 +264,38 @@ test('SIGTERM: exits 0', async () => {
   assert.equal(await p.stop('SIGTERM'), 0);
   assert.ok(p.logs.some((l) => l.msg === 'stopped'));
 });
+
+test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it is not, exit 0', async (t) => {
+  const slow = await startJanusCluster();
+  await slow.setFault({ dns: 'slow', delayMs: 800 });
+  const p = await startProxy(['--agent', `127.0.0.1:${slow.dnsPort}`, '--metrics', 'off']);
+  t.after(async () => { await p.stop(); await slow.stop(); });
+  const frame = (id: number, name: string) => {
+    const qname = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
+    const msg = Buffer.concat([Buffer.from([0, id, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), qname, Buffer.from([0, 1, 0, 1])]);
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(msg.length);
+    return Buffer.concat([len, msg]);
+  };
+  const s = net.connect(p.port, p.host);
+  const ids: number[] = [];
+  let buf = Buffer.alloc(0);
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      ids.push(buf.readUInt16BE(2));
+      buf = buf.subarray(2 + buf.readUInt16BE(0));
+    }
+  });
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.on('error', () => { /* closed by the server */ });
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(frame(1, 'janus.service.consul'));
+  await waitFor(() => slow.queries >= 1, { what: 'the first query at the (slow) agent' });
+  p.proc.kill('SIGTERM');
+  await waitFor(() => p.logs.some((l) => l.msg === 'shutting down'), { what: 'drain started' });
+  s.write(frame(2, 'nosuch.service.consul'));
+  await closed;
+  assert.deepEqual(ids, [1], 'the in-flight query is answered, the late one is not');
+  assert.equal(await p.exited, 0);
+});
