@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { startSim, type Sim } from '../test/support/consul-sim.js';
 import { startProxy, type ProxyProc } from '../test/support/proc.js';
 import { waitFor } from '../test/support/wait.js';
+import { queryMessage } from '../test/support/query.js';
 
 const TRIALS = Number(process.argv[2] ?? 30);
 const SERVICE = 'lag';
@@ -25,8 +26,7 @@ class Poller {
   private pending: ((ips: string[]) => void) | null = null;
   private readonly query: Buffer;
   constructor(private readonly port: number) {
-    const qn = Buffer.concat([...`${SERVICE}.service.consul`.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
-    this.query = Buffer.concat([Buffer.from([0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), qn, Buffer.from([0, 1, 0, 1])]);
+    this.query = queryMessage(0, `${SERVICE}.service.consul`);
     this.sock.on('message', (m) => {
       if (m.readUInt16BE(0) !== this.id || !this.pending) return;
       const f = this.pending; this.pending = null;

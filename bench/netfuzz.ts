@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { Rng, mutate } from '../test/support/fuzz.js';
 import { startJanusCluster, type Sim } from '../test/support/consul-sim.js';
 import { startProxy, type ProxyProc } from '../test/support/proc.js';
+import { queryMessage } from '../test/support/query.js';
 
 const HOST = '127.0.0.1';
 
@@ -48,11 +49,6 @@ export function rssKb(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
-/** A plain query (RD, no EDNS) for name/type. */
-export function query(id: number, name: string, qtype = 1): Buffer {
-  const labels = name.split('.').filter(Boolean).map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'latin1')]));
-  return Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels, Buffer.from([0, qtype >> 8, qtype & 255, 0, 1])]);
-}
 
 /** Asks over UDP; resolves {rcode, an} or null after timeoutMs. */
 export function askUdp(port: number, msg: Buffer, timeoutMs = 2000): Promise<{ rcode: number; an: number; tc: boolean } | null> {
@@ -181,8 +177,8 @@ async function main(): Promise<number> {
     };
     const realTraffic = async () => {
       for (let i = 0; i < 400; i++) {
-        await askUdp(port, query(i, i % 4 ? name : `w${i}.service.consul`));
-        if (i % 20 === 0) await askTcp(port, query(i, name));
+        await askUdp(port, queryMessage(i, i % 4 ? name : `w${i}.service.consul`));
+        if (i % 20 === 0) await askTcp(port, queryMessage(i, name));
       }
     };
 
@@ -201,11 +197,11 @@ async function main(): Promise<number> {
 
     // Afterwards: still alive and answering correctly, over both transports, hits and misses.
     const checks: { what: string; ok: boolean }[] = [];
-    const u = await askUdp(port, query(4242, name));
+    const u = await askUdp(port, queryMessage(4242, name));
     checks.push({ what: `UDP ${name}: NOERROR with answers`, ok: !!u && u.rcode === 0 && u.an > 0 });
-    const tq = await askTcp(port, query(4243, name));
+    const tq = await askTcp(port, queryMessage(4243, name));
     checks.push({ what: `TCP ${name}: NOERROR with answers`, ok: !!tq && tq.rcode === 0 && tq.an > 0 });
-    const nx = await askUdp(port, query(4244, `nosuch${Date.now()}.service.consul`));
+    const nx = await askUdp(port, queryMessage(4244, `nosuch${Date.now()}.service.consul`));
     checks.push({ what: 'UDP fresh miss: NXDOMAIN from the agent', ok: !!nx && nx.rcode === 3 });
     const alive = proc ? proc.proc.exitCode === null && proc.proc.signalCode === null : true;
     checks.push({ what: 'process alive', ok: alive });

@@ -17,6 +17,7 @@ import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startJanusCluster, type Sim } from '../test/support/consul-sim.js';
 import { startProxy, startUnbound } from '../test/support/proc.js';
+import { queryMessage } from '../test/support/query.js';
 
 const HOST = '127.0.0.1';
 const { values: opt } = parseArgs({
@@ -42,10 +43,6 @@ const PHASES: Phase[] = [
   { name: 'both agents down', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'silent' }); await b.setFault({ dns: 'refuse' }); } },
 ];
 
-function query(id: number, name: string, qtype = 1): Buffer {
-  const labels = name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
-  return Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels, Buffer.from([0, qtype >> 8, qtype & 255, 0, 1])]);
-}
 
 /** Longer than the proxy's upstream.deadlineMs (3 s): a late SERVFAIL is an answer, not a timeout. */
 const CLIENT_TIMEOUT_MS = 4000;
@@ -129,7 +126,7 @@ async function main(): Promise<void> {
       const [n, t] = names();
       let id = nextId++ & 0xffff;
       if (id === 0) id = nextId++ & 0xffff;
-      const msg = query(id, n, t);
+      const msg = queryMessage(id, n, t);
       win.sent++;
       if (seq % 20 === 0) viaTcp(msg, win);
       else { pending.set(id, { at: now, win }); sock.send(msg, p.port, HOST); }

@@ -9,26 +9,20 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startJanusCluster, startSim, type Sim } from './support/consul-sim.js';
 import { dig, type DigResult } from './support/dig.js';
 import { startProxy, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'cdp-cache-'));
 let sim: Sim;
-after(async () => { await sim?.stop(); rmSync(dir, { recursive: true, force: true }); });
+after(async () => { await sim?.stop(); });
 before(async () => { sim = await startJanusCluster(); });
 
-let cfgN = 0;
 /** A proxy on `s` with a config file; probes are made rare so sim.queries counts client misses only. */
 async function proxyFor(s: Sim, yaml = '', extra: string[] = []): Promise<ProxyProc> {
-  const cfg = join(dir, `c${cfgN++}.yaml`);
-  writeFileSync(cfg, `upstream:\n  probeIntervalMs: 3600000\n${yaml}`);
   const q0 = s.queries;
-  const p = await startProxy(['--config', cfg, '--agent', `127.0.0.1:${s.dnsPort}`, '--consul-http', `http://127.0.0.1:${s.httpPort}`, '--metrics', 'off', ...extra]);
+  const p = await startProxy(['--agent', `127.0.0.1:${s.dnsPort}`, '--consul-http', `http://127.0.0.1:${s.httpPort}`, '--metrics', 'off', ...extra],
+    { config: `upstream:\n  probeIntervalMs: 3600000\n${yaml}` });
   // The pool probes each agent once at start; let that land before tests count agent queries.
   await waitFor(() => s.queries > q0, { timeoutMs: 10_000, what: 'the start-up probe to reach the agent' });
   return p;

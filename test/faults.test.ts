@@ -12,9 +12,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startJanusCluster, type Sim, type DnsFault } from './support/consul-sim.js';
 import { dig, type DigResult } from './support/dig.js';
 import { startProxy, startUnbound, freePort, type Unbound, type ProxyProc } from './support/proc.js';
@@ -22,25 +19,19 @@ import { waitFor } from './support/wait.js';
 
 let healthy: Sim;
 let unbound: Unbound;
-let dir: string;
-let cfg: string;
 
 before(async () => {
   healthy = await startJanusCluster();
   unbound = await startUnbound();
-  dir = mkdtempSync(join(tmpdir(), 'cdp-faults-'));
-  cfg = join(dir, 'c.yaml');
-  writeFileSync(cfg, 'upstream:\n  timeoutMs: 400\n  deadlineMs: 1500\n  probeIntervalMs: 1000\n');
 });
 
 after(async () => {
   await healthy?.stop();
   await unbound?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 async function proxyWith(t: { after(fn: () => unknown): void }, args: string[]): Promise<ProxyProc> {
-  const p = await startProxy(['--config', cfg, '--metrics', 'off', ...args]);
+  const p = await startProxy(['--metrics', 'off', ...args], { config: 'upstream:\n  timeoutMs: 400\n  deadlineMs: 1500\n  probeIntervalMs: 1000\n' });
   t.after(() => p.stop());
   return p;
 }

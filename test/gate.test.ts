@@ -11,9 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { readFileSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { Acl, RateLimiter, Gate, createGate, rateKey, parseV4, parseV6, GATE_TC, GATE_DROP, tcReply } from '../src/gate.js';
 import { LoopedPool } from '../src/loop.js';
 import { loadConfig, DEFAULTS, type Config } from '../src/config.js';
@@ -131,19 +129,10 @@ test('the TC reply is the client\'s header and question with TC, QR and RA, no r
 // ---------------------------------------------------------------------------------------------
 // On a running proxy
 
+/** A validated Config from flags and, optionally, a YAML file's text (loadConfig reads it through `readFile`). */
 function configFrom(args: string[], yaml = ''): Config {
-  let dir = '';
-  const extra: string[] = [];
-  if (yaml) {
-    dir = mkdtempSync(join(tmpdir(), 'cdp-gate-'));
-    writeFileSync(join(dir, 'c.yaml'), yaml);
-    extra.push('--config', join(dir, 'c.yaml'));
-  }
-  try {
-    return loadConfig({ argv: ['--listen', '127.0.0.1:0', '--metrics', 'off', ...extra, ...args], env: {} }).config;
-  } finally {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  }
+  const file = yaml ? ['--config', 'test.yaml'] : [];
+  return loadConfig({ argv: ['--listen', '127.0.0.1:0', '--metrics', 'off', ...file, ...args], env: {}, readFile: () => yaml }).config;
 }
 
 async function withApp(config: Config): Promise<{ app: App; port: number }> {
@@ -315,10 +304,8 @@ test('bounded network fuzz: 3,000 random and mutated packets over UDP and TCP; t
 
 test('CLI: a source outside acl.allow gets REFUSED', async (t) => {
   const sim = await startJanusCluster();
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-acl-'));
-  writeFileSync(join(dir, 'c.yaml'), 'acl:\n  allow: ["127.0.0.2/32"]\n');
-  const p = await startProxy(['--config', join(dir, 'c.yaml'), '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await sim.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off'], { config: 'acl:\n  allow: ["127.0.0.2/32"]\n' });
+  t.after(async () => { await p.stop(); await sim.stop(); });
   assert.equal((await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.1', 'janus.service.consul'])).status, 'REFUSED');
   assert.equal((await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.2', 'janus.service.consul'])).status, 'NOERROR');
 });

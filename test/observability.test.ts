@@ -7,9 +7,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startJanusCluster, startSim } from './support/consul-sim.js';
 import { dig } from './support/dig.js';
 import { startProxy, startUnbound } from './support/proc.js';
@@ -81,10 +78,9 @@ test('after a mixed dig session, /metrics counts exactly what was sent, and prom
 
 test('/ready is 503 with a reason while the agents are silent, 200 once one answers; /health is 200', async (t) => {
   const sim = await startSim();
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-ready-'));
-  writeFileSync(join(dir, 'c.yaml'), 'upstream: {probeIntervalMs: 300, timeoutMs: 200, hedgeMs: 50, deadlineMs: 1000}\n');
-  const p = await startProxy(['--config', join(dir, 'c.yaml'), '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', '127.0.0.1:0']);
-  t.after(async () => { await p.stop(); await sim.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', '127.0.0.1:0'],
+    { config: 'upstream: {probeIntervalMs: 300, timeoutMs: 200, hedgeMs: 50, deadlineMs: 1000}\n' });
+  t.after(async () => { await p.stop(); await sim.stop(); });
   const ready = async () => { const r = await fetch(`http://${p.metrics}/ready`); return { status: r.status, body: await r.json() as { reason?: string } }; };
   await waitFor(async () => (await ready()).status === 200, { what: 'ready with a live agent' });
   assert.equal((await fetch(`http://${p.metrics}/health`)).status, 200);
@@ -97,10 +93,8 @@ test('/ready is 503 with a reason while the agents are silent, 200 once one answ
 
 test('query log: one JSON line per query with client, name, type, rcode, source, duration', async (t) => {
   const sim = await startJanusCluster();
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-qlog-'));
-  writeFileSync(join(dir, 'c.yaml'), 'log: {queries: true}\n');
-  const p = await startProxy(['--config', join(dir, 'c.yaml'), '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await sim.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off'], { config: 'log: {queries: true}\n' });
+  t.after(async () => { await p.stop(); await sim.stop(); });
   await dig(['@127.0.0.1', '-p', String(p.port), 'JaNuS.service.consul', 'SRV']);
   await waitFor(() => p.logs.some((l) => l.msg === 'query'), { what: 'a query log line' });
   const line = p.logs.find((l) => l.msg === 'query')!;

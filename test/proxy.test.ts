@@ -6,13 +6,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { startJanusCluster, startSim, type Sim } from './support/consul-sim.js';
 import { dig } from './support/dig.js';
 import { startProxy, startUnbound, type Unbound, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';
+import { queryMessage, tcpFrame } from './support/query.js';
 
 let sim: Sim;
 let unbound: Unbound;
@@ -121,13 +120,7 @@ test('a large Consul answer: Consul-style trim for clients without EDNS, TC then
 
 test('TCP: pipelined queries in one write, answered on one connection', async () => {
   const names = ['janus.service.consul', 'www.example', 'api.example'];
-  const frames = names.map((n, i) => {
-    const labels = n.split('.');
-    const qname = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
-    const msg = Buffer.concat([Buffer.from([0, i + 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), qname, Buffer.from([0, 1, 0, 1])]);
-    const len = Buffer.alloc(2); len.writeUInt16BE(msg.length);
-    return Buffer.concat([len, msg]);
-  });
+  const frames = names.map((n, i) => tcpFrame(queryMessage(i + 1, n)));
   const ids = await new Promise<number[]>((resolve, reject) => {
     const s = net.connect(proxy.port, proxy.host);
     const got: number[] = [];
@@ -181,14 +174,11 @@ test('no recursors: names outside the Consul domain are REFUSED, .consul still a
 });
 
 test('forward zones route to their own upstreams; .consul never goes to the recursors', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-zone-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const cfg = join(dir, 'c.yaml');
-  writeFileSync(cfg, `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${unbound.port}"]\n`);
   // The agent is dead: if .consul leaked to a recursor, the answer would come from unbound.
   const dead = await startSim();
   await dead.setFault({ dns: 'refuse' });
-  const p = await startProxy(['--config', cfg, '--agent', `127.0.0.1:${dead.dnsPort}`, '--recursor', `127.0.0.1:${unbound.port}`, '--metrics', 'off']);
+  const p = await startProxy(['--agent', `127.0.0.1:${dead.dnsPort}`, '--recursor', `127.0.0.1:${unbound.port}`, '--metrics', 'off'],
+    { config: `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${unbound.port}"]\n` });
   t.after(async () => { await p.stop(); await dead.stop(); });
   const z = await dig([`@127.0.0.1`, '-p', String(p.port), 'api.example']);
   assert.deepEqual(addrs(z), ['192.0.2.2']);
@@ -240,12 +230,9 @@ test('all agents down: SERVFAIL with an Extended DNS Error within the deadline, 
 });
 
 test('SIGHUP reloads the file; a bad file keeps the running configuration', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-hup-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const cfg = join(dir, 'c.yaml');
-  writeFileSync(cfg, `consul:\n  agents: ["127.0.0.1:${sim.dnsPort}"]\n`);
-  const p = await startProxy(['--config', cfg, '--metrics', 'off']);
+  const p = await startProxy(['--metrics', 'off'], { config: `consul:\n  agents: ["127.0.0.1:${sim.dnsPort}"]\n` });
   t.after(() => p.stop());
+  const cfg = p.configPath!;
   const at2 = [`@127.0.0.1`, '-p', String(p.port)];
   assert.equal((await dig([...at2, 'www.example'])).status, 'REFUSED');
   writeFileSync(cfg, `consul:\n  agents: ["127.0.0.1:${sim.dnsPort}"]\nrecursors: ["127.0.0.1:${unbound.port}"]\n`);
@@ -270,13 +257,6 @@ test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it 
   await slow.setFault({ dns: 'slow', delayMs: 800 });
   const p = await startProxy(['--agent', `127.0.0.1:${slow.dnsPort}`, '--metrics', 'off']);
   t.after(async () => { await p.stop(); await slow.stop(); });
-  const frame = (id: number, name: string) => {
-    const qname = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
-    const msg = Buffer.concat([Buffer.from([0, id, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), qname, Buffer.from([0, 1, 0, 1])]);
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(msg.length);
-    return Buffer.concat([len, msg]);
-  };
   const s = net.connect(p.port, p.host);
   const ids: number[] = [];
   let buf = Buffer.alloc(0);
@@ -290,11 +270,11 @@ test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it 
   const closed = new Promise<void>((r) => s.on('close', () => r()));
   s.on('error', () => { /* closed by the server */ });
   await new Promise<void>((r) => s.once('connect', () => r()));
-  s.write(frame(1, 'janus.service.consul'));
+  s.write(tcpFrame(queryMessage(1, 'janus.service.consul')));
   await waitFor(() => slow.queries >= 1, { what: 'the first query at the (slow) agent' });
   p.proc.kill('SIGTERM');
   await waitFor(() => p.logs.some((l) => l.msg === 'shutting down'), { what: 'drain started' });
-  s.write(frame(2, 'nosuch.service.consul'));
+  s.write(tcpFrame(queryMessage(2, 'nosuch.service.consul')));
   await closed;
   assert.deepEqual(ids, [1], 'the in-flight query is answered, the late one is not');
   assert.equal(await p.exited, 0);

@@ -9,41 +9,28 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startJanusCluster, type Sim } from './support/consul-sim.js';
 import { dig } from './support/dig.js';
 import { startProxy, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';
+import { queryMessage, tcpFrame } from './support/query.js';
 
 let sim: Sim;
-let dir: string;
 
 before(async () => {
   sim = await startJanusCluster();
-  dir = mkdtempSync(join(tmpdir(), 'cdp-tcp-'));
 });
 after(async () => {
   await sim?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 async function proxyWith(t: { after(fn: () => unknown): void }, yaml: string, agent = `127.0.0.1:${sim.dnsPort}`): Promise<ProxyProc> {
-  const cfg = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(cfg, yaml);
-  const p = await startProxy(['--config', cfg, '--agent', agent, '--metrics', '127.0.0.1:0']);
+  const p = await startProxy(['--agent', agent, '--metrics', '127.0.0.1:0'], { config: yaml });
   t.after(() => p.stop());
   return p;
 }
 
-function frame(id: number, name: string): Buffer {
-  const labels = name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
-  const msg = Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels, Buffer.from([0, 0, 1, 0, 1])]);
-  const len = Buffer.alloc(2);
-  len.writeUInt16BE(msg.length);
-  return Buffer.concat([len, msg]);
-}
+const frame = (id: number, name: string): Buffer => tcpFrame(queryMessage(id, name));
 
 /** A TCP client that records replies (by ID) and whether the server closed it. */
 interface Client { sock: net.Socket; ids: number[]; closed: boolean; bytesWritten: number }

@@ -22,13 +22,33 @@ export interface ProxyProc {
   logs: Record<string, unknown>[];
   stderr: string;
   exited: Promise<number | null>;
+  /** The YAML file given with `opts.config` (rewrite it, then SIGHUP, to test a reload). */
+  configPath: string | null;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `node dist/src/cli.js ARGS` and resolves once it logs "listening". */
-export function startProxy(args: string[], opts: { env?: Record<string, string> } = {}): Promise<ProxyProc> {
+/**
+ * Starts `node dist/src/cli.js ARGS` and resolves once it logs "listening". With `opts.config`,
+ * that YAML goes to a temporary file passed as `--config`, removed when the process has exited.
+ */
+export async function startProxy(args: string[], opts: { env?: Record<string, string>; config?: string } = {}): Promise<ProxyProc> {
+  if (opts.config === undefined) return spawnProxy(args, opts.env, null);
+  const dir = mkdtempSync(join(tmpdir(), 'cdp-proxy-'));
+  const configPath = join(dir, 'config.yaml');
+  writeFileSync(configPath, opts.config);
+  try {
+    const p = await spawnProxy(['--config', configPath, ...args], opts.env, configPath);
+    void p.exited.then(() => rmSync(dir, { recursive: true, force: true }));
+    return p;
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function spawnProxy(args: string[], env: Record<string, string> | undefined, configPath: string | null): Promise<ProxyProc> {
   const proc = spawn(process.execPath, [CLI, '--listen', '127.0.0.1:0', ...args], {
-    env: { PATH: process.env.PATH ?? '', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
@@ -52,7 +72,7 @@ export function startProxy(args: string[], opts: { env?: Record<string, string> 
           const i = udp.lastIndexOf(':');
           const metrics = typeof rec.metrics === 'string' && rec.metrics !== 'off' ? rec.metrics : null;
           resolve({
-            proc, host: udp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(udp.slice(i + 1)), metrics, logs,
+            proc, host: udp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(udp.slice(i + 1)), metrics, logs, configPath,
             get stderr() { return stderr; }, exited,
             async stop(signal: NodeJS.Signals = 'SIGTERM') {
               if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
