@@ -14,18 +14,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSim } from './support/consul-sim.js';
+import { waitFor } from './support/wait.js';
 import { HealthWatcher, dnsView, dnsWeight, backoffDelay, watchKey, type WatchOptions } from '../src/health.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-async function waitFor(fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** The shared waitFor, with this file's (condition, what, timeout) argument order. */
+const waitUntil = (fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> => waitFor(fn, { what, timeoutMs, intervalMs: 5 });
 
 type Status = 'passing' | 'warning' | 'critical';
 interface InstSpec {
@@ -222,7 +218,7 @@ test('first reply makes the watch live without onChange; a critical instance cal
 
   assert.equal(h.w.isLive('web'), false);
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'watch live');
+  await waitUntil(() => h.w.isLive('web'), 'watch live');
   assert.equal(h.changes.length, 0, 'the first reply is the baseline');
   assert.deepEqual([...h.w.instanceCounts()], [['web', 2]]);
   assert.equal(h.w.size, 1);
@@ -232,10 +228,10 @@ test('first reply makes the watch live without onChange; a critical instance cal
   assert.ok(first.path.includes('stale'), 'stale reads, like DNS allow_stale');
 
   // Wait until the watch is blocked on the current index, then make n1 critical.
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'blocking request on current index');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking request on current index');
   const t0 = performance.now();
   c.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 1, 'onChange after critical');
+  await waitUntil(() => h.changes.length === 1, 'onChange after critical');
   const lag = (h.changes[0]?.at ?? 0) - t0;
   t.diagnostic(`critical → onChange: ${lag.toFixed(2)} ms (fake server, loopback)`);
   assert.equal(h.changes[0]?.service, 'web');
@@ -247,7 +243,7 @@ test('first reply makes the watch live without onChange; a critical instance cal
 
   // Back to passing: a change again.
   c.set('web', two());
-  await waitFor(() => h.changes.length === 2, 'onChange after recovery');
+  await waitUntil(() => h.changes.length === 2, 'onChange after recovery');
   assert.equal(h.changes[1]?.instances, 2);
 });
 
@@ -257,26 +253,26 @@ test('warning with equal weights and an index bump change nothing DNS-visible: n
   const h = watcher([c.url]);
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live');
+  await waitUntil(() => h.w.isLive('web'), 'live');
 
   c.set('web', two('warning'));
   // The reply carrying this index has been processed once a request blocks on it.
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the warning write');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the warning write');
   c.write(); // idempotent write: index bump only
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the bump');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the bump');
   c.set('web', two('passing', { output: 'new output' }));
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the output change');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the output change');
   assert.equal(h.changes.length, 0);
   assert.equal(h.w.isLive('web'), true);
 
   // New Weights while passing: the SRV weight is still Weights.Passing = 1, nothing visible.
   const weights = { Passing: 1, Warning: 5 };
   c.set('web', two('passing', { weights }));
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the weights write');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'watch saw the weights write');
   assert.equal(h.changes.length, 0);
   // Now warning: SRV weight becomes Weights.Warning = 5 (findWeight): onChange.
   c.set('web', two('warning', { weights }));
-  await waitFor(() => h.changes.length === 1, 'weight change seen');
+  await waitUntil(() => h.changes.length === 1, 'weight change seen');
 });
 
 test('onlyPassing: warning hides the instance', async (t) => {
@@ -285,9 +281,9 @@ test('onlyPassing: warning hides the instance', async (t) => {
   const h = watcher([c.url], { onlyPassing: true });
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live');
+  await waitUntil(() => h.w.isLive('web'), 'live');
   c.set('web', two('warning'));
-  await waitFor(() => h.changes.length === 1, 'onChange');
+  await waitUntil(() => h.changes.length === 1, 'onChange');
   assert.equal(h.changes[0]?.instances, 1);
 });
 
@@ -298,10 +294,10 @@ test('index going backwards resets to 0: next request blocks on index 1, not 0; 
   const h = watcher([c.url]);
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
-  await waitFor(() => c.requests('web').some((s) => s.index === 501), 'blocked on 501');
+  await waitUntil(() => c.requests('web').some((s) => s.index === 501), 'blocked on 501');
   const before = c.requests('web').length;
   c.restore(7); // snapshot restore: same data, lower index
-  await waitFor(() => c.requests('web').some((s) => s.index === 7), 'blocked on the restored index');
+  await waitUntil(() => c.requests('web').some((s) => s.index === 7), 'blocked on the restored index');
   const after = c.requests('web').slice(before).map((s) => s.index);
   assert.deepEqual(after.slice(0, 2), [1, 7], 'reset: index=1 (never 0), then the new index');
   assert.equal(h.w.resets, 1);
@@ -309,7 +305,7 @@ test('index going backwards resets to 0: next request blocks on index 1, not 0; 
   assert.ok(c.requests('web').slice(1).every((s) => s.index !== 0));
   // And changes keep flowing after the reset.
   c.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 1, 'change after reset');
+  await waitUntil(() => h.changes.length === 1, 'change after reset');
 });
 
 test('HTTP 500: not live, jittered exponential backoff; recovery makes it live again and reports what changed', async (t) => {
@@ -319,15 +315,15 @@ test('HTTP 500: not live, jittered exponential backoff; recovery makes it live a
   const h = watcher([c.url], { backoffBaseMs: 40, backoffMaxMs: 320, random: () => [0, 1, 0.5][r++ % 3] as number });
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live');
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
+  await waitUntil(() => h.w.isLive('web'), 'live');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
 
   c.fault = '500';
   const n0 = c.requests('web').length;
   c.set('web', two('critical')); // wakes the blocked request, which gets a 500
-  await waitFor(() => !h.w.isLive('web'), 'not live after 500');
+  await waitUntil(() => !h.w.isLive('web'), 'not live after 500');
   assert.deepEqual(h.live.at(-1), ['web', false]);
-  await waitFor(() => c.requests('web').length >= n0 + 6, 'six failing requests');
+  await waitUntil(() => c.requests('web').length >= n0 + 6, 'six failing requests');
   const at = c.requests('web').slice(n0).map((s) => s.at);
   const gaps = at.slice(1).map((v, i) => v - (at[i] as number));
   // The woken blocked request is failure 1 (delay 20 ms). Failures 2..6 then wait d/2 + random·d/2 with
@@ -341,8 +337,8 @@ test('HTTP 500: not live, jittered exponential backoff; recovery makes it live a
   assert.ok(h.w.errors >= 5);
 
   c.fault = null;
-  await waitFor(() => h.w.isLive('web'), 'live again', 10_000);
-  await waitFor(() => h.changes.length === 1, 'the change made during the outage is reported');
+  await waitUntil(() => h.w.isLive('web'), 'live again', 10_000);
+  await waitUntil(() => h.changes.length === 1, 'the change made during the outage is reported');
   assert.equal(h.changes[0]?.instances, 1);
 });
 
@@ -353,10 +349,10 @@ test('reply without X-Consul-Index is an error (no busy loop), not the end of th
   const h = watcher([c.url]);
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
-  await waitFor(() => c.requests('web').length >= 3, 'retries');
+  await waitUntil(() => c.requests('web').length >= 3, 'retries');
   assert.equal(h.w.isLive('web'), false);
   c.fault = null;
-  await waitFor(() => h.w.isLive('web'), 'live once the header is back', 10_000);
+  await waitUntil(() => h.w.isLive('web'), 'live once the header is back', 10_000);
 });
 
 test('fails over to the second URL when the first refuses, and goes back to the first when it returns', async (t) => {
@@ -368,18 +364,18 @@ test('fails over to the second URL when the first refuses, and goes back to the 
   const h = watcher([`http://127.0.0.1:${port}`, b.url], { failbackMs: 150, probeWaitSeconds: 1, waitSeconds: 1 });
   t.after(async () => { await h.w.stop(); await b.close(); await a.close(); });
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live via the second URL');
+  await waitUntil(() => h.w.isLive('web'), 'live via the second URL');
   assert.equal(h.live.filter(([, l]) => !l).length, 0, 'a refused first URL with a working second never made the watch not-live');
-  await waitFor(() => b.requests('web').some((s) => s.index === b.index), 'blocking on the second URL');
+  await waitUntil(() => b.requests('web').some((s) => s.index === b.index), 'blocking on the second URL');
   b.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 1, 'change seen through the second URL');
+  await waitUntil(() => h.changes.length === 1, 'change seen through the second URL');
 
   // The first agent comes back on its port; after failbackMs the next request probes it.
   await a.listen(port);
-  await waitFor(() => a.requests('web').length > 0, 'failback probe reached the first URL', 10_000);
-  await waitFor(() => a.requests('web').some((s) => s.index === a.index), 'blocking on the first URL again', 10_000);
+  await waitUntil(() => a.requests('web').length > 0, 'failback probe reached the first URL', 10_000);
+  await waitUntil(() => a.requests('web').some((s) => s.index === a.index), 'blocking on the first URL again', 10_000);
   a.set('web', two()); // a's view differs from b's last one: onChange through the first URL
-  await waitFor(() => h.changes.length === 2, 'change seen through the first URL');
+  await waitUntil(() => h.changes.length === 2, 'change seen through the first URL');
   assert.equal(h.w.isLive('web'), true);
 });
 
@@ -392,7 +388,7 @@ test('a hung agent is abandoned after the request budget and the next URL is use
   t.after(async () => { await h.w.stop(); await a.close(); await b.close(); });
   const t0 = performance.now();
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live via the second URL');
+  await waitUntil(() => h.w.isLive('web'), 'live via the second URL');
   t.diagnostic(`hung first URL → live via second after ${(performance.now() - t0).toFixed(0)} ms (budget 150 ms)`);
   assert.equal(a.requests('web').length, 1);
 });
@@ -404,13 +400,13 @@ test('datacenter: ?dc= is sent and watches are keyed per dc', async (t) => {
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web', 'dc2');
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web', 'dc2') && h.w.isLive('web'), 'both live');
+  await waitUntil(() => h.w.isLive('web', 'dc2') && h.w.isLive('web'), 'both live');
   assert.equal(h.w.size, 2);
   assert.ok(c.requests('web').some((s) => s.dc === 'dc2'));
   assert.deepEqual([...h.w.instanceCounts().keys()].sort(), ['web', 'web@dc2']);
-  await waitFor(() => c.requests('web').filter((s) => s.index === c.index).length >= 2, 'both blocking');
+  await waitUntil(() => c.requests('web').filter((s) => s.index === c.index).length >= 2, 'both blocking');
   c.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 2, 'both report the change');
+  await waitUntil(() => h.changes.length === 2, 'both report the change');
   assert.deepEqual(h.changes.map((x) => x.dc ?? '').sort(), ['', 'dc2']);
 });
 
@@ -422,16 +418,16 @@ test('idle watches stop; touch() keeps a watch alive', async (t) => {
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
   h.w.ensure('api');
-  await waitFor(() => h.w.isLive('web') && h.w.isLive('api'), 'live');
+  await waitUntil(() => h.w.isLive('web') && h.w.isLive('api'), 'live');
   // Touch `api` (as cache hits do) until `web` has gone idle.
   const touching = setInterval(() => h.w.touch('api'), 10);
   try {
-    await waitFor(() => h.w.size === 1, 'idle web watch stopped');
+    await waitUntil(() => h.w.size === 1, 'idle web watch stopped');
   } finally { clearInterval(touching); }
   assert.equal(h.w.isLive('web'), false);
   assert.equal(h.w.isLive('api'), true, 'touched watch still running');
   assert.ok(h.live.some(([s, l]) => s === 'web' && !l), 'onLiveChange(false) on idle stop');
-  await waitFor(() => h.w.size === 0, 'untouched api watch stops too');
+  await waitUntil(() => h.w.size === 0, 'untouched api watch stops too');
   h.w.touch('web'); // touch of a stopped watch is a no-op
   assert.equal(h.w.size, 0);
 });
@@ -444,7 +440,7 @@ test('maxWatches: beyond the cap no watch starts and isLive stays false', async 
   h.w.ensure('a'); h.w.ensure('b'); h.w.ensure('c'); h.w.ensure('a');
   assert.equal(h.w.size, 2);
   assert.equal(h.w.rejected, 1);
-  await waitFor(() => h.w.isLive('a') && h.w.isLive('b'), 'a and b live');
+  await waitUntil(() => h.w.isLive('a') && h.w.isLive('b'), 'a and b live');
   assert.equal(h.w.isLive('c'), false);
   assert.equal(c.requests('c').length, 0);
 });
@@ -458,7 +454,7 @@ test('minimum interval: a server that answers at once with a new index each time
   t.after(async () => { await h.w.stop(); await c.close(); });
   const t0 = performance.now();
   h.w.ensure('web');
-  await waitFor(() => c.requests('web').length >= 8, 'eight requests');
+  await waitUntil(() => c.requests('web').length >= 8, 'eight requests');
   await h.w.stop();
   const dt = performance.now() - t0;
   const n = c.requests('web').length;
@@ -475,19 +471,19 @@ test('minimum interval never delays the first reaction: after a long block the n
   t.after(async () => { await h.w.stop(); await c.close(); });
   h.w.ensure('web');
   // The request right after the (non-blocking) first reply is held back: the first started < 200 ms ago.
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
   assert.equal(h.w.throttled, 1);
   const blocked = c.requests('web').at(-1) as Seen;
-  await waitFor(() => Date.now() - blocked.at > minIntervalMs + 50, 'blocked longer than the interval');
+  await waitUntil(() => Date.now() - blocked.at > minIntervalMs + 50, 'blocked longer than the interval');
   c.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 1, 'change seen');
-  await waitFor(() => c.requests('web').some((s) => s.index === c.index), 'next request');
+  await waitUntil(() => h.changes.length === 1, 'change seen');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'next request');
   assert.equal(h.w.throttled, 1, 'the request after a long block started at once');
   // Two changes in quick succession: the second is still seen, at most one interval later.
   c.set('web', two());
-  await waitFor(() => h.changes.length === 2, 'second change');
+  await waitUntil(() => h.changes.length === 2, 'second change');
   c.set('web', two('critical'));
-  await waitFor(() => h.changes.length === 3, 'third change right after');
+  await waitUntil(() => h.changes.length === 3, 'third change right after');
   assert.ok(h.w.throttled >= 2, 'the request after a quick change was held back');
 });
 
@@ -509,8 +505,8 @@ test('https with caFile: TLS options reach the agent; a wrong CA fails, insecure
   const skip = watcher([c.url], { tls: { insecureSkipVerify: true } });
   t.after(async () => { await good.w.stop(); await bad.w.stop(); await skip.w.stop(); await c.close(); });
   good.w.ensure('web'); bad.w.ensure('web'); skip.w.ensure('web');
-  await waitFor(() => good.w.isLive('web') && skip.w.isLive('web'), 'live over TLS');
-  await waitFor(() => bad.w.errors >= 1, 'untrusted certificate refused');
+  await waitUntil(() => good.w.isLive('web') && skip.w.isLive('web'), 'live over TLS');
+  await waitUntil(() => bad.w.errors >= 1, 'untrusted certificate refused');
   assert.equal(bad.w.isLive('web'), false);
   assert.throws(() => watcher(['https://127.0.0.1:1'], { tls: { caFile: join(dir, 'missing.pem') } }), { code: 'ECONSUL_TLS_FILE' });
 });
@@ -521,14 +517,14 @@ test('stop() aborts blocked requests and leaves no timers or sockets behind', as
   const h = watcher([c.url]);
   const before = new Set(process.getActiveResourcesInfo());
   h.w.ensure('a'); h.w.ensure('b'); h.w.ensure('c');
-  await waitFor(() => ['a', 'b', 'c'].every((s) => c.requests(s).some((x) => x.index === c.index)), 'all blocking');
+  await waitUntil(() => ['a', 'b', 'c'].every((s) => c.requests(s).some((x) => x.index === c.index)), 'all blocking');
   await h.w.stop();
   assert.equal(h.w.size, 0);
   assert.equal(h.w.isLive('a'), false);
   h.w.ensure('d'); // after stop: nothing starts
   assert.equal(h.w.size, 0);
   await c.close();
-  await waitFor(() => {
+  await waitUntil(() => {
     const r = process.getActiveResourcesInfo();
     return !r.includes('TCPSocketWrap') && r.filter((x) => x === 'Timeout').length <= [...before].filter((x) => x === 'Timeout').length;
   }, 'no sockets or extra timers', 2000);
@@ -545,7 +541,7 @@ async function simWatch(t: { after: (fn: () => Promise<void>) => void }, over: P
   const h = watcher([`http://127.0.0.1:${sim.httpPort}`], over);
   t.after(async () => { await h.w.stop(); await sim.stop(); });
   h.w.ensure('web');
-  await waitFor(() => h.w.isLive('web'), 'live against the simulator');
+  await waitUntil(() => h.w.isLive('web'), 'live against the simulator');
   return { sim, h };
 }
 
@@ -554,17 +550,17 @@ test('simulator: critical/passing flips are reported within one round trip (lag 
   assert.deepEqual([...h.w.instanceCounts()], [['web', 3]]);
   const lags: number[] = [];
   // First (non-blocking) request, then the blocking one.
-  await waitFor(() => sim.httpRequests >= 2, 'watch blocking');
+  await waitUntil(() => sim.httpRequests >= 2, 'watch blocking');
   for (let i = 0; i < 20; i++) {
     const want = h.changes.length + 1;
     const reqs = sim.httpRequests;
     const t0 = performance.now();
     sim.setHealth('web-2', i % 2 === 0 ? 'critical' : 'passing');
-    await waitFor(() => h.changes.length === want, `flip ${i} reported`);
+    await waitUntil(() => h.changes.length === want, `flip ${i} reported`);
     lags.push((h.changes.at(-1)?.at ?? 0) - t0);
     assert.equal(h.changes.at(-1)?.instances, i % 2 === 0 ? 2 : 3);
     // The reply has been handled and the next blocking request is in before the next flip.
-    await waitFor(() => sim.httpRequests > reqs, 'next blocking request');
+    await waitUntil(() => sim.httpRequests > reqs, 'next blocking request');
   }
   lags.sort((a, b) => a - b);
   t.diagnostic(`simulator setHealth → onChange lag over 20 flips: median ${(lags[10] as number).toFixed(2)} ms, worst ${(lags[19] as number).toFixed(2)} ms`);
@@ -572,13 +568,13 @@ test('simulator: critical/passing flips are reported within one round trip (lag 
   const n = h.changes.length;
   let before = sim.httpRequests;
   sim.setHealth('web-1', 'warning');
-  await waitFor(() => sim.httpRequests > before, 'watch saw the warning');
+  await waitUntil(() => sim.httpRequests > before, 'watch saw the warning');
   before = sim.httpRequests;
   sim.bumpIndex();
-  await waitFor(() => sim.httpRequests > before, 'watch saw the bump');
+  await waitUntil(() => sim.httpRequests > before, 'watch saw the bump');
   assert.equal(h.changes.length, n, 'warning (equal weights) and a bare index bump are not DNS-visible');
   sim.setNodeHealth('node-3', 'critical');
-  await waitFor(() => h.changes.length === n + 1, 'node serfHealth critical hides its instance');
+  await waitUntil(() => h.changes.length === n + 1, 'node serfHealth critical hides its instance');
   assert.equal(h.changes.at(-1)?.instances, 2);
 });
 
@@ -586,11 +582,11 @@ test('simulator: HTTP 500 and a refused API make the watch not live; it recovers
   const { sim, h } = await simWatch(t, { waitSeconds: 1, timeoutMarginMs: 300 });
   for (const fault of ['500', 'refuse'] as const) {
     await sim.setFault({ http: fault });
-    await waitFor(() => !h.w.isLive('web'), `not live under ${fault}`, 10_000);
+    await waitUntil(() => !h.w.isLive('web'), `not live under ${fault}`, 10_000);
     await sim.setFault({ http: null });
-    await waitFor(() => h.w.isLive('web'), `live again after ${fault}`, 10_000);
+    await waitUntil(() => h.w.isLive('web'), `live again after ${fault}`, 10_000);
   }
   assert.equal(h.changes.length, 0);
   sim.setHealth('web-1', 'critical');
-  await waitFor(() => h.changes.length === 1, 'changes still flow after the faults');
+  await waitUntil(() => h.changes.length === 1, 'changes still flow after the faults');
 });
