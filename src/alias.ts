@@ -7,9 +7,10 @@
  * SOA MNAME and RNAME, ...), so an NXDOMAIN carries the SOA of `<alias>.`. CoreDNS rewrites that
  * forgot the question gave "question section mismatch" (coredns#1394).
  *
- * matchAlias runs per query when aliases are configured, so it only compares strings; everything
- * else is the miss path (decode, map, re-encode with compression via message.ts). The canonical
- * reply is what the cache keeps; alias renderings are derived from it with toAliasReply.
+ * Which alias a query is under is the router's longest-suffix lookup (router.ts); everything here
+ * runs once per question (memoized by the handler) or on the miss path (decode, map, re-encode
+ * with compression via message.ts). The canonical reply is what the cache keeps; alias renderings
+ * are derived from it with toAliasReply.
  * Names under the domain are matched case-insensitively on label boundaries (RFC 4343: ASCII case
  * only); an escaped dot (`a\.consul`) is inside a label and is not a boundary.
  */
@@ -23,13 +24,6 @@ import {
   readName,
   type Message,
 } from './message.js';
-
-export interface AliasMap {
-  /** The Consul domain, lowercase, no trailing dot, e.g. 'consul'. */
-  domain: string;
-  /** Other names for it, lowercase, no trailing dot, e.g. ['starlings']. */
-  aliases: string[];
-}
 
 /** Case-insensitive (ASCII) test that `name` ends with the lowercase `suffix` on a label boundary. */
 function isUnder(name: string, n: number, suffix: string): boolean {
@@ -51,24 +45,6 @@ function isUnder(name: string, n: number, suffix: string): boolean {
 function bareLength(name: string): number {
   const n = name.length;
   return n > 1 && name.charCodeAt(n - 1) === 0x2e && !isEscapedAt(name, n - 1) ? n - 1 : n;
-}
-
-/**
- * Which alias the (lowercase, presentation form) query name is under, or null: the name itself
- * ('starlings') or any name below it ('janus.service.starlings'). The longest match wins, and a
- * name under the domain itself is never aliased when the domain is the longer suffix (as Consul's
- * trimDomain prefers the longer of domain and alt_domain). Allocation-free: this is per query.
- */
-export function matchAlias(qnameLower: string, map: AliasMap): string | null {
-  const n = bareLength(qnameLower);
-  let best: string | null = null;
-  const aliases = map.aliases;
-  for (let i = 0; i < aliases.length; i++) {
-    const a = aliases[i] as string;
-    if ((best === null || a.length > best.length) && isUnder(qnameLower, n, a)) best = a;
-  }
-  if (best !== null && map.domain.length > best.length && isUnder(qnameLower, n, map.domain)) return null;
-  return best;
 }
 
 /**

@@ -8,7 +8,8 @@
  * It never throws: every failure becomes an rcode. Cache hits are answered synchronously from
  * raw bytes; misses return a promise. Identical misses in flight share one upstream exchange.
  */
-import { parseQuery, questionName, buildErrorReply, RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN, encodeName, type Query } from './wire.js';
+import { parseQuery, questionName, buildErrorReply, RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN, type Query } from './wire.js';
+import { rewriteQuery, toCanonicalName } from './alias.js';
 import { Router, type Route } from './router.js';
 import { UpstreamPool, type ExchangeResult } from './upstream.js';
 import { stripOpt, replyFlags, finish, putQuestion } from './render.js';
@@ -246,8 +247,10 @@ export class Proxy {
       probe: this.deps.loop?.isProbe(name) ?? false,
     };
     if (route.alias !== null) {
-      m.canonicalName = name.slice(0, name.length - route.alias.length) + domain;
-      m.question = canonicalQuestion(buf, q, route.alias, domain);
+      m.canonicalName = toCanonicalName(name, route.alias, domain);
+      // The query with the canonical name; keep just its question (name, type, class).
+      const rewritten = rewriteQuery(buf, HEADER_LEN, q.qEnd, m.canonicalName);
+      m.question = rewritten.subarray(HEADER_LEN, q.qEnd + rewritten.length - buf.length);
     }
     return m;
   }
@@ -267,23 +270,4 @@ export class Proxy {
     this.deps.metrics.response(zoneIndex, rcode, SRC_LOCAL);
     return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
   }
-}
-
-/**
- * The question with the alias suffix swapped for the Consul domain, from the client's wire bytes:
- * the labels left of the alias keep their bytes (and case), the suffix becomes the domain.
- */
-export function canonicalQuestion(buf: Buffer, q: Query, alias: string, domain: string): Buffer {
-  const aliasLabels = alias.split('.').length;
-  // Find the label offsets of the question name.
-  const starts: number[] = [];
-  let off = HEADER_LEN;
-  while (buf[off]! !== 0) { starts.push(off); off += buf[off]! + 1; }
-  const cut = starts[starts.length - aliasLabels] ?? HEADER_LEN;
-  const dom = encodeName(domain);
-  const out = Buffer.allocUnsafe(cut - HEADER_LEN + dom.length + 4);
-  buf.copy(out, 0, HEADER_LEN, cut);
-  dom.copy(out, cut - HEADER_LEN);
-  buf.copy(out, cut - HEADER_LEN + dom.length, q.nameEnd, q.qEnd);
-  return out;
 }

@@ -18,11 +18,10 @@ import {
   nameToWire,
   type Message,
 } from '../src/message.js';
-import { mapSuffix, matchAlias, rewriteQuery, toAliasReply, toCanonicalName, toDomainReply, type AliasMap } from '../src/alias.js';
+import { mapSuffix, rewriteQuery, toAliasReply, toCanonicalName, toDomainReply } from '../src/alias.js';
 import { Rng, a, oneName, opt, randomConsulReply, soa, srv, txt, rdataNameList } from './support/fuzz.js';
 
 const CORPUS = new URL('../../test/fixtures/corpus/', import.meta.url);
-const MAP: AliasMap = { domain: 'consul', aliases: ['starlings'] };
 
 function question(name: string, type: number): Buffer {
   const q = Buffer.alloc(4);
@@ -48,25 +47,6 @@ const under = (name: string, suffix: string) => {
   const l = name.toLowerCase();
   return l === suffix || l.endsWith(`.${suffix}`);
 };
-
-test('matchAlias: exact, below, label boundaries, escapes, longest alias, domain wins when longer', () => {
-  assert.equal(matchAlias('janus.service.starlings', MAP), 'starlings');
-  assert.equal(matchAlias('starlings', MAP), 'starlings');
-  assert.equal(matchAlias('starlings.', MAP), 'starlings');
-  assert.equal(matchAlias('_janus._tcp.service.dc1.starlings', MAP), 'starlings');
-  assert.equal(matchAlias('xstarlings', MAP), null);
-  assert.equal(matchAlias('janus.service.consul', MAP), null);
-  assert.equal(matchAlias('starlings.consul', MAP), null);
-  assert.equal(matchAlias('a\\.starlings', MAP), null, 'escaped dot is inside the label');
-  assert.equal(matchAlias('a\\\\.starlings', MAP), 'starlings', 'escaped backslash, then a real dot');
-  assert.equal(matchAlias('', MAP), null);
-  const two: AliasMap = { domain: 'consul', aliases: ['starlings', 'dc2.starlings'] };
-  assert.equal(matchAlias('web.service.dc2.starlings', two), 'dc2.starlings');
-  assert.equal(matchAlias('web.service.dc1.starlings', two), 'starlings');
-  const nested: AliasMap = { domain: 'consul.starlings', aliases: ['starlings'] };
-  assert.equal(matchAlias('web.service.consul.starlings', nested), null);
-  assert.equal(matchAlias('web.service.starlings', nested), 'starlings');
-});
 
 test('toCanonicalName keeps the case of the left part', () => {
   assert.equal(toCanonicalName('JaNuS.SeRvIcE.StArLiNgS', 'starlings', 'consul'), 'JaNuS.SeRvIcE.consul');
