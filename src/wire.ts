@@ -10,6 +10,8 @@
  * from raw bytes; dns2 also drops EDNS options and accepts malformed names.
  */
 
+import { nameToWire } from './message.js';
+
 export const HEADER_LEN = 12;
 
 export const RCODE = {
@@ -361,24 +363,9 @@ export function buildUpstreamQuery(question: Buffer, qStart: number, qEnd: numbe
   return out;
 }
 
-/** Encodes a presentation name (no escapes needed for our own probe names) as wire labels. */
-export function encodeName(name: string): Buffer {
-  const trimmed = name.endsWith('.') ? name.slice(0, -1) : name;
-  if (trimmed === '') return Buffer.from([0]);
-  const parts = trimmed.split('.');
-  const bufs: Buffer[] = [];
-  for (const p of parts) {
-    const b = Buffer.from(p, 'latin1');
-    if (b.length === 0 || b.length > 63) throw new RangeError(`bad label in ${name}`);
-    bufs.push(Buffer.from([b.length]), b);
-  }
-  bufs.push(Buffer.from([0]));
-  return Buffer.concat(bufs);
-}
-
 /** Question bytes (name, type, class IN) for a probe such as `consul. SOA`. */
 export function buildQuestion(name: string, qtype: number): Buffer {
-  const n = encodeName(name);
+  const n = nameToWire(name);
   const out = Buffer.alloc(n.length + 4);
   n.copy(out, 0);
   out.writeUInt16BE(qtype, n.length);
