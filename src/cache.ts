@@ -24,9 +24,9 @@
  * for RFC 8767 serve-stale until their stale window ends.
  */
 import { LRUCache } from 'lru-cache';
-import { FLAG, HEADER_LEN, RCODE, EDE, TYPE, buildOpt, scanReply, type Query, type ReplyLayout } from './wire.js';
+import { FLAG, HEADER_LEN, RCODE, EDE, TYPE, buildOpt, buildQuestion, scanReply, type Query, type ReplyLayout } from './wire.js';
 import { replyFlags, stripOpt, truncated, udpLimit, ttlOffsetsWithoutOpt } from './render.js';
-import { decodeMessage, encodeMessage, nameToWire, type Message, type Record as RR } from './message.js';
+import { decodeMessage, encodeMessage, readName, type Message, type Record as RR } from './message.js';
 import { toAliasReply } from './alias.js';
 import { parseConsulName } from './consul-names.js';
 import type { ResponseCache } from './proxy.js';
@@ -503,16 +503,9 @@ export function buildVariant(canonical: Message, alias: string | null, domain: s
   return { full, trimmed: trimmed.every((r, i) => r === full[i]) ? full : trimmed, next: 0 };
 }
 
+/** The target of an SRV record (RDATA: priority, weight, port, then the name), lowercased. */
 function srvTarget(rdata: Buffer): string {
-  // SRV RDATA: priority, weight, port, then an uncompressed target name (message.ts decompresses).
-  const labels: string[] = [];
-  let off = 6;
-  while (off < rdata.length && rdata[off]! !== 0) {
-    const len = rdata[off]!;
-    labels.push(rdata.toString('latin1', off + 1, off + 1 + len));
-    off += len + 1;
-  }
-  return labels.join('.').toLowerCase();
+  return readName(rdata, 6).name.toLowerCase();
 }
 
 /** Encodes one rendering: into cache memory, or (`cached` false, a one-off miss reply) as is. */
@@ -530,12 +523,7 @@ function aliasQuestion(m: Message, alias: string, domain: string): Buffer {
   const q = m.questions[0]!;
   const lower = q.name.toLowerCase();
   const name = lower === domain ? alias : lower.slice(0, lower.length - domain.length) + alias;
-  const n = nameToWire(name);
-  const out = Buffer.alloc(n.length + 4);
-  n.copy(out, 0);
-  out.writeUInt16BE(q.type, n.length);
-  out.writeUInt16BE(q.class, n.length + 2);
-  return out;
+  return buildQuestion(name, q.type); // only class IN reaches the cache (others are REFUSED)
 }
 
 /**
