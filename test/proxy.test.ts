@@ -189,17 +189,21 @@ test('forward zones route to their own upstreams; .consul never goes to the recu
 test('failover: a silent first agent costs milliseconds, not a timeout, and no SERVFAIL', async (t) => {
   const silent = await startSim();
   await silent.setFault({ dns: 'silent' });
-  const p = await startProxy(['--agent', `127.0.0.1:${silent.dnsPort}`, '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off', '--no-alias']);
+  const p = await startProxy(['--agent', `127.0.0.1:${silent.dnsPort}`, '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', '127.0.0.1:0', '--no-alias']);
   t.after(async () => { await p.stop(); await silent.stop(); });
   const times: number[] = [];
   for (let i = 0; i < 10; i++) {
     const t0 = Date.now();
-    // Unique names: every query is a miss that must go upstream.
+    // No health watch (no Consul HTTP API here) and Consul's TTL 0: every query goes upstream.
     const r = await dig([`@127.0.0.1`, '-p', String(p.port), `server${(i % 2) + 1}.janus.service.consul`, i % 2 ? 'A' : 'SRV']);
     times.push(Date.now() - t0);
     assert.equal(r.status, 'NOERROR');
   }
-  assert.ok(silent.queries > 0, 'the silent agent was tried first');
+  // A hedge happens only when a query went to the silent agent first and it stayed silent.
+  const text = await (await fetch(`http://${p.metrics}/metrics`)).text();
+  const hedged = Number(/^consul_dns_proxy_upstream_hedged_total\{pool="consul"\} (\d+)/m.exec(text)?.[1] ?? 0);
+  assert.ok(hedged >= 1, `the silent agent was asked first and hedged past (${hedged} hedges)`);
+  assert.ok(hedged <= 3, `then marked down and skipped, not hedged on every query (${hedged} hedges)`);
   t.diagnostic(`silent first agent: dig wall times ms ${times.join(' ')}`);
 });
 
@@ -270,8 +274,11 @@ test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it 
   const closed = new Promise<void>((r) => s.on('close', () => r()));
   s.on('error', () => { /* closed by the server */ });
   await new Promise<void>((r) => s.once('connect', () => r()));
+  // The pool probes the agent once at start: count from after that, so the next query seen is ours.
+  await waitFor(() => slow.queries >= 1, { what: 'the start-up probe at the agent' });
+  const q0 = slow.queries;
   s.write(tcpFrame(queryMessage(1, 'janus.service.consul')));
-  await waitFor(() => slow.queries >= 1, { what: 'the first query at the (slow) agent' });
+  await waitFor(() => slow.queries > q0, { what: 'the first query at the (slow) agent' });
   p.proc.kill('SIGTERM');
   await waitFor(() => p.logs.some((l) => l.msg === 'shutting down'), { what: 'drain started' });
   s.write(tcpFrame(queryMessage(2, 'nosuch.service.consul')));
