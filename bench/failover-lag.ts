@@ -10,7 +10,7 @@
  */
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
-import { startSim, type Sim } from '../test/support/consul-sim.js';
+import { startSim, type Sim } from '../test/support/consul-sim/index.js';
 import { startProxy, type ProxyProc } from '../test/support/proc.js';
 import { waitFor } from '../test/support/wait.js';
 import { queryMessage } from '../test/support/query.js';

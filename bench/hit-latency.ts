@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync, rmSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startJanusCluster } from '../test/support/consul-sim.js';
+import { startJanusCluster } from '../test/support/consul-sim/index.js';
 import { freePort, CLI } from '../test/support/proc.js';
 
 const qps = Number(process.argv[2] ?? 20_000);

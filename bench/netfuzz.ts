@@ -18,7 +18,7 @@ import net from 'node:net';
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Rng, mutate } from '../test/support/fuzz.js';
-import { startJanusCluster, type Sim } from '../test/support/consul-sim.js';
+import { startJanusCluster, type Sim } from '../test/support/consul-sim/index.js';
 import { startProxy, type ProxyProc } from '../test/support/proc.js';
 import { queryMessage } from '../test/support/query.js';
 

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startJanusCluster } from '../test/support/consul-sim.js';
+import { startJanusCluster } from '../test/support/consul-sim/index.js';
 import { VERSION } from '../src/version.js';
 import { ensureTools, machineInfo } from './lib/tools.js';
 import { runDnsperf, type PerfResult } from './lib/dnsperf.js';
@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     const agentAddr: Addr = { host: '127.0.0.1', port: standin.port };
     const recAddr: Addr = { host: '127.0.0.1', port: recursor.port };
     results.setup.push(
-      `Agent DNS for scenarios 1-3, 5, 6: a dnsmasq stand-in (anchor-configs/agent-dnsmasq.conf: static janus.service.consul, TTL 30, plus *.node.consul for miss names) on 127.0.0.1:${standin.port}; the Consul simulator (test/support/consul-sim.ts, Janus cluster) serves the HTTP API with the same janus service, so the proxy's health watch is live.`,
+      `Agent DNS for scenarios 1-3, 5, 6: a dnsmasq stand-in (anchor-configs/agent-dnsmasq.conf: static janus.service.consul, TTL 30, plus *.node.consul for miss names) on 127.0.0.1:${standin.port}; the Consul simulator (test/support/consul-sim/, Janus cluster) serves the HTTP API with the same janus service, so the proxy's health watch is live.`,
       `Agent for scenario 4 and the TTL-0 check: the simulator's own DNS (TTL 0, as a real Consul agent), with its HTTP API.`,
       `Recursor: unbound with local-zone "." static, a static example. zone and a redirect zone m.example. (any name answers, TTL 300): it never iterates to the Internet.`,
       `Anchors cache Consul answers through their TTL floor of ${ANCHOR_MIN_TTL} s: dnsmasq min-cache-ttl=${ANCHOR_MIN_TTL}, unbound cache-min-ttl: ${ANCHOR_MIN_TTL}, dnsdist a response rule raising TTLs to ${ANCHOR_MIN_TTL} before its packet cache (1.7's packet-cache minTTL means "do not cache below", not a floor). Clients then see TTL ${ANCHOR_MIN_TTL}; the proxy's clients see Consul's TTL.`,

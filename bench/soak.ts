@@ -15,7 +15,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { startJanusCluster, type Sim } from '../test/support/consul-sim.js';
+import { startJanusCluster, type Sim } from '../test/support/consul-sim/index.js';
 import { startProxy, startUnbound } from '../test/support/proc.js';
 import { queryMessage } from '../test/support/query.js';
 

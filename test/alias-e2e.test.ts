@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startJanusCluster, type Sim } from './support/consul-sim.js';
+import { startJanusCluster, type Sim } from './support/consul-sim/index.js';
 import { dig, type DigResult, type DigRecord } from './support/dig.js';
 import { startProxy, type ProxyProc } from './support/proc.js';
 

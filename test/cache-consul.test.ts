@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { startJanusCluster, startSim, type Sim } from './support/consul-sim.js';
+import { startJanusCluster, startSim, type Sim } from './support/consul-sim/index.js';
 import { dig, type DigResult } from './support/dig.js';
 import { startProxy, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';

@@ -19,7 +19,7 @@ import { startApp, type App } from '../src/app.js';
 import { createLogger } from '../src/log.js';
 import { parseQuery, RCODE } from '../src/wire.js';
 import type { ProxyDeps } from '../src/proxy.js';
-import { startJanusCluster } from './support/consul-sim.js';
+import { startJanusCluster } from './support/consul-sim/index.js';
 import { dig } from './support/dig.js';
 import { startProxy, startUnbound } from './support/proc.js';
 import { waitFor } from './support/wait.js';

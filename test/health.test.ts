@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startSim } from './support/consul-sim.js';
+import { startSim } from './support/consul-sim/index.js';
 import { waitFor } from './support/wait.js';
 import { HealthWatcher, dnsView, dnsWeight, backoffDelay, watchKey, type WatchOptions } from '../src/health.js';
 
@@ -531,7 +531,7 @@ test('stop() aborts blocked requests and leaves no timers or sockets behind', as
 });
 
 // ---------------------------------------------------------------------------------------------
-// Against the team's Consul simulator (test/support/consul-sim.ts)
+// Against the team's Consul simulator (test/support/consul-sim/)
 
 async function simWatch(t: { after: (fn: () => Promise<void>) => void }, over: Partial<WatchOptions> = {}, simOpts: Parameters<typeof startSim>[0] = {}) {
   const sim = await startSim(simOpts);

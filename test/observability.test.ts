@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { startJanusCluster, startSim } from './support/consul-sim.js';
+import { startJanusCluster, startSim } from './support/consul-sim/index.js';
 import { dig } from './support/dig.js';
 import { startProxy, startUnbound } from './support/proc.js';
 import { waitFor } from './support/wait.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
-import { startJanusCluster, startSim, type Sim } from './support/consul-sim.js';
+import { startJanusCluster, startSim, type Sim } from './support/consul-sim/index.js';
 import { dig } from './support/dig.js';
 import { startProxy, startUnbound, type Unbound, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';

@@ -1,5 +1,5 @@
 /*
- * Holds the Consul agent simulator (test/support/consul-sim.ts) to the checklist in
+ * Holds the Consul agent simulator (test/support/consul-sim/) to the checklist in
  * /work/shared/consul-dns.md: through the real `dig`, through dns2 as an independent decoder of raw
  * UDP/TCP replies, and through the `consul` npm client for HTTP API compatibility. Each fault mode
  * has a test. Everything binds 127.0.0.1 port 0 and is closed in t.after.
@@ -11,7 +11,7 @@ import net from 'node:net';
 import http from 'node:http';
 import dns2 from 'dns2';
 import Consul from 'consul';
-import { startSim, startJanusCluster, type Sim, type SimOptions } from './support/consul-sim.js';
+import { startSim, startJanusCluster, type Sim, type SimOptions } from './support/consul-sim/index.js';
 import { dig, hasDig, parseDig } from './support/dig.js';
 import { waitFor } from './support/wait.js';
 

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { startJanusCluster, type Sim } from './support/consul-sim.js';
+import { startJanusCluster, type Sim } from './support/consul-sim/index.js';
 import { dig } from './support/dig.js';
 import { startProxy, type ProxyProc } from './support/proc.js';
 import { waitFor } from './support/wait.js';

@@ -4,7 +4,7 @@
  *     [--alt-domain starlings] [--recursor 127.0.0.1:5353] [--host 127.0.0.1]
  * Prints the bound ports as one JSON line, then serves until Ctrl-C.
  */
-import { startSim, startJanusCluster, type SimOptions } from './consul-sim.js';
+import { startSim, startJanusCluster, type SimOptions } from './consul-sim/index.js';
 
 const USAGE =
   'usage: sim-cli [--dns-port N] [--http-port N] [--host ADDR] [--janus] [--domain D] [--alt-domain D] [--recursor HOST:PORT]...';
