@@ -16,7 +16,7 @@ export interface SimOptions {
   nodeAddress?: string;
   /** Consul servers (service "consul"); default: the agent itself is the only server, like `-dev`. */
   servers?: { name: string; address: string }[];
-  /** `recursors`: loopback host[:port] only (team rule); default none (REFUSED outside the domain). */
+  /** `recursors`: loopback host[:port] only (tests never send packets off the machine); default none (REFUSED outside the domain). */
   recursors?: string[];
   /** `dns_config.node_ttl` in seconds (default 0). */
   nodeTtl?: number;
