@@ -144,3 +144,27 @@ test('item 18: 50 stalled TCP connections from 127.0.0.1 do not lock out a real 
   const text = await scrape(p.metrics!);
   assert.ok((metricValue(text, 'consul_dns_proxy_tcp_connections_evicted_total') ?? 0) >= 1, 'an eviction was counted');
 });
+
+test('item 12: the same MX answer to an EDNS client with +bufsize=512 → the 2 MX without TC', { todo: 'item 12: the render path sets TC with 0 answers when only the additional section overflows' }, async (t) => {
+  const mx = (owner: string, pref: number, exchange: string) => {
+    const p = Buffer.alloc(2);
+    p.writeUInt16BE(pref);
+    return rr(owner, 15, 300, Buffer.concat([p, nameToWire(exchange)]));
+  };
+  const glue = Array.from({ length: 40 }, (_, i) => a(`mail${i % 2}.mx.example`, `192.0.2.${i + 1}`, 300));
+  const { ask } = await setup(t, (q) => reply(q, { answers: [mx(q.rawName, 10, 'mail0.mx.example'), mx(q.rawName, 20, 'mail1.mx.example')], additionals: glue }));
+  const r = await ask('mx.example', 'MX', '+bufsize=512', '+ignore');
+  assert.equal(r.status, 'NOERROR', r.raw);
+  assert.equal(r.flags.includes('tc'), false, r.raw);
+  assert.equal(r.answer.length, 2, r.raw);
+  assert.ok(r.opt, `the reply to an EDNS query has an OPT: ${r.raw}`);
+});
+
+test('item 14: a client cookie sent as a raw option (+ednsopt=10:...) gets a server cookie', { todo: 'item 14: no server cookies' }, async (t) => {
+  const { ask } = await setup(t, answerA);
+  const r = await ask('www.example', 'A', '+ednsopt=10:0102030405060708');
+  assert.equal(r.status, 'NOERROR', r.raw);
+  const hex = cookieHex(r);
+  assert.equal(hex.slice(0, 16), '0102030405060708', `the client cookie is echoed: ${r.raw}`);
+  checkServerCookie(hex, r.raw);
+});
