@@ -10,6 +10,10 @@
  *
  * Loopback only. Expected while faults are on: no client timeouts while one agent is healthy;
  * SERVFAIL (not silence) while both agents are down; memory flat across fault cycles.
+ *
+ * Fails (exit 1) when the proxy died, or when any query got no answer within the proxy's
+ * upstream.deadlineMs + 100 ms while it lived: every exchange ends by its deadline, so a later
+ * answer or none at all is a bug whatever the faults are.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -46,11 +50,15 @@ const PHASES: Phase[] = [
 
 /** Longer than the proxy's upstream.deadlineMs (3 s): a late SERVFAIL is an answer, not a timeout. */
 const CLIENT_TIMEOUT_MS = 4000;
+/** The proxy runs with the default upstream.deadlineMs; an answer later than this + 100 ms is late. */
+const DEADLINE_MS = 3000;
+const LATE_MS = DEADLINE_MS + 100;
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
-interface Window { sent: number; rcodes: Record<string, number>; timeouts: number; tc: number }
-const emptyWindow = (): Window => ({ sent: 0, rcodes: {}, timeouts: 0, tc: 0 });
+/** `late`: answered, but after LATE_MS; `timeouts`: no answer within CLIENT_TIMEOUT_MS. */
+interface Window { sent: number; rcodes: Record<string, number>; timeouts: number; late: number; tc: number }
+const emptyWindow = (): Window => ({ sent: 0, rcodes: {}, timeouts: 0, late: 0, tc: 0 });
 
 async function main(): Promise<void> {
   const minutes = Number(opt.minutes);
@@ -81,7 +89,8 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => sock.bind(0, HOST, () => r()));
   let win = emptyWindow();
   const pending = new Map<number, { at: number; win: Window }>();
-  const record = (w: Window, m: Buffer) => {
+  const record = (w: Window, m: Buffer, sentAt: number) => {
+    if (Date.now() - sentAt > LATE_MS) w.late++;
     const rc = RCODES[m[3]! & 0xf] ?? 'other';
     w.rcodes[rc] = (w.rcodes[rc] ?? 0) + 1;
     if (m[2]! & 2) w.tc++;
@@ -91,9 +100,10 @@ async function main(): Promise<void> {
     const e = pending.get(m.readUInt16BE(0));
     if (!e) return;
     pending.delete(m.readUInt16BE(0));
-    record(e.win, m);
+    record(e.win, m, e.at);
   });
   const viaTcp = (msg: Buffer, w: Window) => {
+    const sentAt = Date.now();
     const s = net.connect(p.port, HOST);
     let buf = Buffer.alloc(0);
     const t = setTimeout(() => { w.timeouts++; s.destroy(); }, CLIENT_TIMEOUT_MS);
@@ -101,7 +111,7 @@ async function main(): Promise<void> {
     s.on('connect', () => { const l = Buffer.alloc(2); l.writeUInt16BE(msg.length); s.write(Buffer.concat([l, msg])); });
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) { clearTimeout(t); record(w, buf.subarray(2)); s.destroy(); }
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) { clearTimeout(t); record(w, buf.subarray(2), sentAt); s.destroy(); }
     });
   };
   let nextId = 1;
@@ -139,7 +149,7 @@ async function main(): Promise<void> {
   let phaseIdx = 0;
   let phase = PHASES[0]!;
   let nextPhaseAt = t0 + periodMs;
-  const header = ' t(s) | phase                        |  sent | NOERROR | NXDOMAIN | SERVFAIL | other | timeouts | RSS MB | heap MB | lag p99 ms | lag max ms | cache';
+  const header = ' t(s) | phase                        |  sent | NOERROR | NXDOMAIN | SERVFAIL | other | timeouts |  late | RSS MB | heap MB | lag p99 ms | lag max ms | cache';
   console.log(header);
   console.log('-'.repeat(header.length));
   let phaseLabel = phase.name;
@@ -167,7 +177,7 @@ async function main(): Promise<void> {
         const row = { t: at.t, phase: label, ...w, rssMb: at.rssMb, ...m };
         rows.push(row);
         const other = Object.entries(w.rcodes).filter(([k]) => !['NOERROR', 'NXDOMAIN', 'SERVFAIL'].includes(k)).reduce((s, [, v]) => s + v, 0);
-        console.log(`${String(row.t).padStart(5)} | ${label.slice(0, 28).padEnd(28)} | ${String(w.sent).padStart(5)} | ${String(w.rcodes.NOERROR ?? 0).padStart(7)} | ${String(w.rcodes.NXDOMAIN ?? 0).padStart(8)} | ${String(w.rcodes.SERVFAIL ?? 0).padStart(8)} | ${String(other).padStart(5)} | ${String(w.timeouts).padStart(8)} | ${String(row.rssMb).padStart(6)} | ${String(m.heapMb).padStart(7)} | ${String(m.lagP99Ms).padStart(10)} | ${String(m.lagMaxMs).padStart(10)} | ${String(m.cacheEntries).padStart(5)}`);
+        console.log(`${String(row.t).padStart(5)} | ${label.slice(0, 28).padEnd(28)} | ${String(w.sent).padStart(5)} | ${String(w.rcodes.NOERROR ?? 0).padStart(7)} | ${String(w.rcodes.NXDOMAIN ?? 0).padStart(8)} | ${String(w.rcodes.SERVFAIL ?? 0).padStart(8)} | ${String(other).padStart(5)} | ${String(w.timeouts).padStart(8)} | ${String(w.late).padStart(5)} | ${String(row.rssMb).padStart(6)} | ${String(m.heapMb).padStart(7)} | ${String(m.lagP99Ms).padStart(10)} | ${String(m.lagMaxMs).padStart(10)} | ${String(m.cacheEntries).padStart(5)}`);
       }, CLIENT_TIMEOUT_MS + 100);
     }
   }
@@ -175,10 +185,10 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, CLIENT_TIMEOUT_MS + 300));
   sock.close();
   const alive = p.proc.exitCode === null;
-  const totals = rows.reduce<{ sent: number; timeouts: number; servfail: number }>((s, r) => {
+  const totals = rows.reduce<{ sent: number; timeouts: number; late: number; servfail: number }>((s, r) => {
     const w = r as unknown as Window;
-    return { sent: s.sent + w.sent, timeouts: s.timeouts + w.timeouts, servfail: s.servfail + (w.rcodes.SERVFAIL ?? 0) };
-  }, { sent: 0, timeouts: 0, servfail: 0 });
+    return { sent: s.sent + w.sent, timeouts: s.timeouts + w.timeouts, late: s.late + w.late, servfail: s.servfail + (w.rcodes.SERVFAIL ?? 0) };
+  }, { sent: 0, timeouts: 0, late: 0, servfail: 0 });
   const rss = rows.map((r) => r.rssMb as number);
   const summary = { minutes, qps, periodS: periodMs / 1000, alive, ...totals, rssMbFirst: rss[0], rssMbLast: rss[rss.length - 1], rssMbMax: Math.max(...rss),
     lagP99MsMax: Math.max(...rows.map((r) => r.lagP99Ms as number)) };
@@ -190,7 +200,10 @@ async function main(): Promise<void> {
   await ub.stop();
   await a.stop();
   await b.stop();
-  process.exitCode = alive ? 0 : 1;
+  const unanswered = totals.timeouts + totals.late;
+  if (alive && unanswered > 0) console.log(`FAIL: ${totals.timeouts} queries unanswered and ${totals.late} answered after ${LATE_MS} ms while the proxy was running`);
+  if (!alive) console.log('FAIL: the proxy exited during the soak');
+  process.exitCode = alive && unanswered === 0 ? 0 : 1;
 }
 
 main().catch((err) => { console.error(err); process.exitCode = 1; });
