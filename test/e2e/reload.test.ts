@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { decodeMessage } from '../../src/message.js';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
-import { startJanusCluster } from '../support/consul-sim.js';
+import { startJanusCluster } from '../support/consul-sim/index.js';
 import { waitFor } from '../support/wait.js';
 import { startScripted, reply, isProbe, a, clientQuery, askUdp, metricValue, scrape, type Scripted, type Script } from '../support/scripted-upstream.js';
 

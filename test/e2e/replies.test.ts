@@ -12,7 +12,7 @@ import net from 'node:net';
 import { decodeMessage, encodeMessage } from '../../src/message.js';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
-import { startJanusCluster } from '../support/consul-sim.js';
+import { startJanusCluster } from '../support/consul-sim/index.js';
 import { waitFor } from '../support/wait.js';
 import {
   startScripted, reply, isProbe, a, rr, optRecord, clientQuery, askUdp, askTcp, metricValue, scrape, type Scripted, type Script,
