@@ -51,7 +51,8 @@ test('activator: the child gets fds 3 and 4, LISTEN_FDS=2, LISTEN_FDNAMES=dns:dn
   const pid = a.childPid!;
   const l = await a.waitLine(isListening(pid));
   assert.deepEqual(l.json!.env, { LISTEN_FDS: '2', LISTEN_FDNAMES: 'dns:dns', LISTEN_PID: String(pid) });
-  // fd 3 is the UDP socket and fd 4 the TCP one, both on the activator's port.
+  // fd 3 is the UDP socket and fd 4 the TCP one (the socket unit's order), both on the activator's port.
+  assert.deepEqual(l.json!.kinds, { 3: 'udp', 4: 'tcp' });
   assert.equal(l.json!.udp, `127.0.0.1:${a.port}`);
   assert.equal(l.json!.tcp, `127.0.0.1:${a.port}`);
   const u = await udpAsk(a.port!, 7);
@@ -86,6 +87,16 @@ test('activator: datagrams and connections during a restart are queued and answe
   assert.deepEqual(replies.map((u) => u.reply!.readUInt16BE(0)), Array.from({ length: 20 }, (_, i) => 100 + i));
   assert.equal(answeredBy(await tcp), String(r.newPid));
   assert.deepEqual(listening.json!.env, { LISTEN_FDS: '2', LISTEN_FDNAMES: 'dns:dns', LISTEN_PID: String(r.newPid) });
+});
+
+test('activator with ListenStream= first: TCP is fd 3, UDP fd 4, and a child that looks the kinds up answers on both', async (t) => {
+  const a = await startActivator([process.execPath, CHILD], { streamFirst: true });
+  t.after(() => a.stop());
+  const pid = a.childPid!;
+  const l = await a.waitLine(isListening(pid));
+  assert.deepEqual(l.json!.kinds, { 3: 'tcp', 4: 'udp' });
+  assert.equal(answeredBy((await udpAsk(a.port!, 9)).reply!), String(pid));
+  assert.equal(answeredBy(await tcpAsk(a.port!, 10)), String(pid));
 });
 
 test('activator without sockets: the child gets no LISTEN_* variables (the comparison mode)', async (t) => {

@@ -17,6 +17,8 @@
 #   --no-sockets  start the child without sockets or LISTEN_* (the comparison: the child binds
 #                 its own ports and a restart closes them)
 #   --port N      bind port N instead of a free one (UDP and TCP share the port either way)
+#   --stream-first  TCP as fd 3 and UDP as fd 4 (a socket unit listing ListenStream= first):
+#                 the order is the unit's, so a child must not assume it
 # Control: fd 3 of this process (if open) receives one JSON line per event:
 #   {"event":"listening","port":N}  {"event":"spawned","pid":P}  {"event":"exited","pid":P,"code":C,"signal":S}
 # and stdin takes commands, one per line: "restart" (SIGTERM the child, wait, start a new one on
@@ -31,11 +33,12 @@ use IO::Handle;
 use IO::Select;
 use Time::HiRes qw(time sleep);
 
-my ($no_sockets, $port, $rcvbuf) = (0, 0, 4 * 1024 * 1024);
+my ($no_sockets, $port, $rcvbuf, $stream_first) = (0, 0, 4 * 1024 * 1024, 0);
 while (@ARGV && $ARGV[0] ne '--') {
   my $a = shift @ARGV;
   if ($a eq '--no-sockets') { $no_sockets = 1 }
   elsif ($a eq '--port') { $port = shift @ARGV }
+  elsif ($a eq '--stream-first') { $stream_first = 1 }
   elsif ($a eq '--rcvbuf') { $rcvbuf = shift @ARGV }
   else { die "activator: unknown option $a\n" }
 }
@@ -83,8 +86,9 @@ sub spawn_child {
       # then onto 3 and 4; dup2 leaves the targets without FD_CLOEXEC, so exec keeps them.
       my $u = fcntl($udp, F_DUPFD, 10) or _exit(126);
       my $t = fcntl($tcp, F_DUPFD, 10) or _exit(126);
-      dup2($u, 3) == 3 or _exit(126);
-      dup2($t, 4) == 4 or _exit(126);
+      my ($first, $second) = $stream_first ? ($t, $u) : ($u, $t);
+      dup2($first, 3) == 3 or _exit(126);
+      dup2($second, 4) == 4 or _exit(126);
       POSIX::close($u); POSIX::close($t);
       $ENV{LISTEN_FDS} = '2';
       $ENV{LISTEN_FDNAMES} = 'dns:dns';

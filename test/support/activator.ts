@@ -1,8 +1,8 @@
 /**
  * Drives test/support/activator.pl: a holder process that owns a UDP and a TCP socket on
- * 127.0.0.1 and starts a child with them as systemd's socket activation does (fds 3 and 4,
- * LISTEN_FDS=2, LISTEN_FDNAMES=dns:dns, LISTEN_PID=<child pid>), and restarts the child on the
- * same sockets. With `sockets: false` the same holder starts the child without sockets, so a test
+ * 127.0.0.1 and starts a child with them as systemd's socket activation does (fds 3 and 4, UDP
+ * first unless `streamFirst`, LISTEN_FDS=2, LISTEN_FDNAMES=dns:dns, LISTEN_PID=<child pid>), and
+ * restarts the child on the same sockets. With `sockets: false` the same holder starts the child without sockets, so a test
  * can compare a restart with and without activation through one interface.
  *
  * Events come on the holder's fd 3 (a pipe of its own), so the child's stdout stays the child's.
@@ -44,6 +44,8 @@ export interface ActivatorOptions {
   sockets?: boolean;
   /** Port to bind (default 0: a free one, the same for UDP and TCP). */
   port?: number;
+  /** TCP as fd 3 and UDP as fd 4, as a socket unit listing ListenStream= before ListenDatagram= passes them. */
+  streamFirst?: boolean;
   env?: Record<string, string>;
 }
 
@@ -51,6 +53,7 @@ export async function startActivator(command: string[], opts: ActivatorOptions =
   const args = [ACTIVATOR_PL];
   if (opts.sockets === false) args.push('--no-sockets');
   if (opts.port !== undefined) args.push('--port', String(opts.port));
+  if (opts.streamFirst) args.push('--stream-first');
   args.push('--', ...command);
   const proc = spawn('perl', args, {
     env: { PATH: process.env.PATH ?? '', ...opts.env },
