@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TYPE } from '../../src/wire.js';
 import { queryMessage } from '../support/query.js';
-import { startSim, type Sim } from '../support/consul-sim.js';
+import { startSim, type Sim } from '../support/consul-sim/index.js';
 import { CLI, freePort, startProxy } from '../support/proc.js';
 import { startActivator, type Activator } from '../support/activator.js';
 import { udpLoad, tcpLoad, summarize, type TcpStats, type Stats } from '../support/load.js';
