@@ -38,7 +38,7 @@ for a in "$@"; do
   case $a in
     --base-only) base_only=1 ;;
     --clean-cache) rm -rf "$cache"; echo "image-test: removed $cache"; exit 0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "image-test: unknown argument $a" >&2; exit 2 ;;
   esac
 done
