@@ -181,6 +181,8 @@ teardown() {
   rm -rf "$work"
 }
 trap teardown EXIT
+trap 'exit 130' INT                    # so that the EXIT trap tears down after a signal too
+trap 'exit 143' TERM
 
 # --- up ----------------------------------------------------------------------------------------
 export CONSUL_UI_PORT=${CONSUL_UI_PORT:-$(free_port)} PROXY_METRICS_PORT=${PROXY_METRICS_PORT:-$(free_port)}
