@@ -11,7 +11,8 @@
 #   mirror or registry host is written into the repository.
 # - podman runs as root with runc, the vfs storage driver and cgroupfs (what works in this
 #   sandbox), under a storage root of its own in the cache folder so that nothing else's podman
-#   state is touched; build and run use the host network (the build's `npm ci` needs the npm
+#   state is touched (docker/podman-env.sh, shared with consul-image.sh and e2e.sh); build and
+#   run use the host network (the build's `npm ci` needs the npm
 #   registry; the test talks to the simulator on 127.0.0.1).
 # - The debootstrap tree and the base image are cached under $CDP_IMAGE_CACHE (default
 #   /var/tmp/consul-dns-proxy-image-test), so a second run skips them. The app image is built with
@@ -26,16 +27,18 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${CDP_IMAGE_CACHE:-/var/tmp/consul-dns-proxy-image-test}
+# shellcheck source=docker/podman-env.sh
+source "$repo/docker/podman-env.sh"
+cache=$cdp_cache
 suite=bookworm                                   # the Debian release of node:20-bookworm-slim
-base_tag=localhost/cdp-base:${suite}-node20
+base_tag=$cdp_base_tag
 image_tag=localhost/consul-dns-proxy:image-test
 base_only=0
 for a in "$@"; do
   case $a in
     --base-only) base_only=1 ;;
     --clean-cache) rm -rf "$cache"; echo "image-test: removed $cache"; exit 0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "image-test: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -70,52 +73,13 @@ node_ver=$(node -v)
 arch=$(dpkg --print-architecture)
 lap tools
 
-# --- 1. podman set-up (private storage root, config from the issue) ---------------------------
+# --- 1. podman set-up: docker/podman-env.sh (sourced above) ----------------------------------
 mkdir -p "$cache"
-cat >"$cache/containers.conf" <<'EOF'
-[containers]
-default_ulimits = []
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-EOF
-export CONTAINERS_CONF=$cache/containers.conf
-pm() {
-  podman --root "$cache/storage" --runroot "$cache/run" --storage-driver vfs \
-    --runtime runc --cgroup-manager cgroupfs --events-backend file "$@"
-}
 
 # --- 2. the stand-in base image ----------------------------------------------------------------
-# The mirror: the first deb source of this machine whose suite is exactly the Debian release
-# (deb822 *.sources first, then one-line sources.list), read now, never stored in the repo.
-debian_mirror() {
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -f $f ]] || continue
-    awk -v suite="$suite" '
-      function flush() { if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "") { split(uris, u, " "); print u[1]; found = 1; exit } types = suites = uris = "" }
-      /^[ \t]*$/ { flush(); next }
-      /^[ \t]*#/ { next }
-      tolower($1) == "types:"  { $1 = ""; types = $0 }
-      tolower($1) == "suites:" { $1 = ""; suites = $0 }
-      tolower($1) == "uris:"   { $1 = ""; uris = $0 }
-      END { if (!found) flush() }' "$f" | sed 's/^ *//' | head -1
-  done | head -1
-}
-debian_mirror_list() {
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f $f ]] || continue
-    # deb [options] URI SUITE COMPONENTS...
-    sed -E 's/\[[^]]*\]//' "$f" | awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2; exit }'
-  done | head -1
-}
-
 rootfs=$cache/rootfs-$suite-$arch
 if [[ ! -f $rootfs/.complete ]]; then
-  mirror=$(debian_mirror)
-  [[ -n $mirror ]] || mirror=$(debian_mirror_list)
+  mirror=$(cdp_debian_mirror "$suite")
   [[ -n $mirror ]] || die "no Debian '$suite' source found in /etc/apt/sources.list{,.d/*}"
   echo "image-test: debootstrap --variant=minbase $suite from this machine's mirror"
   rm -rf "$rootfs.tmp"
