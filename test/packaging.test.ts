@@ -108,9 +108,10 @@ test('compose: the Alien4Cloud host resolves through the proxy, which fails over
   const [, proxy] = proxyEntry;
   assert.equal(proxy.build?.context, '..');
   const host = proxy.network_mode?.replace(/^service:/, '');
-  assert.ok(host && services[host], 'the proxy shares a host agent\'s network namespace');
-  const agent = services[host]!;
-  assert.ok(consulImage(agent) && [...mounts(agent).keys()].some((k) => k.endsWith('client.hcl')), 'that host runs a Consul client agent');
+  assert.ok(host && services[host], 'the proxy shares the Alien4Cloud host\'s network namespace');
+  // The host's Consul client agent is in the same namespace (stopping it leaves the host's network up).
+  const agent = Object.values(services).find((s) => s.network_mode === proxy.network_mode && consulImage(s));
+  assert.ok(agent && [...mounts(agent).keys()].some((k) => k.endsWith('client.hcl')), 'that host runs a Consul client agent');
 
   const cfgSrc = mounts(proxy).get('/etc/consul-dns-proxy/config.yaml');
   assert.ok(cfgSrc, 'the proxy gets its config mounted at the image\'s config path');
@@ -124,14 +125,14 @@ test('compose: the Alien4Cloud host resolves through the proxy, which fails over
   assert.ok(cfg.listen.some((l) => l.endsWith(':53')));
   await checkConfig(join(ROOT, 'docker', cfgSrc));
 
-  // The client lives on the same host and its resolver is the proxy.
-  const client = services.client;
-  assert.ok(client, 'a client service');
-  assert.equal(client.network_mode, proxy.network_mode);
-  const resolv = mounts(client).get('/etc/resolv.conf');
+  // The host itself is the client: its resolver is the proxy, and it has getent, dig and curl.
+  const a4c = services[host]!;
+  const resolv = mounts(a4c).get('/etc/resolv.conf');
   assert.ok(resolv);
   assert.match(dockerFile(resolv), /^nameserver 127\.0\.0\.1$/m);
-  assert.match(client.build?.dockerfile_inline ?? '', /bind-tools|dnsutils/, 'the client has dig');
+  assert.equal(a4c.build?.dockerfile, 'a4c.Dockerfile');
+  assert.match(dockerFile('a4c.Dockerfile'), /bind9-dnsutils/, 'the host has dig');
+  assert.match(dockerFile('a4c.Dockerfile'), /\bcurl\b/, 'the host has curl');
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -324,16 +325,18 @@ test('systemd unit: port 53 by capability, restart on failure, reload by SIGHUP,
 // ---------------------------------------------------------------------------------------------
 // docker/e2e.sh without an engine
 
-test('docker/e2e.sh says plainly that it skipped when no Docker engine answers', async () => {
+test('docker/e2e.sh says plainly that it skipped when neither Docker nor podman can run containers', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cdp-e2e-'));
   try {
-    // A docker client that finds no engine, as on these machines.
+    // A docker client that finds no engine, and a podman that cannot run anything.
     writeFileSync(join(dir, 'docker'), '#!/bin/sh\necho "Cannot connect to the Docker daemon" >&2\nexit 1\n');
+    writeFileSync(join(dir, 'podman'), '#!/bin/sh\necho "Error: cannot run containers" >&2\nexit 125\n');
     chmodSync(join(dir, 'docker'), 0o755);
+    chmodSync(join(dir, 'podman'), 0o755);
     const { stdout } = await run('bash', [join(ROOT, 'docker/e2e.sh')], {
-      timeout: 20_000, env: { PATH: `${dir}:${process.env.PATH ?? ''}` },
+      timeout: 20_000, env: { PATH: `${dir}:${process.env.PATH ?? ''}`, CDP_IMAGE_CACHE: dir },
     });
-    assert.equal(stdout.trim(), 'e2e: no Docker engine here, skipped');
+    assert.match(stdout.trim(), /^e2e: SKIPPED: no Docker engine, and podman (cannot run containers here|as set up here needs root)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
