@@ -204,6 +204,11 @@ export class ConsulCluster {
     return httpRequest('GET', this.anyRunning(via).http + path, undefined, this.token, timeoutMs);
   }
 
+  /** GET with a token other than the launcher's own (what a proxy with that token is told). */
+  async httpAs(token: string, path: string, via?: string): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
+    return httpRequest('GET', this.anyRunning(via).http + path, undefined, token, 5000);
+  }
+
   async put(path: string, body: unknown, via?: string): Promise<{ status: number; body: unknown }> {
     return httpRequest('PUT', this.anyRunning(via).http + path, body, this.token, 10_000);
   }
