@@ -54,6 +54,8 @@ export interface TcpCheckedService {
   meta?: Record<string, string>;
   /** Address:port the TCP check connects to (default address:port). */
   check?: string;
+  /** ACL token the agent registers the service with (an ACL cluster's default token may not write). */
+  token?: string;
 }
 
 export interface AgentSpec {
@@ -120,6 +122,7 @@ export class ConsulCluster {
       if (spec.services?.length) {
         cfg['services'] = spec.services.map((s) => ({
           id: s.id, name: s.name, port: s.port, tags: s.tags ?? [], address: s.address ?? spec.address, meta: s.meta ?? {},
+          ...(s.token ? { token: s.token } : {}),
           checks: [{ id: `${s.id}-tcp`, name: `TCP check on port ${s.port}`, tcp: s.check ?? `${s.address ?? spec.address}:${s.port}`, interval: '1s', timeout: '500ms' }],
         }));
       }
@@ -209,8 +212,8 @@ export class ConsulCluster {
     return httpRequest('GET', this.anyRunning(via).http + path, undefined, token, 5000);
   }
 
-  async put(path: string, body: unknown, via?: string): Promise<{ status: number; body: unknown }> {
-    return httpRequest('PUT', this.anyRunning(via).http + path, body, this.token, 10_000);
+  async put(path: string, body: unknown, via?: string, method: 'PUT' | 'POST' = 'PUT'): Promise<{ status: number; body: unknown }> {
+    return httpRequest(method, this.anyRunning(via).http + path, body, this.token, 10_000);
   }
 
   /** The leader's agent name, asked of every running server until one knows; null while none. */
