@@ -151,6 +151,8 @@ test('blocking queries: an unchanged index waits out `wait` and returns the same
     const i0 = String(first.headers['x-consul-index']);
     const idle = await blocking(base, i0, '1s');
     const pending = blocking(base, i0, '20s');
+    // Give the request time to arrive and block; were the change first, the reply would still be
+    // early with a higher index (the assertions hold either way).
     await new Promise((r) => setTimeout(r, 200));
     await fail();
     const changed = await pending;
