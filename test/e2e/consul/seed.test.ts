@@ -292,7 +292,9 @@ async function ready(): Promise<number> {
 const outage: { uncachedMs?: number; staleMs?: number } = {};
 
 test('both of the proxy\'s agents are killed: /ready 503, an uncached name SERVFAIL within the deadline, cached names served stale; all recover', { skip }, async () => {
-  await waitFor(async () => withBoth(await ask(proxyAddr, 'janus.service.starlings')), { what: 'janus answered' });
+  // After a re-cache race in an earlier test the proxy may hold a wrong answer for up to
+  // cache.consulTtl (60 s); this test needs a right one cached, so it waits that out.
+  await waitFor(async () => withBoth(await ask(proxyAddr, 'janus.service.starlings')), { timeoutMs: 70_000, intervalMs: 100, what: 'both Janus hosts named' });
   await cluster.kill('a4c');
   await cluster.kill('s1');
   try {
@@ -311,7 +313,7 @@ test('both of the proxy\'s agents are killed: /ready 503, an uncached name SERVF
     await cluster.waitReady();
   }
   await waitFor(async () => (await ready()) === 200, { timeoutMs: 20_000, what: '/ready back to 200' });
-  await waitFor(async () => withBoth(await ask(proxyAddr, 'janus.service.starlings')), { what: 'fresh answers again' });
+  await waitFor(async () => withBoth(await ask(proxyAddr, 'janus.service.starlings')), { timeoutMs: 70_000, intervalMs: 100, what: 'fresh answers again' });
   lags.outageUncachedMs = outage.uncachedMs!;
   lags.outageStaleMs = outage.staleMs!;
 });
