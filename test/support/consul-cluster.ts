@@ -81,6 +81,10 @@ export interface Agent {
 
 const live = new Set<ConsulCluster>();
 process.on('exit', () => { for (const c of live) c.killAllSync(); });
+// A test runner that cancels a file signals it: the agents must not outlive it either.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => { for (const c of live) c.killAllSync(); process.exit(sig === 'SIGINT' ? 130 : 143); });
+}
 
 export interface ClusterOptions {
   /** Extra config for every agent (merged under each agent's own `extra`). */
