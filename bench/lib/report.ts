@@ -144,19 +144,19 @@ function markdown(r: Results): string {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-/** Horizontal bars of proxy ÷ anchor on a log scale, green where the proxy is better. */
+/** Horizontal bars of proxy ÷ anchor (and ÷ control) on a log scale, solid where the proxy is better. */
 function svg(r: Results): string {
   const rows = summaryRows(r);
   const W = 900, left = 330, right = 40, barH = 9, gap = 3, groupGap = 14, top = 56;
-  const groupH = ANCHORS.length * (barH + gap) + groupGap;
+  const groupH = DIVISORS.length * (barH + gap) + groupGap;
   const H = top + rows.length * groupH + 50;
   const lo = Math.log2(1 / 16), hi = Math.log2(16);
   const x = (v: number) => left + ((Math.log2(Math.min(16, Math.max(1 / 16, v))) - lo) / (hi - lo)) * (W - left - right);
-  const colours: Record<string, string> = { dnsmasq: '#4e79a7', unbound: '#9c755f', dnsdist: '#b07aa1' };
+  const colours: Record<string, string> = { dnsmasq: '#4e79a7', unbound: '#9c755f', dnsdist: '#b07aa1', control: '#59a14f' };
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
-  out.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">consul-dns-proxy ÷ anchor (log scale; median of ${r.options.rounds} round(s), ${esc(r.machine.date.slice(0, 10))})</text>`);
+  out.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">consul-dns-proxy ÷ anchor and ÷ control (log scale; median of ${r.options.rounds} round(s), ${esc(r.machine.date.slice(0, 10))})</text>`);
   out.push(`<text x="${W / 2}" y="34" text-anchor="middle" fill="#555">solid bar: the proxy is better on that metric; hatched: worse. Left of 1× is smaller.</text>`);
   out.push('<defs><pattern id="h" width="4" height="4" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="2" height="4" fill="#d62728"/></pattern></defs>');
   for (const t of [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16]) {
@@ -168,7 +168,7 @@ function svg(r: Results): string {
     const gy = top + i * groupH;
     out.push(`<text x="${left - 8}" y="${gy + 10}" text-anchor="end" font-weight="bold">${esc(row.scenario)}</text>`);
     out.push(`<text x="${left - 8}" y="${gy + 23}" text-anchor="end" fill="#555">${esc(row.metric)} (${row.better} is better)</text>`);
-    ANCHORS.forEach((a, j) => {
+    DIVISORS.forEach((a, j) => {
       const v = ratio(row.values.proxy, row.values[a]);
       const y = gy + j * (barH + gap);
       if (!Number.isFinite(v)) { out.push(`<text x="${x(1) + 4}" y="${y + barH - 1}" fill="#999">${a}: n/a</text>`); return; }
