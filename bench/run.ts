@@ -4,11 +4,15 @@
  * means, and how to read the table, is in docs/benchmarks.md. Results go to bench/results/
  * (results.md, results.json, ratios.svg).
  *
- *   node dist/bench/run.js [--rounds 3] [--seconds 6] [--quick] [--no-profile] [--profile-only] [--out DIR]
+ *   node dist/bench/run.js [--rounds 5] [--seconds 6] [--quick] [--no-profile] [--profile-only] [--out DIR]
  *
  * Scenarios 1-3 run interleaved: each round runs every scenario against every server, in an order
  * rotated per round, so slow drifts of the shared machine spread over all servers; the table
- * gives medians over rounds. Scenarios 4-6 need servers configured differently (a TTL-0 agent, a
+ * gives medians over rounds. A fifth server runs beside them there, the control (a raw Node dgram
+ * responder, bench/lib/control-responder.ts): proxy ÷ control is our pipeline with the runtime and
+ * the machine divided out. Every run records the servers' socket drops and the machine's steal
+ * time; a latency round counts as undisturbed when neither the control nor dnsmasq dropped a
+ * datagram in it, and p99 targets are judged on undisturbed rounds only. Scenarios 4-6 need servers configured differently (a TTL-0 agent, a
  * silent first agent, an empty cache) and run after, once.
  */
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
@@ -23,6 +27,8 @@ import { Asker, startSilentAgent } from './lib/dnsq.js';
 import {
   startAgentStandin, startRecursor, startAnchor, startProxy, type Server, type Addr, type AnchorKind,
 } from './lib/servers.js';
+import { learnReplies, startControl, controlTableFile } from './lib/control.js';
+import { udpDrops, cpuTicks, stealBetween } from './lib/kernel.js';
 import { freePort, median, percentileSorted, progress, sleep, elapsedSeconds } from './lib/util.js';
 import { summariseProfile, profileTable } from './lib/cpuprofile.js';
 import { writeReport, type Results, type ScenarioRow } from './lib/report.js';
@@ -33,7 +39,7 @@ interface Options { rounds: number; seconds: number; quick: boolean; profile: bo
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    rounds: 3, seconds: 6, quick: false, profile: true, profileOnly: false,
+    rounds: 5, seconds: 6, quick: false, profile: true, profileOnly: false,
     out: fileURLToPath(new URL('../../bench/results/', import.meta.url)), failoverTrials: 10, failoverCapMs: 3000,
   };
   let roundsSet = false, secondsSet = false;
@@ -63,11 +69,21 @@ function parseArgs(argv: string[]): Options {
 }
 
 const SERVERS = ['proxy', 'dnsmasq', 'unbound', 'dnsdist'] as const;
-type ServerName = (typeof SERVERS)[number];
+/** Scenarios 1-3 also run the control; scenarios 4-6 compare the DNS servers only. */
+const MAIN_SERVERS = [...SERVERS, 'control'] as const;
+type ServerName = (typeof MAIN_SERVERS)[number];
 const ANCHORS: AnchorKind[] = ['dnsmasq', 'unbound', 'dnsdist'];
 /** Cache floor given to the anchors so they cache Consul's TTL-0 answers at all. */
 const ANCHOR_MIN_TTL = 60;
 const LATENCY_QPS = 20_000;
+/** A realistic host's load, beside the 20k q/s of scenario 3. */
+const LATENCY_LOW_QPS = 5_000;
+/** A client COOKIE option (RFC 7873, option 10: 8 bytes of client cookie), as dig and BIND send. */
+const CLIENT_COOKIE = '10:c0ffee0123456789';
+/** Undisturbed rounds needed before a p99 target is judged at all. */
+const MIN_UNDISTURBED = 3;
+const SC_HITS = '1 cache hits, full load';
+const SC_COOKIE = '1 cache hits with a client COOKIE, full load';
 const SILENT_QPS = 2_000;
 const MEMORY_NAMES = 100_000;
 const MEMORY_SETTLE_MS = 30_000;
@@ -86,13 +102,23 @@ function namesFile(dir: string, tag: string, suffix: string, n: number): string 
 
 const fmt = (x: number, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : 'n/a');
 
-/** Runs dnsperf while reading the server's CPU time before and after. */
-async function measured(s: Server, run: () => Promise<PerfResult>): Promise<PerfResult & { cpuPer100k: number }> {
+type Measured = PerfResult & { cpuPer100k: number; drops: number; stealSeconds: number; stealPct: number };
+
+/**
+ * Runs dnsperf while reading the server's CPU time, its socket's drops and the machine's steal
+ * time before and after.
+ */
+async function measured(s: Server, run: () => Promise<PerfResult>): Promise<Measured> {
+  const d0 = udpDrops(s.port), t0 = cpuTicks();
   const c0 = s.cpu();
   const r = await run();
   const c1 = s.cpu();
-  return { ...r, cpuPer100k: r.completed > 0 ? ((c1 - c0) / r.completed) * 1e5 : NaN };
+  const d1 = udpDrops(s.port), t1 = cpuTicks();
+  const st = stealBetween(t0, t1);
+  return { ...r, cpuPer100k: r.completed > 0 ? ((c1 - c0) / r.completed) * 1e5 : NaN, drops: d1 - d0, stealSeconds: st.seconds, stealPct: st.pct };
 }
+
+const machineNote = (r: Measured) => `drops ${r.drops}, steal ${fmt(r.stealPct, 1)}%`;
 
 // ---- main -------------------------------------------------------------------------------------
 
@@ -108,7 +134,7 @@ async function main(): Promise<void> {
   const cleanups: (() => Promise<void> | void)[] = [];
   const results: Results = {
     machine, options: { rounds: o.rounds, seconds: o.seconds, quick: o.quick }, setup: [], rows: [], ttlZero: [], failover: [],
-    silent: [], memory: [], profile: null, targets: [], notes: [],
+    silent: [], memory: [], profile: null, targets: [], notes: [], runs: [], undisturbed: {},
   };
   try {
     // ---- shared helpers: the simulator (HTTP API, and the TTL-0 agent of scenario 4), the agent
@@ -128,6 +154,8 @@ async function main(): Promise<void> {
       `Recursor: unbound with local-zone "." static, a static example. zone and a redirect zone m.example. (any name answers, TTL 300): it never iterates to the Internet.`,
       `Anchors cache Consul answers through their TTL floor of ${ANCHOR_MIN_TTL} s: dnsmasq min-cache-ttl=${ANCHOR_MIN_TTL}, unbound cache-min-ttl: ${ANCHOR_MIN_TTL}, dnsdist a response rule raising TTLs to ${ANCHOR_MIN_TTL} before its packet cache (1.7's packet-cache minTTL means "do not cache below", not a floor). Clients then see TTL ${ANCHOR_MIN_TTL}; the proxy's clients see Consul's TTL.`,
       `Proxy: default configuration (cache on, consulTtl 60 s while the health watch is live, hedgeMs 50) except cache.maxEntries 200000, metrics off, log level warn; one Node process.`,
+      `Control (scenarios 1-3): a raw Node dgram responder (bench/lib/control-responder.ts) in its own process, socket made and written as the proxy's UDP listener; it answers the hit queries with the proxy's own reply bytes (learned once at start through a relay), ID patched into a copy; other queries (the miss names) get a synthesized one-address answer, so on misses it is the floor of one receive and one send, without forwarding.`,
+      `Per run: drops on the server's UDP socket (/proc/net/udp, drops column, before/after) and the machine's steal time (/proc/stat). A latency round (scenario 3, per rate) is undisturbed when neither the control nor dnsmasq dropped a datagram in it; p99 targets need ${MIN_UNDISTURBED} undisturbed rounds, or are "not judged".`,
     );
 
     if (o.profileOnly) {
@@ -138,26 +166,50 @@ async function main(): Promise<void> {
 
     // ---- scenarios 1-3: interleaved rounds ----------------------------------------------------
     progress('starting the servers for scenarios 1-3');
+    const proxy = await startProxy(dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, http, cacheEntries: 200_000 });
+    cleanups.push(() => proxy.stop());
+    const cookieFile = join(dir, 'hits-cookie.txt');
+    writeFileSync(cookieFile, HITS_FILE);
+    // Warm the proxy's cache, then learn its replies (the control answers with those bytes).
+    await runDnsperf({ port: proxy.port, file: hitsFile, maxRuns: 50, clients: 1, outstanding: 4 });
+    await runDnsperf({ port: proxy.port, file: cookieFile, maxRuns: 50, clients: 1, outstanding: 4, ednsOption: CLIENT_COOKIE });
+    const tableFile = controlTableFile(dir);
+    const learned = await learnReplies(proxy.port, [{ file: hitsFile }, { file: cookieFile, ednsOption: CLIENT_COOKIE }], tableFile);
+    progress(`control: ${learned} prebuilt replies learned from the proxy`);
     const main: Record<ServerName, Server> = {
-      proxy: await startProxy(dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, http, cacheEntries: 200_000 }),
+      proxy,
       dnsmasq: await startAnchor('dnsmasq', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
       unbound: await startAnchor('unbound', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
       dnsdist: await startAnchor('dnsdist', dir, { port: await freePort(), agents: [agentAddr], recursor: recAddr, minTtl: ANCHOR_MIN_TTL, cacheEntries: 10_000 }),
+      control: await startControl(dir, await freePort(), tableFile),
     };
-    for (const s of Object.values(main)) cleanups.push(() => s.stop());
-    for (const name of SERVERS) await runDnsperf({ port: main[name].port, file: hitsFile, maxRuns: 50, clients: 1, outstanding: 4 });
+    for (const s of Object.values(main)) if (s !== proxy) cleanups.push(() => s.stop());
+    for (const name of MAIN_SERVERS) {
+      await runDnsperf({ port: main[name].port, file: hitsFile, maxRuns: 50, clients: 1, outstanding: 4 });
+      await runDnsperf({ port: main[name].port, file: cookieFile, maxRuns: 50, clients: 1, outstanding: 4, ednsOption: CLIENT_COOKIE });
+    }
 
-    type Raw = { hits: PerfResult & { cpuPer100k: number }; missAgent: PerfResult & { cpuPer100k: number }; missRecursor: PerfResult & { cpuPer100k: number }; latency: PerfResult };
-    const raw: Record<ServerName, Partial<Raw>[]> = { proxy: [], dnsmasq: [], unbound: [], dnsdist: [] };
+    type Raw = { hits: Measured; hitsCookie: Measured; missAgent: Measured; missRecursor: Measured; latency: Measured; latencyLow: Measured };
+    const raw: Record<ServerName, Partial<Raw>[]> = { proxy: [], dnsmasq: [], unbound: [], dnsdist: [], control: [] };
+    const record = (round: number, scenario: keyof Raw, server: ServerName, r: Measured) => {
+      raw[server][round]![scenario] = r;
+      results.runs!.push({ round: round + 1, scenario, server, qps: r.qps, lost: r.lost, drops: r.drops, stealSeconds: r.stealSeconds, stealPct: r.stealPct, p99: r.latency?.p99 });
+    };
     const missLines = Math.max(50_000, o.seconds * 90_000);
     for (let round = 0; round < o.rounds; round++) {
-      const order = SERVERS.map((_, i) => SERVERS[(i + round) % SERVERS.length]!);
-      for (const name of SERVERS) raw[name][round] = {};
+      const order = MAIN_SERVERS.map((_, i) => MAIN_SERVERS[(i + round) % MAIN_SERVERS.length]!);
+      for (const name of MAIN_SERVERS) raw[name][round] = {};
       for (const name of order) {
         const s = main[name];
         const r = await measured(s, () => runDnsperf({ port: s.port, file: hitsFile, seconds: o.seconds, clients: 8, outstanding: 200 }));
-        raw[name][round]!.hits = r;
-        progress(`round ${round + 1}/${o.rounds} (1) cache hits   ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}`);
+        record(round, 'hits', name, r);
+        progress(`round ${round + 1}/${o.rounds} (1) cache hits   ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}; ${machineNote(r)}`);
+      }
+      for (const name of order) {
+        const s = main[name];
+        const r = await measured(s, () => runDnsperf({ port: s.port, file: cookieFile, seconds: o.seconds, clients: 8, outstanding: 200, ednsOption: CLIENT_COOKIE }));
+        record(round, 'hitsCookie', name, r);
+        progress(`round ${round + 1}/${o.rounds} (1) hits+COOKIE  ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}; ${machineNote(r)}`);
       }
       for (const [key, suffix, label] of [['missAgent', 'node.consul', 'agent'], ['missRecursor', 'm.example', 'recursor']] as const) {
         for (const name of order) {
@@ -165,23 +217,30 @@ async function main(): Promise<void> {
           const f = namesFile(dir, `r${round}${name}${label}`, suffix, missLines);
           const r = await measured(s, () => runDnsperf({ port: s.port, file: f, seconds: o.seconds, clients: 8, outstanding: 100 }));
           rmSync(f);
-          if (r.sent > missLines) results.notes.push(`${name} ${label} misses round ${round + 1}: ${r.sent} queries > ${missLines} names: the file wrapped and later queries were hits.`);
-          raw[name][round]![key] = r;
-          progress(`round ${round + 1}/${o.rounds} (2) misses→${label.padEnd(8)} ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}`);
+          if (r.sent > missLines && name !== 'control') results.notes.push(`${name} ${label} misses round ${round + 1}: ${r.sent} queries > ${missLines} names: the file wrapped and later queries were hits.`);
+          record(round, key, name, r);
+          progress(`round ${round + 1}/${o.rounds} (2) misses→${label.padEnd(8)} ${name.padEnd(8)} ${fmt(r.qps)} q/s, ${fmt(r.cpuPer100k, 2)} CPU-s/100k, lost ${r.lost}; ${machineNote(r)}`);
         }
       }
-      for (const name of order) {
-        const s = main[name];
-        const r = await runDnsperf({ port: s.port, file: hitsFile, seconds: o.seconds, clients: 4, outstanding: 200, qps: LATENCY_QPS, verbose: true });
-        raw[name][round]!.latency = r;
-        progress(`round ${round + 1}/${o.rounds} (3) latency @${LATENCY_QPS / 1000}k ${name.padEnd(8)} p50 ${fmt(r.latency!.p50, 3)} ms, p99 ${fmt(r.latency!.p99, 3)} ms, lost ${r.lost}`);
+      for (const [key, qps] of [['latency', LATENCY_QPS], ['latencyLow', LATENCY_LOW_QPS]] as const) {
+        for (const name of order) {
+          const s = main[name];
+          const r = await measured(s, () => runDnsperf({ port: s.port, file: hitsFile, seconds: o.seconds, clients: 4, outstanding: 200, qps, verbose: true }));
+          record(round, key, name, r);
+          progress(`round ${round + 1}/${o.rounds} (3) latency @${qps / 1000}k ${name.padEnd(8)} p50 ${fmt(r.latency!.p50, 3)} ms, p99 ${fmt(r.latency!.p99, 3)} ms, lost ${r.lost}; ${machineNote(r)}`);
+        }
       }
     }
+    // Undisturbed latency rounds: the floor (control) and the leanest server (dnsmasq) both kept
+    // every datagram, so a tail seen then is the server's own, not the machine's.
+    const quiet = (key: 'latency' | 'latencyLow') => raw.control.map((_, i) => i).filter((i) => raw.control[i]![key]?.drops === 0 && raw.dnsmasq[i]![key]?.drops === 0);
+    results.undisturbed = { [`${LATENCY_QPS / 1000}k`]: quiet('latency').map((i) => i + 1), [`${LATENCY_LOW_QPS / 1000}k`]: quiet('latencyLow').map((i) => i + 1) };
+    progress(`undisturbed latency rounds: ${Object.entries(results.undisturbed).map(([k, v]) => `@${k} ${v.length}/${o.rounds}`).join(', ')}`);
     const med = (name: ServerName, f: (r: Partial<Raw>) => number | undefined) => median(raw[name].map((r) => f(r) ?? NaN));
     const row = (scenario: string, metric: string, better: 'higher' | 'lower', f: (r: Partial<Raw>) => number | undefined, digits: number): ScenarioRow => ({
       scenario, metric, better, digits,
-      values: Object.fromEntries(SERVERS.map((n) => [n, med(n, f)])) as Record<ServerName, number>,
-      perRound: Object.fromEntries(SERVERS.map((n) => [n, raw[n].map((r) => f(r) ?? NaN)])) as Record<ServerName, number[]>,
+      values: Object.fromEntries(MAIN_SERVERS.map((n) => [n, med(n, f)])) as Record<ServerName, number>,
+      perRound: Object.fromEntries(MAIN_SERVERS.map((n) => [n, raw[n].map((r) => f(r) ?? NaN)])) as Record<ServerName, number[]>,
     });
     results.rows.push(
       row('1 cache hits, full load', 'q/s', 'higher', (r) => r.hits?.qps, 0),
@@ -192,8 +251,13 @@ async function main(): Promise<void> {
       row('2 misses to the recursor (unique names)', 'CPU-s per 100k queries', 'lower', (r) => r.missRecursor?.cpuPer100k, 2),
       row(`3 latency, hits at ${LATENCY_QPS / 1000}k q/s`, 'median ms', 'lower', (r) => r.latency?.latency?.p50, 3),
       row(`3 latency, hits at ${LATENCY_QPS / 1000}k q/s`, 'p99 ms', 'lower', (r) => r.latency?.latency?.p99, 3),
+      row(SC_COOKIE, 'q/s', 'higher', (r) => r.hitsCookie?.qps, 0),
+      row(SC_COOKIE, 'CPU-s per 100k queries', 'lower', (r) => r.hitsCookie?.cpuPer100k, 2),
+      row(`3 latency, hits at ${LATENCY_LOW_QPS / 1000}k q/s`, 'median ms', 'lower', (r) => r.latencyLow?.latency?.p50, 3),
+      row(`3 latency, hits at ${LATENCY_LOW_QPS / 1000}k q/s`, 'p99 ms', 'lower', (r) => r.latencyLow?.latency?.p99, 3),
     );
-    results.lost = Object.fromEntries(SERVERS.map((n) => [n, raw[n].reduce((a, r) => a + (r.hits?.lost ?? 0) + (r.missAgent?.lost ?? 0) + (r.missRecursor?.lost ?? 0) + (r.latency?.lost ?? 0), 0)]));
+    results.lost = Object.fromEntries(MAIN_SERVERS.map((n) => [n, raw[n].reduce((a, r) => a + (r.hits?.lost ?? 0) + (r.missAgent?.lost ?? 0) + (r.missRecursor?.lost ?? 0) + (r.latency?.lost ?? 0), 0)]));
+    results.drops = Object.fromEntries(MAIN_SERVERS.map((n) => [n, raw[n].reduce((a, r) => a + Object.values(r).reduce((b, x) => b + (x?.drops ?? 0), 0), 0)]));
 
     // ---- profile of the cache-hit path (the main servers are idle now) ------------------------
     if (o.profile) results.profile = await profileHits(dir, agentAddr, recAddr, http, hitsFile);
@@ -215,7 +279,7 @@ async function main(): Promise<void> {
     mkdirSync(o.out, { recursive: true });
     const files = writeReport(o.out, results);
     progress(`done in ${Math.round(elapsedSeconds())} s: ${files.join(', ')}`);
-    for (const t of results.targets) progress(`target ${t.met ? 'MET   ' : 'MISSED'} ${t.target}: ${t.value}`);
+    for (const t of results.targets) progress(`target ${(t.status ?? (t.met ? 'met' : 'not met')).toUpperCase().padEnd(10)} ${t.target}: ${t.value}`);
   } finally {
     for (const c of cleanups.reverse()) { try { await c(); } catch { /* already stopped */ } }
     rmSync(dir, { recursive: true, force: true });
@@ -402,22 +466,56 @@ async function profileHits(dir: string, agentAddr: Addr, recAddr: Addr, http: st
 // ---- targets ----------------------------------------------------------------------------------
 
 function targets(r: Results): Results['targets'] {
+  const row = (scenario: string, metric: string) => r.rows.find((x) => x.scenario === scenario && x.metric === metric);
   const v = (metric: string, scenario: string, s: ServerName) => r.rows.find((x) => x.scenario.startsWith(scenario) && x.metric === metric)?.values[s] ?? NaN;
   const t: Results['targets'] = [];
+  const verdict = (target: string, ok: boolean, value: string) => t.push({ target, met: ok, status: ok ? 'met' : 'not met', value });
   const hits = v('q/s', '1', 'proxy') / v('q/s', '1', 'dnsmasq');
-  t.push({ target: 'cache hits ≥ 0.5× dnsmasq q/s', met: hits >= 0.5, value: `${hits.toFixed(2)}×` });
+  verdict('cache hits ≥ 0.5× dnsmasq q/s', hits >= 0.5, `${hits.toFixed(2)}×`);
   const ma = v('q/s', '2 misses to the agent', 'proxy') / v('q/s', '2 misses to the agent', 'dnsmasq');
-  t.push({ target: 'misses to the agent ≥ 1.0× dnsmasq q/s', met: ma >= 1, value: `${ma.toFixed(2)}×` });
+  verdict('misses to the agent ≥ 1.0× dnsmasq q/s', ma >= 1, `${ma.toFixed(2)}×`);
   const mr = v('q/s', '2 misses to the recursor', 'proxy') / v('q/s', '2 misses to the recursor', 'dnsmasq');
-  t.push({ target: 'misses to the recursor ≥ 1.0× dnsmasq q/s', met: mr >= 1, value: `${mr.toFixed(2)}×` });
-  const p99 = v('p99 ms', '3', 'proxy');
-  t.push({ target: `p99 < 1 ms at ${LATENCY_QPS / 1000}k q/s on hits`, met: p99 < 1, value: `${p99.toFixed(3)} ms` });
+  verdict('misses to the recursor ≥ 1.0× dnsmasq q/s', mr >= 1, `${mr.toFixed(2)}×`);
+  const p99 = v('p99 ms', `3 latency, hits at ${LATENCY_QPS / 1000}k`, 'proxy');
+  verdict(`p99 < 1 ms at ${LATENCY_QPS / 1000}k q/s on hits`, p99 < 1, `${p99.toFixed(3)} ms`);
   const fo = r.failover.find((x) => x.server === 'proxy');
-  t.push({ target: 'failover lag p99 < 100 ms with caching', met: !!fo && !fo.capped && fo.p99Ms < 100, value: fo ? (fo.capped ? `> ${fo.capMs} ms` : `${fo.p99Ms.toFixed(1)} ms (max of ${fo.trials})`) : 'n/a' });
+  verdict('failover lag p99 < 100 ms with caching', !!fo && !fo.capped && fo.p99Ms < 100, fo ? (fo.capped ? `> ${fo.capMs} ms` : `${fo.p99Ms.toFixed(1)} ms (max of ${fo.trials})`) : 'n/a');
   const si = r.silent.find((x) => x.server === 'proxy');
-  t.push({ target: 'silent first agent: < 100 ms added at p99, no SERVFAIL', met: !!si && si.addedP99 < 100 && si.servfail === 0, value: si ? `+${si.addedP99.toFixed(1)} ms, ${si.servfail} SERVFAIL, ${si.lost} lost` : 'n/a' });
+  verdict('silent first agent: < 100 ms added at p99, no SERVFAIL', !!si && si.addedP99 < 100 && si.servfail === 0, si ? `+${si.addedP99.toFixed(1)} ms, ${si.servfail} SERVFAIL, ${si.lost} lost` : 'n/a');
   const mem = r.memory.find((x) => x.server === 'proxy');
-  t.push({ target: '100k cached names < 150 MB RSS (after 30 s idle)', met: !!mem && mem.rssSettledMb < 150, value: mem ? `${mem.rssSettledMb.toFixed(1)} MB (${mem.rssAfterMb.toFixed(1)} MB just after the fill)` : 'n/a' });
+  verdict('100k cached names < 150 MB RSS (after 30 s idle)', !!mem && mem.rssSettledMb < 150, mem ? `${mem.rssSettledMb.toFixed(1)} MB (${mem.rssAfterMb.toFixed(1)} MB just after the fill)` : 'n/a');
+
+  // The speed targets: ratios against the control (the runtime's floor here) and unbound.
+  const ratioTarget = (target: string, a: number, b: number, limit: number, atMost: boolean, detail: string) => {
+    const x = a / b;
+    if (!Number.isFinite(x)) { t.push({ target, met: false, status: 'not judged', value: `n/a (${detail})` }); return; }
+    verdict(target, atMost ? x <= limit : x >= limit, `${x.toFixed(2)}× (${detail})`);
+  };
+  const hq = row(SC_HITS, 'q/s')?.values, hc = row(SC_HITS, 'CPU-s per 100k queries')?.values;
+  ratioTarget('hits: CPU per 100k ≤ 1.1× control', hc?.proxy ?? NaN, hc?.control ?? NaN, 1.1, true, `proxy ${(hc?.proxy ?? NaN).toFixed(2)} s, control ${(hc?.control ?? NaN).toFixed(2)} s`);
+  ratioTarget('hits: q/s ≥ 0.9× control', hq?.proxy ?? NaN, hq?.control ?? NaN, 0.9, false, `proxy ${Math.round(hq?.proxy ?? NaN)}, control ${Math.round(hq?.control ?? NaN)}`);
+  const cq = row(SC_COOKIE, 'q/s')?.values, cc = row(SC_COOKIE, 'CPU-s per 100k queries')?.values;
+  ratioTarget('hits with a client COOKIE: CPU per 100k ≤ 1.1× control', cc?.proxy ?? NaN, cc?.control ?? NaN, 1.1, true, `proxy ${(cc?.proxy ?? NaN).toFixed(2)} s, control ${(cc?.control ?? NaN).toFixed(2)} s`);
+  ratioTarget('hits with a client COOKIE: q/s ≥ 0.9× control', cq?.proxy ?? NaN, cq?.control ?? NaN, 0.9, false, `proxy ${Math.round(cq?.proxy ?? NaN)}, control ${Math.round(cq?.control ?? NaN)}`);
+  for (const qps of [LATENCY_LOW_QPS, LATENCY_QPS]) {
+    const target = `p99 at ${qps / 1000}k q/s ≤ 1.5× control's p99 (undisturbed rounds)`;
+    const pr = row(`3 latency, hits at ${qps / 1000}k q/s`, 'p99 ms')?.perRound;
+    const quiet = r.undisturbed?.[`${qps / 1000}k`] ?? [];
+    const rounds = r.options.rounds;
+    if (!pr || quiet.length < MIN_UNDISTURBED) {
+      t.push({ target, met: false, status: 'not judged', value: `${quiet.length} of ${rounds} round(s) undisturbed, ${MIN_UNDISTURBED} needed` });
+      continue;
+    }
+    const mp = median(quiet.map((i) => pr.proxy[i - 1] ?? NaN)), mc = median(quiet.map((i) => pr.control[i - 1] ?? NaN));
+    ratioTarget(target, mp, mc, 1.5, true, `proxy ${mp.toFixed(3)} ms, control ${mc.toFixed(3)} ms, medians over ${quiet.length} of ${rounds} undisturbed rounds`);
+  }
+  const hitCpu = hc?.proxy ?? NaN;
+  for (const [label, sc] of [['agent', '2 misses to the agent (unique names)'], ['recursor', '2 misses to the recursor (unique names)']] as const) {
+    const q = row(sc, 'q/s')?.values, c = row(sc, 'CPU-s per 100k queries')?.values;
+    ratioTarget(`misses to the ${label}: q/s ≥ 1.0× unbound`, q?.proxy ?? NaN, q?.unbound ?? NaN, 1.0, false, `proxy ${Math.round(q?.proxy ?? NaN)}, unbound ${Math.round(q?.unbound ?? NaN)}`);
+    ratioTarget(`misses to the ${label}: CPU per 100k ≤ 2.2× the proxy's hit CPU`, c?.proxy ?? NaN, hitCpu, 2.2, true, `${(c?.proxy ?? NaN).toFixed(2)} s against ${hitCpu.toFixed(2)} s on hits`);
+  }
+  verdict('100k cached names < 100 MB RSS (after 30 s idle)', !!mem && mem.rssSettledMb < 100, mem ? `${mem.rssSettledMb.toFixed(1)} MB (idle at start ${mem.rssBeforeMb.toFixed(1)} MB)` : 'n/a');
   return t;
 }
 

@@ -17,6 +17,8 @@ export interface PerfOptions {
   qps?: number;
   verbose?: boolean;
   timeoutSeconds?: number;
+  /** An EDNS option on every query, dnsperf's `-E code:hex` (e.g. `10:<16 hex>`, a client COOKIE). */
+  ednsOption?: string;
 }
 
 export interface PerfResult {
@@ -37,6 +39,7 @@ export function runDnsperf(o: PerfOptions): Promise<PerfResult> {
   if (o.maxRuns !== undefined) args.push('-n', String(o.maxRuns));
   if (o.qps !== undefined) args.push('-Q', String(o.qps));
   if (o.verbose) args.push('-v');
+  if (o.ednsOption !== undefined) args.push('-E', o.ednsOption);
   return new Promise((resolve, reject) => {
     const p = spawn('dnsperf', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     // Latencies are kept as integers of microseconds in a growable typed array (no per-line objects).
