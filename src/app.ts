@@ -6,21 +6,21 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import type { Config } from './config.js';
-import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config.js';
+import type { Config } from './config/load.js';
+import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config/load.js';
 import os from 'node:os';
-import { Router, reverseZonesOf } from './router.js';
-import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream.js';
-import { Proxy, type ProxyDeps } from './proxy.js';
-import { DnsServer } from './server.js';
-import { Metrics } from './metrics.js';
-import { startAdmin } from './admin.js';
-import { AnswerCache, type WatchView } from './cache.js';
-import { createGate } from './gate.js';
-import { LoopGuard } from './loop.js';
-import { HealthWatcher } from './health.js';
-import { buildQuestion, TYPE } from './wire.js';
-import type { Logger } from './log.js';
+import { Router, reverseZonesOf } from './query/router.js';
+import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream/pool.js';
+import { Proxy, type ProxyDeps } from './query/handler.js';
+import { DnsServer } from './server/dns-server.js';
+import { Metrics } from './observability/metrics.js';
+import { startAdmin } from './server/admin.js';
+import { AnswerCache, type WatchView } from './cache/answer-cache.js';
+import { createGate } from './query/gate.js';
+import { LoopGuard } from './query/loop-guard.js';
+import { HealthWatcher } from './consul/health.js';
+import { buildQuestion, TYPE } from './dns/wire.js';
+import type { Logger } from './observability/log.js';
 import { VERSION } from './version.js';
 
 export interface App {

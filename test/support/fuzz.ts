@@ -23,8 +23,8 @@ import {
   nameToWire,
   type Message,
   type Record,
-} from '../../src/message.js';
-import { toAliasReply, toCanonicalName } from '../../src/alias.js';
+} from '../../src/dns/message.js';
+import { toAliasReply, toCanonicalName } from '../../src/query/alias.js';
 
 /** xorshift32 (Marsaglia 2003): deterministic, fast, good enough to pick mutations. */
 export class Rng {

@@ -1,0 +1,137 @@
+/**
+ * The alias rewrite (issue 4): a query for `<x>.<alias>` (e.g. `janus.service.starlings`) is asked
+ * upstream as `<x>.<domain>` (`janus.service.consul`), and the canonical reply is mapped back so
+ * that the client sees only alias names, as Consul's own alt_domain does since PR #10431 / the
+ * fix of hashicorp/consul#10224: the question exactly as the client sent it (same bytes, so 0x20
+ * mixed case survives), every owner name, and the names in RDATA (CNAME, SRV target, NS, PTR, MX,
+ * SOA MNAME and RNAME, ...), so an NXDOMAIN carries the SOA of `<alias>.`. CoreDNS rewrites that
+ * forgot the question gave "question section mismatch" (coredns#1394).
+ *
+ * Which alias a query is under is the router's longest-suffix lookup (router.ts); everything here
+ * runs once per question (memoized by the handler) or on the miss path (decode, map, re-encode
+ * with compression via message.ts). The canonical reply is what the cache keeps; alias renderings
+ * are derived from it with toAliasReply.
+ * Names under the domain are matched case-insensitively on label boundaries (RFC 4343: ASCII case
+ * only); an escaped dot (`a\.consul`) is inside a label and is not a boundary.
+ */
+import {
+  WireError,
+  decodeMessage,
+  encodeMessage,
+  isEscapedAt,
+  mapNames,
+  nameToWire,
+  readName,
+  type Message,
+} from '../dns/message.js';
+
+/** Case-insensitive (ASCII) test that `name` ends with the lowercase `suffix` on a label boundary. */
+function isUnder(name: string, n: number, suffix: string): boolean {
+  const f = suffix.length;
+  if (n < f) return false;
+  if (n > f) {
+    const dot = n - f - 1;
+    if (name.charCodeAt(dot) !== 0x2e || isEscapedAt(name, dot)) return false;
+  }
+  for (let i = 0, j = n - f; i < f; i++, j++) {
+    let c = name.charCodeAt(j);
+    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+    if (c !== suffix.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** Length of the name without one trailing unescaped dot. */
+function bareLength(name: string): number {
+  const n = name.length;
+  return n > 1 && name.charCodeAt(n - 1) === 0x2e && !isEscapedAt(name, n - 1) ? n - 1 : n;
+}
+
+/**
+ * Swap the alias suffix of `name` for `domain`, keeping the case of the left part:
+ * ('JaNuS.service.StArLiNgS', 'starlings', 'consul') -> 'JaNuS.service.consul'.
+ * Calling it for a name that is not under `alias` is a bug and throws a plain Error.
+ */
+export function toCanonicalName(name: string, alias: string, domain: string): string {
+  const n = bareLength(name);
+  if (!isUnder(name, n, alias)) throw new Error(`toCanonicalName: "${name}" is not under "${alias}"`);
+  return name.slice(0, n - alias.length) + domain;
+}
+
+/**
+ * The query with its question name replaced by `canonicalName` (presentation form). [qStart,
+ * qEnd) is either the question name or the whole question (name, type, class); everything after
+ * the name (type, class, EDNS OPT, ...) is copied verbatim. Queries never compress the question
+ * (there is nothing before it to point at), so a pointer there is a WireError.
+ */
+export function rewriteQuery(query: Buffer, qStart: number, qEnd: number, canonicalName: string): Buffer {
+  let p = qStart;
+  const len = query.length;
+  if (!Number.isInteger(p) || p < 12) throw new WireError(`question cannot start at ${p}`);
+  for (;;) {
+    if (p >= len) throw new WireError('question name runs past the end of the query', p);
+    const b = query[p] as number;
+    if (b === 0) break;
+    if (b > 63) throw new WireError('compressed or invalid label in the question', p);
+    p += b + 1;
+  }
+  const nameEnd = p + 1;
+  if (qEnd !== nameEnd && qEnd !== nameEnd + 4) throw new WireError('qEnd is not the end of the question name or question', qEnd);
+  if (nameEnd + 4 > len) throw new WireError('question runs past the end of the query', nameEnd);
+  const wire = nameToWire(canonicalName);
+  const out = Buffer.allocUnsafe(len - (nameEnd - qStart) + wire.length);
+  query.copy(out, 0, 0, qStart);
+  wire.copy(out, qStart);
+  query.copy(out, qStart + wire.length, nameEnd);
+  return out;
+}
+
+/**
+ * A new Message with every name under `from` (case-insensitive, label boundaries) moved under
+ * `to`, in the question, owners and RDATA names. The input is not modified.
+ */
+export function mapSuffix(msg: Message, from: string, to: string): Message {
+  const fromLower = from.toLowerCase();
+  return mapNames(msg, (name) => {
+    const n = bareLength(name);
+    return isUnder(name, n, fromLower) ? name.slice(0, n - fromLower.length) + to : name;
+  });
+}
+
+/**
+ * The alias rendering of a canonical reply: every name under `domain` moved under `alias`, the
+ * question replaced by the client's exact question bytes (name, type, class), and names equal to
+ * the client's question name written with the client's case (Consul echoes the question name as
+ * sent, so its owners carry that case too). ID and flags are the canonical reply's: the caller
+ * patches ID and RD. Names are re-compressed; opts.maxSize applies encodeMessage's truncation.
+ * Throws WireError when the reply or the question bytes are malformed.
+ */
+export function toAliasReply(
+  canonicalReply: Buffer | Message,
+  alias: string,
+  domain: string,
+  clientQuestion: Buffer,
+  opts?: { maxSize?: number },
+): Buffer {
+  const m = Buffer.isBuffer(canonicalReply) ? decodeMessage(canonicalReply) : canonicalReply;
+  const q = readName(clientQuestion, 0);
+  if (q.end + 4 !== clientQuestion.length) throw new WireError('client question is not exactly name, type and class');
+  const qname = q.name;
+  const qn = qname.length;
+  const qLower = qname.toLowerCase();
+  const domainLower = domain.toLowerCase();
+  const out = mapNames(m, (name) => {
+    const n = bareLength(name);
+    if (!isUnder(name, n, domainLower)) return name;
+    const to = name.slice(0, n - domainLower.length) + alias;
+    return to.length === qn && isUnder(to, qn, qLower) ? qname : to;
+  });
+  out.questions = [{ name: qname, type: clientQuestion.readUInt16BE(q.end), class: clientQuestion.readUInt16BE(q.end + 2) }];
+  return encodeMessage(out, opts);
+}
+
+/** The reverse of toAliasReply, for tests and tools: names under `alias` moved back under `domain`. */
+export function toDomainReply(aliasReply: Buffer | Message, alias: string, domain: string, opts?: { maxSize?: number }): Buffer {
+  const m = Buffer.isBuffer(aliasReply) ? decodeMessage(aliasReply) : aliasReply;
+  return encodeMessage(mapSuffix(m, alias, domain), opts);
+}
