@@ -11,7 +11,7 @@ import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config
 import os from 'node:os';
 import { Router, reverseZonesOf } from './query/router.js';
 import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream/pool.js';
-import { Proxy, type ProxyDeps } from './query/handler.js';
+import { QueryHandler, type QueryHandlerDeps } from './query/handler.js';
 import { DnsServer } from './server/dns-server.js';
 import { Metrics } from './observability/metrics.js';
 import { startAdmin } from './server/admin.js';
@@ -28,7 +28,7 @@ export interface App {
   tcpAddresses: string[];
   adminAddress: string | null;
   metrics: Metrics;
-  proxy: Proxy;
+  proxy: QueryHandler;
   reload(config: Config): Promise<void>;
   /** Stop accepting, let in-flight queries finish (up to the upstream deadline), close everything. */
   close(): Promise<void>;
@@ -51,7 +51,7 @@ async function resolveUpstreams(list: string[], log: Logger): Promise<UpstreamAd
 }
 
 interface Built {
-  deps: ProxyDeps;
+  deps: QueryHandlerDeps;
   pools: UpstreamPool[];
   watcher: HealthWatcher | null;
   cache: AnswerCache | null;
@@ -163,10 +163,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // With no listener nobody can scrape: counting calls become no-ops (metrics.ts `enabled`).
   const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
   const transport = new Transport();
-  let proxy: Proxy | null = null;
+  let proxy: QueryHandler | null = null;
   const afterChange = () => proxy?.forgetInflight();
   let built = await build(config, transport, metrics, log, afterChange);
-  proxy = new Proxy(built.deps);
+  proxy = new QueryHandler(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
   await server.listen(config.listen.map((l) => parseHostPort(l)));
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).

@@ -5,7 +5,7 @@
  * keeps its own TTL. Clients always see the upstream's TTLs (aged), never our holding time.
  *
  * One logical entry per canonical question (after alias mapping): lowercased name, type, DO, CD
- * (the key is built by proxy.ts from the canonical name, so `x.starlings` and `x.consul` share
+ * (the key is cacheKey() of the canonical name, so `x.starlings` and `x.consul` share
  * one entry and one upstream query). The entry holds renderings made once on the miss path: per
  * alias, per record order (rotations of the answer set, so consecutive hits spread load over every
  * instance as Consul's shuffle does), per client class (full for EDNS and TCP clients; trimmed to
@@ -24,15 +24,33 @@
  * for RFC 8767 serve-stale until their stale window ends.
  */
 import { LRUCache } from 'lru-cache';
-import { FLAG, HEADER_LEN, RCODE, EDE, TYPE, buildOpt, buildQuestion, scanReply, type Query, type ReplyLayout } from '../dns/wire.js';
-import { replyFlags, stripOpt, truncated, udpLimit, ttlOffsetsWithoutOpt } from '../dns/reply.js';
-import { decodeMessage, encodeMessage, readName, type Message, type Record as RR } from '../dns/message.js';
-import { toAliasReply } from '../query/alias.js';
+import { FLAG, RCODE, TYPE, type Query, type ReplyLayout } from '../dns/wire.js';
+import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
+import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
-import type { ResponseCache } from '../query/handler.js';
-import type { Route } from '../query/router.js';
+import { cacheKeyPrefix, isKeyOf } from './key.js';
+import { MAX_ROTATIONS, Slab, buildVariant, hitOptions, pick, renderHit, type HitOptions, type Rendering, type Variant } from './render.js';
 import type { ExchangeResult } from '../upstream/pool.js';
 import type { Metrics } from '../observability/metrics.js';
+
+/** What the cache needs of a route: whether the name is Consul's, and the alias it is under. */
+export interface RouteView {
+  readonly kind: string;
+  /** The alias the name is under, or null for the Consul domain itself and names outside it. */
+  readonly alias: string | null;
+}
+
+/** What the cache offers the query handler. */
+export interface ResponseCache {
+  /** A finished reply for this client, or null on a miss. Synchronous, raw bytes only. */
+  lookup(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /** Offers an upstream answer for caching (the cache decides if it may keep it). */
+  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt: number): boolean;
+  /** Renders the entry just stored, whatever its freshness (the miss path's own reply). */
+  peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /** A stale answer (RFC 8767) when every upstream failed, or null. */
+  stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+}
 
 export interface CacheSettings {
   maxEntries: number;
@@ -56,17 +74,6 @@ export interface WatchView {
   /** Time (ms) since which the service's watch has been live without interruption, or 0. */
   liveSince(service: string, dc?: string): number;
 }
-
-/**
- * A rendering: a reply body without OPT at buf[off, off+len), followed in the same buffer by its
- * TTL table, nTtl entries of (u16 offset of a TTL field in the body, u32 TTL as received). Plain
- * numbers and a shared buffer rather than a Buffer view and an array: each JS object per cache
- * entry is heap and GC marking work, and 100k entries made both show (issue 8, scenarios 3, 6).
- */
-interface Rendering { buf: Buffer; off: number; len: number; nTtl: number; qEnd: number }
-
-/** `full`: EDNS and TCP clients; `trimmed`: UDP clients without EDNS. Same length, same order. */
-export interface Variant { full: Rendering[]; trimmed: Rendering[]; next: number }
 
 interface Entry {
   /** When the upstream query started (ms): TTLs age from here. */
@@ -102,54 +109,6 @@ interface Entry {
 const NO_TTLS: readonly number[] = [];
 const EMPTY = Buffer.alloc(0);
 
-/**
- * Copies a reply body and its TTL table into cache-owned memory, setting r.buf/off/len/nTtl.
- * Small ones are packed into 64 KiB slabs that hold only cache data: a slice of Node's shared
- * 8 KiB pool would pin a slab full of per-query garbage, and a buffer of its own costs an
- * ArrayBuffer and a malloc per entry. A slab is freed once none of its entries remains.
- */
-const SLAB = 64 * 1024;
-let slab: Buffer = Buffer.allocUnsafeSlow(SLAB);
-let slabUsed = 0;
-function keepInto(r: Rendering, body: Buffer, ttlOffsets: readonly number[]): void {
-  const need = body.length + 6 * ttlOffsets.length;
-  let buf: Buffer;
-  let off: number;
-  if (need > 2048) {
-    buf = Buffer.allocUnsafeSlow(need);
-    off = 0;
-  } else {
-    if (slabUsed + need > SLAB) { slab = Buffer.allocUnsafeSlow(SLAB); slabUsed = 0; }
-    buf = slab;
-    off = slabUsed;
-    slabUsed += (need + 7) & ~7;
-  }
-  body.copy(buf, off);
-  let t = off + body.length;
-  for (const o of ttlOffsets) {
-    buf.writeUInt16BE(o, t);
-    buf.writeUInt32BE(body.readUInt32BE(o), t + 2);
-    t += 6;
-  }
-  r.buf = buf;
-  r.off = off;
-  r.len = body.length;
-  r.nTtl = ttlOffsets.length;
-}
-
-/** Picks the next rendering of a variant for this client (rotating through the orders). */
-function pick(v: Variant, q: Query, udp: boolean): Rendering {
-  // Consul trims to udp_answer_limit only for UDP without EDNS (trimUDPResponse); TCP gets all.
-  const list = q.edns || !udp ? v.full : v.trimmed;
-  const r = list[v.next % list.length]!;
-  v.next = v.next >= 0x3fffffff ? 0 : v.next + 1;
-  return r;
-}
-
-/** Most orders kept per entry: n rotations for n ≤ 16 answers, else 16 (evenly spaced starts). */
-const MAX_ROTATIONS = 16;
-/** RFC 8767 §4: a stale answer carries TTL 30. */
-const STALE_TTL = 30;
 /** Per-entry bookkeeping (Map slots, Entry object, arrays) counted into maxBytes. */
 const ENTRY_OVERHEAD = 256;
 /** changedAt records older than this can no longer refuse a fetch (fetches end within the deadline). */
@@ -187,10 +146,8 @@ export class AnswerCache implements ResponseCache {
   /** Last health change per service (ms), to refuse storing answers fetched before it. */
   private readonly changedAt = new Map<string, number>();
   private readonly aliases: string[];
-  private readonly optPlain: Buffer;
-  private readonly optDo: Buffer;
-  private readonly optStale: Buffer;
-  private readonly optStaleDo: Buffer;
+  private readonly hit: HitOptions;
+  private readonly slab = new Slab();
 
   constructor(private readonly s: CacheSettings, private readonly metrics: Metrics, private readonly watch: WatchView | null,
     private readonly now: () => number = Date.now) {
@@ -208,17 +165,14 @@ export class AnswerCache implements ResponseCache {
         else if (reason === 'expire') metrics.eviction('expired');
       },
     });
-    this.optPlain = buildOpt(s.maxUdpSize, 0, false);
-    this.optDo = buildOpt(s.maxUdpSize, 0, true);
-    this.optStale = buildOpt(s.maxUdpSize, 0, false, { code: EDE.STALE_ANSWER });
-    this.optStaleDo = buildOpt(s.maxUdpSize, 0, true, { code: EDE.STALE_ANSWER });
+    this.hit = hitOptions(s.maxUdpSize);
   }
 
   get size(): number { return this.lru.size; }
 
   // ---- hit path ---------------------------------------------------------------------------------
 
-  lookup(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null {
+  lookup(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.get(key);
     if (e === undefined) return null;
     const now = this.now();
@@ -226,21 +180,21 @@ export class AnswerCache implements ResponseCache {
     if (e.service !== null) this.watch?.touch(e.service, e.dc);
     // Every alias in settings.aliases was rendered on the miss path; another one (not configured
     // there) is rendered once here rather than missing forever.
-    if (e.variants === null) return this.render(e, e, q, query, udp, now, false);
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit);
     const v = e.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
     if (v === null) return null;
-    return this.render(e, pick(v, q, udp), q, query, udp, now, false);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit);
   }
 
-  stale(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null {
+  stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.get(key);
     if (e === undefined) return null;
     const now = this.now();
     if (now >= e.staleUntil) return null;
-    if (e.variants === null) return this.render(e, e, q, query, udp, now, true);
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit);
     const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
     if (v === null) return null;
-    return this.render(e, pick(v, q, udp), q, query, udp, now, true);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
   }
 
   private freshUntil(e: Entry): number {
@@ -250,52 +204,17 @@ export class AnswerCache implements ResponseCache {
     return e.ownUntil;
   }
 
-  private render(e: Entry, r: Rendering, q: Query, query: Buffer, udp: boolean, now: number, stale: boolean): Buffer | null {
-    // The question is copied byte for byte, so it must have the same length (always, unless the
-    // name held escapes the presentation round trip changed): else a miss.
-    if (r.qEnd !== q.qEnd) return null;
-    const opt = q.edns ? (stale ? (q.dnssecOk ? this.optStaleDo : this.optStale) : (q.dnssecOk ? this.optDo : this.optPlain)) : null;
-    const bodyLen = r.len;
-    const out = Buffer.allocUnsafe(bodyLen + (opt ? opt.length : 0));
-    const src = r.buf;
-    src.copy(out, 0, r.off, r.off + bodyLen);
-    // The client's exact question bytes (0x20 case), its ID, RD and CD; the upstream's AA and rcode.
-    query.copy(out, HEADER_LEN, HEADER_LEN, q.qEnd);
-    out.writeUInt16BE(q.id, 0);
-    const flags = replyFlags(q, e.flags);
-    out.writeUInt16BE(flags, 2);
-    // Age the TTLs (RFC 1035 §7.3, RFC 2181 §8); a stale answer says 30 s (RFC 8767 §4).
-    const table = r.off + bodyLen;
-    const end = table + 6 * r.nTtl;
-    if (stale) {
-      for (let t = table; t < end; t += 6) out.writeUInt32BE(STALE_TTL, src.readUInt16BE(t));
-    } else {
-      const age = Math.floor((now - e.storedAt) / 1000);
-      if (age > 0) {
-        for (let t = table; t < end; t += 6) { const v = src.readUInt32BE(t + 2) - age; out.writeUInt32BE(v > 0 ? v : 0, src.readUInt16BE(t)); }
-      }
-    }
-    if (opt) {
-      opt.copy(out, bodyLen);
-      out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
-    }
-    if (udp && out.length > udpLimit(q, this.s.maxUdpSize)) {
-      return truncated(out, q, flags, { maxUdpSize: this.s.maxUdpSize, udp, ede: stale ? { code: EDE.STALE_ANSWER } : undefined });
-    }
-    return out;
-  }
-
   // ---- miss path --------------------------------------------------------------------------------
 
-  peek(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null {
+  peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.peek(key);
     if (e === undefined) return null;
-    if (e.variants === null) return this.render(e, e, q, query, udp, this.now(), false);
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
     const v = this.variant(e, route.alias);
-    return v === null ? null : this.render(e, pick(v, q, udp), q, query, udp, this.now(), false);
+    return v === null ? null : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
   }
 
-  store(key: string, q: Query, route: Route, canonicalName: string, result: ExchangeResult, startedAt?: number): boolean {
+  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt?: number): boolean {
     if ('failure' in result) return false;
     const layout = result.layout;
     const now = this.now();
@@ -346,7 +265,7 @@ export class AnswerCache implements ResponseCache {
     // Outside Consul there is no alias, no rotation and no answer limit: the reply as received is
     // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
     // A Consul entry keeps the canonical reply (no TTL table) to derive its renderings from.
-    keepInto(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
+    this.slab.keep(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
     e.size += e.len + 6 * e.nTtl;
     if (consul) {
       e.variants = [];
@@ -392,7 +311,7 @@ export class AnswerCache implements ResponseCache {
     if (alias !== null && k === 0) return null;
     let v: Variant;
     try {
-      v = buildVariant(canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)), alias, this.s.domain, this.s.udpAnswerLimit);
+      v = buildVariant(canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)), alias, this.s.domain, this.s.udpAnswerLimit, MAX_ROTATIONS, this.slab);
     } catch {
       return null;
     }
@@ -430,8 +349,8 @@ export class AnswerCache implements ResponseCache {
     let keys: string[];
     if (sel.service) keys = [...(this.byService.get(sel.service) ?? [])];
     else if (sel.name) {
-      const n = sel.name.toLowerCase().replace(/\.$/, '') + '/';
-      keys = [...this.lru.keys()].filter((k) => k.startsWith(n));
+      const n = cacheKeyPrefix(sel.name);
+      keys = [...this.lru.keys()].filter((k) => isKeyOf(k, n));
     } else keys = [...this.lru.keys()];
     for (const k of keys) this.lru.delete(k);
     this.metrics.eviction('flush', keys.length);
@@ -439,11 +358,11 @@ export class AnswerCache implements ResponseCache {
   }
 
   entries(name: string): unknown[] {
-    const n = name.toLowerCase().replace(/\.$/, '') + '/';
+    const n = cacheKeyPrefix(name);
     const now = this.now();
     const out: unknown[] = [];
     for (const [k, e] of this.lru.entries()) {
-      if (!k.startsWith(n)) continue;
+      if (!isKeyOf(k, n)) continue;
       const fresh = this.freshUntil(e);
       out.push({
         key: k, service: e.sk, ageSeconds: Math.floor((now - e.storedAt) / 1000),
@@ -466,79 +385,3 @@ export class AnswerCache implements ResponseCache {
   }
 }
 
-/**
- * Builds every rendering of a canonical reply for one alias: rotations of the answer set (full,
- * for EDNS and TCP clients), and the same trimmed to `limit` answers for UDP clients without EDNS
- * (Consul's udp_answer_limit, consul-dns.md §1.6), with Additional resynced to the SRV targets
- * that remain as Consul's syncExtra does (agent/dns.go: the first extra record per target name).
- * Answers holding a CNAME are never rotated: the chain must stay in order.
- */
-export function buildVariant(canonical: Message, alias: string | null, domain: string, limit: number, maxRotations = MAX_ROTATIONS, cached = true): Variant {
-  const n = canonical.answers.length;
-  const chain = canonical.answers.some((a) => a.type === TYPE.CNAME);
-  const rotations = n <= 1 || chain ? 1 : Math.min(n, maxRotations);
-  const step = n <= maxRotations ? 1 : Math.floor(n / maxRotations);
-  const full: Rendering[] = [];
-  const trimmed: Rendering[] = [];
-  for (let i = 0; i < rotations; i++) {
-    const k = (i * step) % Math.max(1, n);
-    const answers = canonical.answers.slice(k).concat(canonical.answers.slice(0, k));
-    const f = renderOne({ ...canonical, answers }, alias, domain, cached);
-    full.push(f);
-    if (answers.length > limit) {
-      const kept = answers.slice(0, limit);
-      const targets = new Set<string>();
-      for (const a of kept) if (a.type === TYPE.SRV) targets.add(srvTarget(a.rdata));
-      const additionals: RR[] = [];
-      for (const r of canonical.additionals) {
-        const name = r.name.toLowerCase();
-        if (targets.delete(name)) additionals.push(r);
-      }
-      trimmed.push(renderOne({ ...canonical, answers: kept, additionals }, alias, domain, cached));
-    } else {
-      trimmed.push(f);
-    }
-  }
-  // Nothing to trim (the usual case): one array serves both client classes.
-  return { full, trimmed: trimmed.every((r, i) => r === full[i]) ? full : trimmed, next: 0 };
-}
-
-/** The target of an SRV record (RDATA: priority, weight, port, then the name), lowercased. */
-function srvTarget(rdata: Buffer): string {
-  return readName(rdata, 6).name.toLowerCase();
-}
-
-/** Encodes one rendering: into cache memory, or (`cached` false, a one-off miss reply) as is. */
-function renderOne(m: Message, alias: string | null, domain: string, cached: boolean): Rendering {
-  const body = alias === null ? encodeMessage(m) : toAliasReply(m, alias, domain, aliasQuestion(m, alias, domain));
-  const layout = scanReply(body);
-  if (!layout) throw new Error('rendering did not scan');
-  const r: Rendering = { buf: body, off: 0, len: body.length, nTtl: 0, qEnd: layout.qEnd };
-  if (cached) keepInto(r, body, layout.ttlOffsets);
-  return r;
-}
-
-/** The question bytes under the alias (its case is replaced by the client's on every hit). */
-function aliasQuestion(m: Message, alias: string, domain: string): Buffer {
-  const q = m.questions[0]!;
-  const lower = q.name.toLowerCase();
-  const name = lower === domain ? alias : lower.slice(0, lower.length - domain.length) + alias;
-  return buildQuestion(name, q.type); // only class IN reaches the cache (others are REFUSED)
-}
-
-/**
- * One reply body for a miss that is not served from a cache entry: names mapped back under the
- * alias, and (`full` false: a UDP client without EDNS) the answers trimmed to `limit` as Consul
- * would. Null if the reply cannot be decoded.
- */
-export function renderOnce(stripped: Buffer, alias: string | null, domain: string, limit: number, full: boolean): Buffer | null {
-  let m: Message;
-  try { m = decodeMessage(stripped); } catch { return null; }
-  try {
-    const v = buildVariant(m, alias, domain, full ? Number.MAX_SAFE_INTEGER : limit, 1, false);
-    const r = full ? v.full[0]! : v.trimmed[0]!;
-    return Buffer.from(r.buf.subarray(r.off, r.off + r.len));
-  } catch {
-    return null;
-  }
-}

@@ -14,38 +14,8 @@
  * Names under the domain are matched case-insensitively on label boundaries (RFC 4343: ASCII case
  * only); an escaped dot (`a\.consul`) is inside a label and is not a boundary.
  */
-import {
-  WireError,
-  decodeMessage,
-  encodeMessage,
-  isEscapedAt,
-  mapNames,
-  nameToWire,
-  readName,
-  type Message,
-} from '../dns/message.js';
-
-/** Case-insensitive (ASCII) test that `name` ends with the lowercase `suffix` on a label boundary. */
-function isUnder(name: string, n: number, suffix: string): boolean {
-  const f = suffix.length;
-  if (n < f) return false;
-  if (n > f) {
-    const dot = n - f - 1;
-    if (name.charCodeAt(dot) !== 0x2e || isEscapedAt(name, dot)) return false;
-  }
-  for (let i = 0, j = n - f; i < f; i++, j++) {
-    let c = name.charCodeAt(j);
-    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-    if (c !== suffix.charCodeAt(i)) return false;
-  }
-  return true;
-}
-
-/** Length of the name without one trailing unescaped dot. */
-function bareLength(name: string): number {
-  const n = name.length;
-  return n > 1 && name.charCodeAt(n - 1) === 0x2e && !isEscapedAt(name, n - 1) ? n - 1 : n;
-}
+import { WireError, nameToWire } from '../dns/message.js';
+import { bareLength, isUnder } from '../dns/names.js';
 
 /**
  * Swap the alias suffix of `name` for `domain`, keeping the case of the left part:
@@ -84,54 +54,4 @@ export function rewriteQuery(query: Buffer, qStart: number, qEnd: number, canoni
   wire.copy(out, qStart);
   query.copy(out, qStart + wire.length, nameEnd);
   return out;
-}
-
-/**
- * A new Message with every name under `from` (case-insensitive, label boundaries) moved under
- * `to`, in the question, owners and RDATA names. The input is not modified.
- */
-export function mapSuffix(msg: Message, from: string, to: string): Message {
-  const fromLower = from.toLowerCase();
-  return mapNames(msg, (name) => {
-    const n = bareLength(name);
-    return isUnder(name, n, fromLower) ? name.slice(0, n - fromLower.length) + to : name;
-  });
-}
-
-/**
- * The alias rendering of a canonical reply: every name under `domain` moved under `alias`, the
- * question replaced by the client's exact question bytes (name, type, class), and names equal to
- * the client's question name written with the client's case (Consul echoes the question name as
- * sent, so its owners carry that case too). ID and flags are the canonical reply's: the caller
- * patches ID and RD. Names are re-compressed; opts.maxSize applies encodeMessage's truncation.
- * Throws WireError when the reply or the question bytes are malformed.
- */
-export function toAliasReply(
-  canonicalReply: Buffer | Message,
-  alias: string,
-  domain: string,
-  clientQuestion: Buffer,
-  opts?: { maxSize?: number },
-): Buffer {
-  const m = Buffer.isBuffer(canonicalReply) ? decodeMessage(canonicalReply) : canonicalReply;
-  const q = readName(clientQuestion, 0);
-  if (q.end + 4 !== clientQuestion.length) throw new WireError('client question is not exactly name, type and class');
-  const qname = q.name;
-  const qn = qname.length;
-  const qLower = qname.toLowerCase();
-  const domainLower = domain.toLowerCase();
-  const out = mapNames(m, (name) => {
-    const n = bareLength(name);
-    if (!isUnder(name, n, domainLower)) return name;
-    const to = name.slice(0, n - domainLower.length) + alias;
-    return to.length === qn && isUnder(to, qn, qLower) ? qname : to;
-  });
-  out.questions = [{ name: qname, type: clientQuestion.readUInt16BE(q.end), class: clientQuestion.readUInt16BE(q.end + 2) }];
-  return encodeMessage(out, opts);
-}
-
-/** The reverse of toAliasReply, for tests and tools: names under `alias` moved back under `domain`. */
-export function toDomainReply(aliasReply: Buffer | Message, alias: string, domain: string, opts?: { maxSize?: number }): Buffer {
-  const m = Buffer.isBuffer(aliasReply) ? decodeMessage(aliasReply) : aliasReply;
-  return encodeMessage(mapSuffix(m, alias, domain), opts);
 }

@@ -35,8 +35,9 @@ export const GATE_TC = -2;
 
 const REFUSED = 5;
 
-/** Same shape as proxy.ts's Gate (kept structural so this module does not import the handler). */
-export interface GateLike {
+/** Access control and rate limiting, decided per client address: what the query handler asks. */
+export interface GateCheck {
+  /** GATE_ALLOW (0), else the rcode to answer with, GATE_DROP or GATE_TC. */
   check(address: string, udp: boolean): number;
 }
 
@@ -291,7 +292,7 @@ export interface GateOptions {
 /** What the memo keeps per address: the ACL verdict and the rate key. */
 interface Seen { allowed: boolean; key: string }
 
-export class Gate implements GateLike {
+export class Gate implements GateCheck {
   private readonly acl: Acl | null;
   private readonly limiter: RateLimiter | null;
   private readonly memo = new Map<string, Seen>();

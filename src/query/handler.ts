@@ -13,45 +13,29 @@ import { rewriteQuery, toCanonicalName } from './alias.js';
 import { Router, type Route } from './router.js';
 import { UpstreamPool, type ExchangeResult } from '../upstream/pool.js';
 import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
-import { renderOnce } from '../cache/answer-cache.js';
+import { renderOnce } from '../cache/render.js';
+import type { ResponseCache } from '../cache/answer-cache.js';
+import { cacheKey } from '../cache/key.js';
 import type { Metrics } from '../observability/metrics.js';
-import { GATE_TC, tcReply } from './gate.js';
+import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
 
-export interface ProxySettings {
+export interface QueryHandlerSettings {
   domain: string;
   maxUdpSize: number;
   udpAnswerLimit: number;
   logQueries: boolean;
 }
 
-/** What the cache offers the handler (see cache.ts). */
-export interface ResponseCache {
-  /** A finished reply for this client, or null on a miss. Synchronous, raw bytes only. */
-  lookup(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
-  /** Offers an upstream answer for caching (the cache decides if it may keep it). */
-  store(key: string, q: Query, route: Route, canonicalName: string, result: ExchangeResult, startedAt: number): boolean;
-  /** Renders the entry just stored, whatever its freshness (the miss path's own reply). */
-  peek(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
-  /** A stale answer (RFC 8767) when every upstream failed, or null. */
-  stale(key: string, q: Query, query: Buffer, route: Route, udp: boolean): Buffer | null;
-}
-
-/** Access control and rate limiting, decided per client address (see acl.ts). */
-export interface Gate {
-  /** 0 = allow, else the rcode to answer with, or -1 to drop silently. */
-  check(address: string, udp: boolean): number;
-}
-
-export interface ProxyDeps {
-  settings: ProxySettings;
+export interface QueryHandlerDeps {
+  settings: QueryHandlerSettings;
   router: Router;
   pools: Map<string, UpstreamPool>;
   metrics: Metrics;
   log: Logger;
   cache?: ResponseCache | null;
-  gate?: Gate | null;
+  gate?: GateCheck | null;
   loop?: LoopGuard | null;
 }
 
@@ -77,14 +61,14 @@ interface Memo {
 }
 const MEMO_MAX = 8192;
 
-export class Proxy {
-  private deps: ProxyDeps;
+export class QueryHandler {
+  private deps: QueryHandlerDeps;
   private readonly inflight = new Map<string, Promise<{ result: ExchangeResult; stored: boolean }>>();
   private readonly memo = new Map<string, Memo>();
   /** Queries being answered (for draining on shutdown). */
   pending = 0;
 
-  constructor(deps: ProxyDeps) {
+  constructor(deps: QueryHandlerDeps) {
     this.deps = deps;
   }
 
@@ -97,7 +81,7 @@ export class Proxy {
   }
 
   /** Swaps in a new configuration (SIGHUP). In-flight queries finish with the old one. */
-  reconfigure(deps: ProxyDeps): void {
+  reconfigure(deps: QueryHandlerDeps): void {
     this.deps = deps;
     this.memo.clear();
   }
@@ -137,7 +121,7 @@ export class Proxy {
       if (verdict !== 0) {
         if (verdict === GATE_TC) return tcReply(buf, q, settings.maxUdpSize); // rate limit, UDP only: retry over TCP
         if (verdict < 0) return null;
-        return this.local(buf, q, verdict, 2);
+        return this.errorReply(buf, q, verdict, 2);
       }
     }
 
@@ -149,14 +133,14 @@ export class Proxy {
     q.name = m.name;
     const route = m.route;
     // Our own loop probe came back to us through a recursor: answer it here, never forward it again.
-    if (m.probe) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+    if (m.probe) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     metrics.request(transport, route.zoneIndex, q.qtype);
-    if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+    if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     const canonicalName = m.canonicalName;
 
     // 5. Cache.
     const bits = (q.dnssecOk ? 2 : 0) | ((q.flags & FLAG.CD) ? 1 : 0);
-    const key = m.keys[bits] ?? (m.keys[bits] = canonicalName + '/' + q.qtype + '/' + (q.dnssecOk ? 'D' : '') + ((q.flags & FLAG.CD) ? 'C' : ''));
+    const key = m.keys[bits] ?? (m.keys[bits] = cacheKey(canonicalName, q.qtype, q.dnssecOk, (q.flags & FLAG.CD) !== 0));
     const cache = this.deps.cache;
     if (cache) {
       const hit = cache.lookup(key, q, buf, route, udp);
@@ -172,7 +156,7 @@ export class Proxy {
 
     // 6. Upstream (identical misses share one exchange; the cache sees the answer once).
     const pool = this.deps.pools.get(route.pool);
-    if (!pool) return this.local(buf, q, RCODE.REFUSED, route.zoneIndex);
+    if (!pool) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     let exchange = this.inflight.get(key);
     if (!exchange) {
       const startedAt = Date.now();
@@ -266,7 +250,8 @@ export class Proxy {
     this.memo.set(qbytes, m);
   }
 
-  private local(buf: Buffer, q: Query, rcode: number, zoneIndex: number): Buffer {
+  /** Our own error reply (REFUSED, FORMERR, ...), counted as a local answer. */
+  private errorReply(buf: Buffer, q: Query, rcode: number, zoneIndex: number): Buffer {
     this.deps.metrics.response(zoneIndex, rcode, SRC_LOCAL);
     return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
   }

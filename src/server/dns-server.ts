@@ -8,7 +8,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { Proxy } from '../query/handler.js';
+import type { QueryHandler } from '../query/handler.js';
 import type { Logger } from '../observability/log.js';
 
 export interface ListenAddress { host: string; port: number }
@@ -39,7 +39,7 @@ export class DnsServer {
   udpAddresses: string[] = [];
   tcpAddresses: string[] = [];
 
-  constructor(private readonly proxy: Proxy, private limits: TcpLimits, private readonly counters: ServerCounters, private readonly log: Logger) {}
+  constructor(private readonly proxy: QueryHandler, private limits: TcpLimits, private readonly counters: ServerCounters, private readonly log: Logger) {}
 
   setLimits(l: TcpLimits): void { this.limits = l; }
 

@@ -18,7 +18,7 @@ import { loadConfig, DEFAULTS, type Config } from '../../src/config/load.js';
 import { startApp, type App } from '../../src/app.js';
 import { createLogger } from '../../src/observability/log.js';
 import { parseQuery, RCODE } from '../../src/dns/wire.js';
-import type { ProxyDeps } from '../../src/query/handler.js';
+import type { QueryHandlerDeps } from '../../src/query/handler.js';
 import { startJanusCluster } from '../support/consul-sim/index.js';
 import { dig } from '../support/dig.js';
 import { startProxy, startUnbound } from '../support/proc.js';
@@ -217,7 +217,7 @@ test('loop guard: a recursor that forwards back to us is found, its pool answers
   const cfg = configFrom(['--agent', `127.0.0.1:${sim.dnsPort}`, '--recursor', `127.0.0.1:${fwd.port}`]);
   const { app, port } = await withApp(cfg);
   t.after(() => app.close());
-  const deps = (app.proxy as unknown as { deps: ProxyDeps }).deps;
+  const deps = (app.proxy as unknown as { deps: QueryHandlerDeps }).deps;
   assert.ok(deps.loop, 'the app has a loop guard');
   // The guard probed at start; the forwarder held the probe until it knows where "back to us" is.
   fwd.target = port;
@@ -238,7 +238,7 @@ test('loop guard: a real recursor (unbound) is not a loop', async (t) => {
     `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${ub.port}"]\n`);
   const { app, port } = await withApp(cfg);
   t.after(() => app.close());
-  const deps = (app.proxy as unknown as { deps: ProxyDeps }).deps;
+  const deps = (app.proxy as unknown as { deps: QueryHandlerDeps }).deps;
   const report = await deps.loop!.check(deps.pools);
   assert.equal(report.probed, 2, 'the recursor and the zone upstream');
   assert.equal(report.answered, 2);

@@ -24,7 +24,8 @@ import {
   type Message,
   type Record,
 } from '../../src/dns/message.js';
-import { toAliasReply, toCanonicalName } from '../../src/query/alias.js';
+import { toCanonicalName } from '../../src/query/alias.js';
+import { toAliasReply } from '../../src/cache/render.js';
 
 /** xorshift32 (Marsaglia 2003): deterministic, fast, good enough to pick mutations. */
 export class Rng {

@@ -18,7 +18,8 @@ import {
   nameToWire,
   type Message,
 } from '../../src/dns/message.js';
-import { mapSuffix, rewriteQuery, toAliasReply, toCanonicalName, toDomainReply } from '../../src/query/alias.js';
+import { rewriteQuery, toCanonicalName } from '../../src/query/alias.js';
+import { mapSuffix, toAliasReply, toDomainReply } from '../../src/cache/render.js';
 import { Rng, a, oneName, opt, randomConsulReply, soa, srv, txt, rdataNameList } from '../support/fuzz.js';
 
 const CORPUS = new URL('../../../test/fixtures/corpus/', import.meta.url);

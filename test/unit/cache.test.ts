@@ -5,12 +5,13 @@
  * miss path sends without a cache (up to ID, TTL and record order). No sockets, no sleeps.
  */
 import { test } from 'node:test';
+import { cacheKey } from '../../src/cache/key.js';
 import assert from 'node:assert/strict';
 import { AnswerCache, cacheableTtl, type CacheSettings, type WatchView } from '../../src/cache/answer-cache.js';
 import { encodeMessage, decodeMessage, nameToWire, type Message, type Record as RR } from '../../src/dns/message.js';
 import { parseQuery, scanReply, TYPE, RCODE, FLAG, EDNS_OPTION_EDE, type Query } from '../../src/dns/wire.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import { Proxy } from '../../src/query/handler.js';
+import { QueryHandler } from '../../src/query/handler.js';
 import { Router, type Route } from '../../src/query/router.js';
 import type { UpstreamPool, ExchangeResult } from '../../src/upstream/pool.js';
 import { createLogger } from '../../src/observability/log.js';
@@ -78,7 +79,7 @@ const ALIAS: Route = { kind: 'consul', zoneLabel: 'alias', zoneIndex: 1, pool: '
 const RECURSOR: Route = { kind: 'recursor', zoneLabel: 'recursor', zoneIndex: 2, pool: 'recursor', alias: null };
 
 /** The key exactly as proxy.ts builds it: canonical name, type, DO, CD. */
-const keyOf = (canonical: string, q: Query) => canonical + '/' + q.qtype + '/' + (q.dnssecOk ? 'D' : '') + ((q.flags & 0x10) ? 'C' : '');
+const keyOf = (canonical: string, q: Query) => cacheKey(canonical, q.qtype, q.dnssecOk, (q.flags & 0x10) !== 0);
 const canonicalOf = (name: string) => name.toLowerCase().replace(/\.starlings$/, '.consul');
 
 const metrics = () => new Metrics({ version: 't', zones: ['consul', 'alias', 'recursor'], enabled: false });
@@ -366,7 +367,7 @@ test('bounded by entries and bytes; evicted entries leave the service index', ()
 
 // ---- renderings vs the miss path ----------------------------------------------------------------
 
-/** A fake agent behind a real Proxy: answers like Consul (owner = the question as asked). */
+/** A fake agent behind a real QueryHandler: answers like Consul (owner = the question as asked). */
 function agentPool(spec: (qname: string, qtype: number) => ReplySpec) {
   let calls = 0;
   const pool = {
@@ -395,7 +396,7 @@ function janusSpec(qname: string, qtype: number): ReplySpec {
 }
 
 function makeProxy(cache: AnswerCache | null, pool: UpstreamPool) {
-  return new Proxy({
+  return new QueryHandler({
     settings: { domain: 'consul', maxUdpSize: 1232, udpAnswerLimit: 3, logQueries: false },
     router: new Router({ domain: 'consul', aliases: ['starlings'], reverseZones: [], zones: [], hasRecursors: false }),
     pools: new Map([['consul', pool]]), metrics: metrics(), log: createLogger('silent'), cache,

@@ -6,7 +6,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Proxy, type ResponseCache } from '../../src/query/handler.js';
+import { QueryHandler } from '../../src/query/handler.js';
+import type { ResponseCache } from '../../src/cache/answer-cache.js';
 import { Router, type Route } from '../../src/query/router.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/log.js';
@@ -110,7 +111,7 @@ function makeProxy(opts: { cache?: ResponseCache | null; consul?: UpstreamPool; 
   if (opts.consul) pools.set('consul', opts.consul);
   if (opts.recursor) pools.set('recursor', opts.recursor);
   const metrics = new Metrics({ version: 'x', zones: router.zoneLabels, enabled: false });
-  const proxy = new Proxy({
+  const proxy = new QueryHandler({
     settings: { domain: 'consul', maxUdpSize: 1232, udpAnswerLimit: 3, logQueries: false },
     router, pools, metrics, log: createLogger('silent'), cache: opts.cache ?? null,
   });
