@@ -6,8 +6,10 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import type { Config } from './config/load.js';
-import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config/load.js';
+import { type Config } from './config/schema.js';
+import { parseHostPort, parseCidr } from './net/address.js';
+import { expandResolvConf } from './net/resolv-conf.js';
+import { parseProbe } from './config/checks.js';
 import os from 'node:os';
 import { Router, reverseZonesOf } from './query/router.js';
 import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream/pool.js';
@@ -19,7 +21,8 @@ import { AnswerCache, type WatchView } from './cache/answer-cache.js';
 import { createGate } from './query/gate.js';
 import { LoopGuard } from './query/loop-guard.js';
 import { HealthWatcher } from './consul/health.js';
-import { buildQuestion, TYPE } from './dns/wire.js';
+import { buildQuestion } from './dns/wire.js';
+import { TYPE } from './dns/constants.js';
 import type { Logger } from './observability/log.js';
 import { VERSION } from './version.js';
 

@@ -5,7 +5,10 @@
  * configuration error (every problem listed), 1 for anything else at start (a port in use).
  * SIGHUP reloads the file; a bad file keeps the running configuration and logs why.
  */
-import { loadConfig, ConfigError, HELP, type Config } from './config/load.js';
+import { ConfigError } from './errors.js';
+import { type Config } from './config/schema.js';
+import { HELP } from './config/flags.js';
+import { loadConfig } from './config/load.js';
 import { startApp, type App } from './app.js';
 import { createLogger } from './observability/log.js';
 import { VERSION } from './version.js';

@@ -10,7 +10,8 @@
  * survives), every owner name, and the names in RDATA (CNAME, SRV target, NS, PTR, MX, SOA MNAME
  * and RNAME, ...), so an NXDOMAIN carries the SOA of `<alias>.`.
  */
-import { HEADER_LEN, EDE, TYPE, buildOpt, buildQuestion, scanReply, type Query } from '../dns/wire.js';
+import { buildOpt, buildQuestion, scanReply, type Query } from '../dns/wire.js';
+import { HEADER_LEN, EDE, TYPE } from '../dns/constants.js';
 import { replyFlags, truncated, udpLimit } from '../dns/reply.js';
 import { WireError, decodeMessage, encodeMessage, mapNames, readName, type Message, type Record as RR } from '../dns/message.js';
 import { bareLength, isUnder } from '../dns/names.js';

@@ -9,8 +9,7 @@ export type ConsulLookup =
   | { kind: 'service'; service: string; tag?: string; dc?: string }
   | { kind: 'node' | 'addr' | 'query' | 'virtual' | 'connect' | 'ingress' | 'other'; dc?: string };
 
-/** DNS qtype SRV (RFC 2782). */
-const TYPE_SRV = 33;
+import { TYPE } from '../dns/constants.js';
 
 /** Consul's query keywords (agent/dns.go dispatch: `case "service", "connect", ...`). */
 const KEYWORDS = new Set(['service', 'connect', 'virtual', 'ingress', 'node', 'query', 'addr']);
@@ -85,7 +84,7 @@ export function parseConsulName(nameLower: string, domain: string, qtype: number
       kind = l; parts = labels.slice(0, i); suffixes = labels.slice(i + 1);
       break;
     }
-    if (qtype === TYPE_SRV && l.charCodeAt(0) === 0x5f /* _ */) {
+    if (qtype === TYPE.SRV && l.charCodeAt(0) === 0x5f /* _ */) {
       kind = 'service'; parts = labels.slice(0, i + 1); suffixes = labels.slice(i + 1);
       break;
     }

@@ -35,6 +35,7 @@
  *   message. All other RDATA, unknown types included (RFC 3597), is copied verbatim. RRSIG and
  *   NSEC names are never compressed (RFC 4034 §3.1.7, §4.1.1), so they are verbatim too.
  */
+import { FLAG, TYPE } from './constants.js';
 
 /** The only error the codec lets escape. rcode 1 = FORMERR (RFC 1035 §4.1.1). */
 export class WireError extends Error {
@@ -69,8 +70,6 @@ export interface Message {
   additionals: Record[];
 }
 
-export const TYPE_OPT = 41;
-export const FLAG_TC = 0x0200;
 
 /** RDATA field kinds of an RdataLayout: a positive number is that many fixed octets. */
 export const FIELD_NAME = -1;
@@ -373,7 +372,7 @@ function decodeRecords(buf: Buffer, p: number, count: number, out: Record[]): nu
     p += 10;
     const re = p + rdlength;
     if (re > len) throw new WireError('RDLENGTH runs past the end of the message', p - 2);
-    if (type === TYPE_OPT && name !== '') throw new WireError('OPT record with a non-root owner', start);
+    if (type === TYPE.OPT && name !== '') throw new WireError('OPT record with a non-root owner', start);
     const layout = rdlength === 0 ? undefined : LAYOUTS.get(type);
     // An empty RDATA is legal for any type (RFC 2136 deletions), so it is carried as is.
     const rdata = layout ? decompressRdata(buf, p, re, layout) : sliceCopy(buf, p, re);
@@ -528,7 +527,7 @@ function writeRdata(out: Buffer, o: number, rd: Buffer, layout: RdataLayout, dic
 
 function writeRecord(out: Buffer, o: number, r: Record, dict: Map<number, number>): number {
   const type = checkU(r.type, 0xffff, 'type');
-  if (type === TYPE_OPT) {
+  if (type === TYPE.OPT) {
     out[o++] = 0; // RFC 6891 §6.1.2: the OPT owner is the root
   } else {
     const wl = presentationToWire(r.name, out, o);
@@ -613,7 +612,7 @@ export function encodeMessage(m: Message, opts?: { maxSize?: number }): Buffer {
 /** Cut an encoded message that exceeds `max` (see encodeMessage). Re-walks the additionals. */
 function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, afterAuthority: number): Buffer {
   const adds = m.additionals;
-  const optIdx = adds.findIndex((r) => r.type === TYPE_OPT);
+  const optIdx = adds.findIndex((r) => r.type === TYPE.OPT);
   const opt = optIdx >= 0 ? (adds[optIdx] as Record) : undefined;
   const optLen = opt ? 11 + opt.rdata.length : 0;
   // Keep additional records from the front while they (and OPT, wherever it sits) still fit.
@@ -632,7 +631,7 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
     const cutName = cut.name.toLowerCase();
     for (let k = kept - 1; k >= 0; k--) {
       const r = adds[k] as Record;
-      if (r.type !== cut.type || r.class !== cut.class || r.type === TYPE_OPT || r.name.toLowerCase() !== cutName) break;
+      if (r.type !== cut.type || r.class !== cut.class || r.type === TYPE.OPT || r.name.toLowerCase() !== cutName) break;
       kept--;
     }
   }
@@ -647,7 +646,7 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
   } else {
     head = afterQuestion;
     optKept = false;
-    flags |= FLAG_TC;
+    flags |= FLAG.TC;
     counts = [0, 0, opt ? 1 : 0];
   }
   const total = head + (opt && !optKept ? optLen : 0);
@@ -660,7 +659,7 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
   if (opt && !optKept) {
     // OPT is position independent: root owner, no names in its RDATA.
     res[head] = 0;
-    put16(res, head + 1, TYPE_OPT);
+    put16(res, head + 1, TYPE.OPT);
     put16(res, head + 3, opt.class);
     put32(res, head + 5, opt.ttl);
     put16(res, head + 9, opt.rdata.length);
@@ -738,7 +737,7 @@ function mapRecords(rs: Record[], fn: (name: string) => string): Record[] {
   const out: Record[] = new Array(rs.length);
   for (let k = 0; k < rs.length; k++) {
     const r = rs[k] as Record;
-    const name = r.type === TYPE_OPT ? r.name : fn(r.name);
+    const name = r.type === TYPE.OPT ? r.name : fn(r.name);
     const rdata = mapRdataNames(r.type, r.rdata, fn);
     out[k] = name === r.name && rdata === r.rdata ? r : { name, type: r.type, class: r.class, ttl: r.ttl, rdata };
   }

@@ -5,7 +5,8 @@
  * client's exact bytes (so 0x20 case survives). A reply that does not fit the client's UDP limit
  * becomes a well-formed TC reply: header, question and OPT (RFC 1035 §4.2.1, RFC 6891 §7).
  */
-import { FLAG, HEADER_LEN, buildOpt, type Query, type ReplyLayout } from './wire.js';
+import { buildOpt, type Query, type ReplyLayout } from './wire.js';
+import { FLAG, HEADER_LEN } from './constants.js';
 
 /** The reply without its OPT record, with ARCOUNT adjusted; the same buffer if there was none. */
 export function stripOpt(reply: Buffer, layout: ReplyLayout): Buffer {

@@ -29,6 +29,7 @@
  */
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { RCODE, TYPE, type TypeName } from '../dns/constants.js';
 
 /** Where an answer came from: the `source` label of responses_total. */
 export const SOURCE = { cache: 0, upstream: 1, stale: 2, local: 3 } as const;
@@ -45,11 +46,10 @@ const TRANSPORT_NAMES = ['udp', 'tcp'] as const;
  * Query types with their own `type` label value; everything else is "other", so a client
  * sending all 65536 types cannot blow up the series count (CoreDNS keeps a similar fixed list).
  */
-export const TYPE_LABELS: readonly (readonly [string, number])[] = [
-  ['A', 1], ['NS', 2], ['CNAME', 5], ['SOA', 6], ['PTR', 12], ['MX', 15], ['TXT', 16],
-  ['AAAA', 28], ['SRV', 33], ['NAPTR', 35], ['DS', 43], ['RRSIG', 46], ['DNSKEY', 48],
-  ['SVCB', 64], ['HTTPS', 65], ['IXFR', 251], ['AXFR', 252], ['ANY', 255], ['CAA', 257],
-];
+export const TYPE_LABELS: readonly (readonly [string, number])[] = ([
+  'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'NAPTR', 'DS', 'RRSIG', 'DNSKEY',
+  'SVCB', 'HTTPS', 'IXFR', 'AXFR', 'ANY', 'CAA',
+] as const).map((n: TypeName) => [n, TYPE[n]] as const);
 const TYPE_NAMES: readonly string[] = [...TYPE_LABELS.map(([n]) => n), 'other'];
 const N_TYPES = TYPE_NAMES.length;
 /** qtype → index into TYPE_NAMES; built once, read with `qtype & 0xffff` on the hot path. */
@@ -63,10 +63,7 @@ const TYPE_INDEX: Uint8Array = (() => {
  * Response codes with their own `rcode` label value (RFC 1035 §4.1.1, RFC 6891 §9 for BADVERS,
  * which needs the OPT record's extended bits, hence a 12-bit table); the rest are "other".
  */
-const RCODE_LABELS: readonly (readonly [string, number])[] = [
-  ['NOERROR', 0], ['FORMERR', 1], ['SERVFAIL', 2], ['NXDOMAIN', 3], ['NOTIMP', 4],
-  ['REFUSED', 5], ['BADVERS', 16],
-];
+const RCODE_LABELS: readonly (readonly [string, number])[] = Object.entries(RCODE);
 const RCODE_NAMES: readonly string[] = [...RCODE_LABELS.map(([n]) => n), 'other'];
 const N_RCODES = RCODE_NAMES.length;
 const RCODE_INDEX: Uint8Array = (() => {

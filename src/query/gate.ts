@@ -20,8 +20,10 @@
  * fills (re-deriving a verdict is cheap), buckets are swept when there are too many (a bucket not
  * touched for burst/qps seconds is full again, so forgetting it changes nothing).
  */
-import { parseCidr, type Config } from '../config/load.js';
-import { FLAG, type Query } from '../dns/wire.js';
+import { parseCidr } from '../net/address.js';
+import { type Config } from '../config/schema.js';
+import { type Query } from '../dns/wire.js';
+import { FLAG, RCODE } from '../dns/constants.js';
 import { truncated } from '../dns/reply.js';
 
 /** Gate verdicts besides an rcode (> 0): allow, drop silently, answer with an empty TC reply. */
@@ -33,7 +35,6 @@ export const GATE_DROP = -1;
  */
 export const GATE_TC = -2;
 
-const REFUSED = 5;
 
 /** Access control and rate limiting, decided per client address: what the query handler asks. */
 export interface GateCheck {
@@ -305,11 +306,11 @@ export class Gate implements GateCheck {
     const acl = new Acl(o.allow);
     // Decide the fast path once: an allow-everything list is no check at all.
     this.acl = acl.allowsAll ? null : acl;
-    this.aclVerdict = o.aclAction === 'drop' ? GATE_DROP : REFUSED;
+    this.aclVerdict = o.aclAction === 'drop' ? GATE_DROP : RCODE.REFUSED;
     const r = o.rate;
     this.limiter = r && r.enabled ? new RateLimiter({ qps: r.qps, burst: r.burst, maxBuckets: o.maxBuckets, now: o.now }) : null;
     this.rateAction = r ? r.action : 'refuse';
-    this.rateVerdict = this.rateAction === 'drop' ? GATE_DROP : this.rateAction === 'tc' ? GATE_TC : REFUSED;
+    this.rateVerdict = this.rateAction === 'drop' ? GATE_DROP : this.rateAction === 'tc' ? GATE_TC : RCODE.REFUSED;
     this.memoSize = o.memoSize ?? 65_536;
   }
 

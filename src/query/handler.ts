@@ -8,7 +8,8 @@
  * It never throws: every failure becomes an rcode. Cache hits are answered synchronously from
  * raw bytes; misses return a promise. Identical misses in flight share one upstream exchange.
  */
-import { parseQuery, questionName, buildErrorReply, RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN, type Query } from '../dns/wire.js';
+import { parseQuery, questionName, buildErrorReply, type Query } from '../dns/wire.js';
+import { RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN } from '../dns/constants.js';
 import { rewriteQuery, toCanonicalName } from './alias.js';
 import { Router, type Route } from './router.js';
 import { UpstreamPool, type ExchangeResult } from '../upstream/pool.js';

@@ -21,7 +21,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { UpstreamPool, Transport, type ExchangeResult } from '../upstream/pool.js';
-import { buildQuestion, buildUpstreamQuery, HEADER_LEN } from '../dns/wire.js';
+import { buildQuestion, buildUpstreamQuery } from '../dns/wire.js';
+import { HEADER_LEN } from '../dns/constants.js';
 
 /** The suffix of recursor probe names (an unregistered TLD-like label: the root answers NXDOMAIN). */
 export const LOOP_PROBE_ZONE = 'cdp-loop-check';

@@ -11,7 +11,8 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomFillSync } from 'node:crypto';
-import { FLAG, HEADER_LEN, RCODE, scanReply, sameQuestion, buildUpstreamQuery, type ReplyLayout } from '../dns/wire.js';
+import { scanReply, sameQuestion, buildUpstreamQuery, type ReplyLayout } from '../dns/wire.js';
+import { FLAG, HEADER_LEN, RCODE } from '../dns/constants.js';
 
 export interface UpstreamAddress { host: string; port: number }
 

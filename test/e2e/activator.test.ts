@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { TYPE } from '../../src/dns/wire.js';
+import { TYPE } from '../../src/dns/constants.js';
 import { queryMessage, tcpFrame } from '../support/query.js';
 import { startActivator, type ChildLine } from '../support/activator.js';
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { TYPE } from '../../src/dns/wire.js';
+import { TYPE } from '../../src/dns/constants.js';
 import { queryMessage } from '../support/query.js';
 import { udpLoad, PipelinedTcpClient, summarize } from '../support/load.js';
 import { freePort } from '../support/proc.js';

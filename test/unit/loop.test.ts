@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { LoopGuard, LoopedPool, LOOP_PROBE_ZONE } from '../../src/query/loop-guard.js';
 import { UpstreamPool, Transport, type PoolOptions } from '../../src/upstream/pool.js';
-import { parseQuery, buildQuestion, RCODE } from '../../src/dns/wire.js';
+import { parseQuery, buildQuestion } from '../../src/dns/wire.js';
+import { RCODE } from '../../src/dns/constants.js';
 
 const HINFO = 13;
 const POOL_OPTS: PoolOptions = {

@@ -11,7 +11,8 @@ import type { ResponseCache } from '../../src/cache/answer-cache.js';
 import { Router, type Route } from '../../src/query/router.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/log.js';
-import { scanReply, questionName, RCODE, FLAG, TYPE, EDE, EDNS_OPTION_EDE, type Query } from '../../src/dns/wire.js';
+import { scanReply, questionName, type Query } from '../../src/dns/wire.js';
+import { RCODE, FLAG, TYPE, EDE, EDNS_OPTION_EDE } from '../../src/dns/constants.js';
 import { decodeMessage, encodeMessage, type Message, type Record as RR } from '../../src/dns/message.js';
 import type { UpstreamPool, ExchangeResult, FailureReason } from '../../src/upstream/pool.js';
 

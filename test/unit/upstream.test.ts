@@ -25,7 +25,8 @@ import {
   type Answer,
   type Failure,
 } from '../../src/upstream/pool.js';
-import { FLAG, HEADER_LEN, RCODE, TYPE, buildOpt, buildQuestion, parseQuery } from '../../src/dns/wire.js';
+import { buildOpt, buildQuestion, parseQuery } from '../../src/dns/wire.js';
+import { FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
 import { waitFor } from '../support/wait.js';
 
 const PROBE_QUESTION = buildQuestion('consul.', TYPE.SOA);

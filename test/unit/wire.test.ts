@@ -11,25 +11,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import dns2 from 'dns2';
-import {
-  CLASS_IN,
-  EDE,
-  EDNS_OPTION_EDE,
-  FLAG,
-  HEADER_LEN,
-  RCODE,
-  TYPE,
-  buildErrorReply,
-  buildOpt,
-  buildQuestion,
-  buildUpstreamQuery,
-  parseQuery,
-  questionName,
-  sameQuestion,
-  scanReply,
-  type ParseOutcome,
-  type Query,
-} from '../../src/dns/wire.js';
+import { buildErrorReply, buildOpt, buildQuestion, buildUpstreamQuery, parseQuery, questionName, sameQuestion, scanReply, type ParseOutcome, type Query } from '../../src/dns/wire.js';
+import { CLASS_IN, EDE, EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
 
 const CORPUS = new URL('../../../test/fixtures/corpus/', import.meta.url);
 function corpus(dir: 'replies-bind' | 'queries-dig'): Map<string, Buffer> {
