@@ -136,10 +136,26 @@ export const DEFAULTS: Config = deepFreeze({
 });
 
 /**
- * Keys a reload (SIGHUP) cannot change: the sockets are bound once at start. A reload whose
- * file changes one of these warns and keeps the running value; a restart applies it.
+ * Keys a reload (SIGHUP) cannot change, with the warning a reload that changes one logs: the
+ * sockets are bound and the logger is made once at start. The running value is kept; a restart
+ * applies the new one. Every other key takes effect on reload.
  */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['listen', 'admin.listen']);
+export const RESTART_ONLY_KEYS: Readonly<Record<string, string>> = Object.freeze({
+  listen: 'listen addresses change only on restart',
+  'metrics.listen': 'the metrics listen address changes only on restart',
+  'log.level': 'the log level changes only on restart',
+});
+
+/** The restart-only keys whose value differs between `running` and `next`, with the running value. */
+export function restartOnlyChanges(running: Config, next: Config): { key: string; running: unknown; warning: string }[] {
+  const at = (c: Config, key: string): unknown => key.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown>)[k], c);
+  const out: { key: string; running: unknown; warning: string }[] = [];
+  for (const [key, warning] of Object.entries(RESTART_ONLY_KEYS)) {
+    const value = at(running, key);
+    if (JSON.stringify(value) !== JSON.stringify(at(next, key))) out.push({ key, running: value, warning });
+  }
+  return out;
+}
 
 export function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {

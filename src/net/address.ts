@@ -87,51 +87,23 @@ export function tryParseCidr(s: string): Cidr | undefined {
 const scratch = new Uint8Array(16);
 
 /**
- * Whether `address` is inside `cidr`. An IPv4-mapped IPv6 address (::ffff:10.1.2.3, what a dual
- * stack socket reports for an IPv4 client) matches IPv4 networks, and an IPv4 address matches IPv6
- * networks that contain its mapped form (::/0, ::ffff:0:0/96). Not an address: false.
- * Parses the address into a reused buffer; a hot path should still pass a pre-parsed Cidr.
+ * Parses an address into four 32-bit words, for per-query prefix tests without allocation:
+ * 4 for IPv4, and for IPv4-mapped IPv6 (what a dual-stack socket reports for an IPv4 client), with
+ * the IPv4 address in w[3] and w = ::ffff:a.b.c.d; 6 for other IPv6; 0 for neither. A %zone is
+ * ignored.
  */
-export function cidrContains(cidr: Cidr | string, address: string): boolean {
-  const c = typeof cidr === 'string' ? parseCidr(cidr) : cidr;
+export function parseIpWords(address: string, w: Uint32Array): 0 | 4 | 6 {
   const family = parseIpInto(address, scratch);
-  if (family === 0) return false;
-  if (c.family === 4) {
-    if (family === 4) return prefixEqual(c.bytes, scratch, 0, c.prefix);
-    return isMapped(scratch) && prefixEqual(c.bytes, scratch, 12, c.prefix);
+  if (family === 0) return 0;
+  if (family === 4) {
+    w[0] = 0; w[1] = 0; w[2] = 0xffff;
+    w[3] = ((scratch[0]! << 24) | (scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!) >>> 0;
+    return 4;
   }
-  if (family === 4) toMapped(scratch);
-  return prefixEqual(c.bytes, scratch, 0, c.prefix);
-}
-
-/**
- * A membership test over several networks (an ACL): the address is parsed once per call, then
- * compared with each network. Meant to be built once at start; the per-call cost is the parse.
- */
-export function cidrMatcher(cidrs: readonly (Cidr | string)[]): (address: string) => boolean {
-  const v4 = cidrs.map((c) => (typeof c === 'string' ? parseCidr(c) : c)).filter((c) => c.family === 4);
-  const v6 = cidrs.map((c) => (typeof c === 'string' ? parseCidr(c) : c)).filter((c) => c.family === 6);
-  const addr = new Uint8Array(16);
-  return (address) => {
-    const family = parseIpInto(address, addr);
-    if (family === 0) return false;
-    if (family === 4 || isMapped(addr)) {
-      const offset = family === 4 ? 0 : 12;
-      for (const c of v4) if (prefixEqual(c.bytes, addr, offset, c.prefix)) return true;
-      if (v6.length === 0) return false;
-      if (family === 4) toMapped(addr);
-    }
-    for (const c of v6) if (prefixEqual(c.bytes, addr, 0, c.prefix)) return true;
-    return false;
-  };
-}
-
-function prefixEqual(net: Uint8Array, addr: Uint8Array, offset: number, prefix: number): boolean {
-  for (let bit = 0; bit < prefix; bit += 8) {
-    const mask = prefix - bit >= 8 ? 0xff : (0xff << (8 - (prefix - bit))) & 0xff;
-    if (((net[bit >> 3]! ^ addr[offset + (bit >> 3)]!) & mask) !== 0) return false;
+  for (let k = 0; k < 4; k++) {
+    w[k] = ((scratch[4 * k]! << 24) | (scratch[4 * k + 1]! << 16) | (scratch[4 * k + 2]! << 8) | scratch[4 * k + 3]!) >>> 0;
   }
-  return true;
+  return w[0] === 0 && w[1] === 0 && w[2] === 0xffff ? 4 : 6;
 }
 
 export function isMapped(b: Uint8Array): boolean {
@@ -152,7 +124,7 @@ function parseIpInto(s: string, out: Uint8Array): 0 | 4 | 6 {
   return parseV6(s, out) ? 6 : 0;
 }
 
-/** Dotted quad, walked by character: cidrContains runs per query and should not allocate. */
+/** Dotted quad, walked by character: the ACL parses every client address and should not allocate. */
 function parseV4(s: string, out: Uint8Array, offset: number): boolean {
   let part = 0;
   let digits = 0;

@@ -20,7 +20,7 @@
  * fills (re-deriving a verdict is cheap), buckets are swept when there are too many (a bucket not
  * touched for burst/qps seconds is full again, so forgetting it changes nothing).
  */
-import { parseCidr } from '../net/address.js';
+import { parseCidr, parseIpWords } from '../net/address.js';
 import { type Config } from '../config/schema.js';
 import { type Query } from '../dns/wire.js';
 import { FLAG, RCODE } from '../dns/constants.js';
@@ -46,80 +46,6 @@ export interface GateCheck {
 export interface GateCounters {
   acl: { refuse: number; drop: number };
   ratelimited: { refuse: number; drop: number; tc: number };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Address parsing into 32-bit words (no allocation beyond the result array, reused by callers).
-
-/** Dotted quad → unsigned 32-bit number, or -1. Strict: four decimal parts 0-255, no leading '+'. */
-export function parseV4(s: string, start = 0, end = s.length): number {
-  let v = 0, part = 0, digits = 0, dots = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 0x2e) {
-      if (digits === 0 || ++dots > 3) return -1;
-      v = v * 256 + part; part = 0; digits = 0;
-    } else if (c >= 0x30 && c <= 0x39) {
-      part = part * 10 + (c - 0x30);
-      if (++digits > 3 || part > 255) return -1;
-    } else return -1;
-  }
-  if (dots !== 3 || digits === 0) return -1;
-  return (v * 256 + part) >>> 0;
-}
-
-/**
- * An IPv6 literal (RFC 4291 §2.2, with an optional trailing dotted quad and %zone) → four 32-bit
- * words in `out`. Returns false when it is not one.
- */
-export function parseV6(s: string, out: Uint32Array): boolean {
-  const pct = s.indexOf('%');
-  const str = pct >= 0 ? s.slice(0, pct) : s;
-  const groups: number[] = [];
-  let gap = -1;
-  let i = 0;
-  const n = str.length;
-  if (n < 2) return false;
-  if (str.startsWith('::')) { gap = 0; i = 2; }
-  while (i < n) {
-    // A dotted quad may end the address (::ffff:10.0.0.1).
-    let j = i;
-    let hex = 0, len = 0;
-    while (j < n) {
-      const c = str.charCodeAt(j);
-      const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1;
-      if (d < 0) break;
-      hex = hex * 16 + d; len++; j++;
-    }
-    if (j < n && str.charCodeAt(j) === 0x2e) {
-      const v4 = parseV4(str, i, n);
-      if (v4 < 0 || groups.length > 6) return false;
-      groups.push(v4 >>> 16, v4 & 0xffff);
-      i = n;
-      break;
-    }
-    if (len === 0 || len > 4) return false;
-    groups.push(hex);
-    i = j;
-    if (i === n) break;
-    if (str.charCodeAt(i) !== 0x3a) return false;
-    i++;
-    if (i < n && str.charCodeAt(i) === 0x3a) {
-      if (gap >= 0) return false;
-      gap = groups.length;
-      i++;
-    } else if (i === n) return false; // trailing single ':'
-  }
-  if (gap < 0 ? groups.length !== 8 : groups.length > 7) return false;
-  const full = new Array<number>(8).fill(0);
-  if (gap < 0) for (let k = 0; k < 8; k++) full[k] = groups[k]!;
-  else {
-    for (let k = 0; k < gap; k++) full[k] = groups[k]!;
-    const tail = groups.length - gap;
-    for (let k = 0; k < tail; k++) full[8 - tail + k] = groups[gap + k]!;
-  }
-  for (let k = 0; k < 4; k++) out[k] = ((full[2 * k]! << 16) | full[2 * k + 1]!) >>> 0;
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,7 +105,7 @@ export class Acl {
 
   /** Any address string (IPv4, IPv6, IPv4-mapped IPv6). Not an address: false. */
   allows(address: string): boolean {
-    const c = classify(address, WORDS);
+    const c = parseIpWords(address, WORDS);
     if (c === 4) return this.allows4(WORDS[3]!);
     if (c === 6) return this.allows6(WORDS);
     return false;
@@ -188,18 +114,6 @@ export class Acl {
 
 const MAPPED = new Uint32Array([0, 0, 0xffff, 0]);
 const WORDS = new Uint32Array(4);
-
-/**
- * Parses an address into `w`: 4 for IPv4 (including IPv4-mapped IPv6, what a dual-stack socket
- * reports for an IPv4 client; the address is then in w[3]), 6 for IPv6, 0 for neither.
- */
-function classify(address: string, w: Uint32Array): 0 | 4 | 6 {
-  const v4 = parseV4(address);
-  if (v4 >= 0) { w[3] = v4; return 4; }
-  if (!parseV6(address, w)) return 0;
-  if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) return 4;
-  return 6;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Rate limiting
@@ -268,7 +182,7 @@ export class RateLimiter {
 
 /** The rate-limit key of an address: the IPv4 address itself, or the IPv6 /64 as "hhhhhhhh:hhhhhhhh::/64". */
 export function rateKey(address: string): string | null {
-  const c = classify(address, WORDS);
+  const c = parseIpWords(address, WORDS);
   if (c === 4) {
     const a = WORDS[3]!;
     return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;

@@ -12,7 +12,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
-import { cidrContains, cidrMatcher, formatHostPort, parseCidr, parseHostPort } from '../../src/net/address.js';
+import { formatHostPort, parseCidr, parseHostPort } from '../../src/net/address.js';
+import { Acl } from '../../src/query/gate.js';
 import { expandResolvConf } from '../../src/net/resolv-conf.js';
 import { DEFAULTS } from '../../src/config/schema.js';
 import { parseProbe } from '../../src/config/checks.js';
@@ -511,7 +512,7 @@ test('parseHostPort and formatHostPort', () => {
   assert.equal(formatHostPort({ host: '10.0.0.1', port: 53 }), '10.0.0.1:53');
 });
 
-test('parseCidr and cidrContains (IPv4-mapped IPv6 included)', () => {
+test('parseCidr and the ACL matcher (IPv4-mapped IPv6 included)', () => {
   assert.deepEqual(parseCidr('10.1.2.3/8'), { family: 4, bytes: Buffer.from([10, 0, 0, 0]), prefix: 8 });
   assert.deepEqual(parseCidr('192.0.2.1'), { family: 4, bytes: Buffer.from([192, 0, 2, 1]), prefix: 32 });
   const v6 = parseCidr('fe80::1/10');
@@ -533,23 +534,22 @@ test('parseCidr and cidrContains (IPv4-mapped IPv6 included)', () => {
     ['0.0.0.0/0', 'not-an-ip', false], ['10.0.0.0/8', '', false],
   ];
   for (const [net4or6, address, expected] of cases) {
-    assert.equal(cidrContains(net4or6, address), expected, `${address} in ${net4or6}`);
-    assert.equal(cidrContains(parseCidr(net4or6), address), expected, `${address} in parsed ${net4or6}`);
-    assert.equal(cidrMatcher([net4or6])(address), expected, `${address} in matcher of ${net4or6}`);
+    assert.equal(new Acl([net4or6]).allows(address), expected, `${address} in ${net4or6}`);
   }
 });
 
-test('cidrMatcher over the default ACL agrees with cidrContains', () => {
-  const allowed = cidrMatcher(DEFAULTS.acl.allow);
+test('the ACL over the default allow list agrees with its networks one by one', () => {
+  const acl = new Acl(DEFAULTS.acl.allow);
+  const allowed = (a: string): boolean => acl.allows(a);
   const addresses = ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.1', '10.1.1.1', '::ffff:10.1.1.1', '172.20.0.1',
     '192.168.1.1', '100.64.0.1', '169.254.1.1', 'fd00::1', 'fe80::1%eth0', '8.8.8.8', '::ffff:8.8.8.8', '2001:db8::1',
     '172.32.0.1', '100.128.0.1', '::', '0.0.0.0', '01.2.3.4', '1.2.3', 'garbage'];
   for (const a of addresses) {
-    assert.equal(allowed(a), DEFAULTS.acl.allow.some((c) => cidrContains(c, a)), a);
+    assert.equal(allowed(a), DEFAULTS.acl.allow.some((c) => new Acl([c]).allows(a)), a);
   }
   assert.equal(allowed('8.8.8.8'), false);
   assert.equal(allowed('::ffff:10.1.1.1'), true);
-  assert.equal(cidrMatcher(['0.0.0.0/0', '::/0'])('2001:db8::1'), true);
+  assert.equal(new Acl(['0.0.0.0/0', '::/0']).allows('2001:db8::1'), true);
 });
 
 test('expandResolvConf: nameservers on port 53 minus our own addresses', () => {
