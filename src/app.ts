@@ -25,6 +25,7 @@ import { buildQuestion } from './dns/wire.js';
 import { TYPE } from './dns/constants.js';
 import type { Logger } from './observability/log.js';
 import { VERSION } from './version.js';
+import { serviceKey } from './consul/service-key.js';
 
 export interface App {
   udpAddresses: string[];
@@ -67,7 +68,6 @@ interface Built {
 function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: () => void): { cache: AnswerCache; watcher: HealthWatcher } {
   const c = config.cache;
   const liveSince = new Map<string, number>();
-  const k = (service: string, dc?: string) => (dc ? `${service}@${dc}` : service);
   let cache: AnswerCache | null = null;
   const watcher = new HealthWatcher({
     httpUrls: config.consul.http, token: config.consul.token || undefined, tls: config.consul.tls,
@@ -82,14 +82,14 @@ function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: 
       metrics.invalidationLag(Math.max(0, Date.now() - d.receivedAt) / 1000);
     },
     onLiveChange: (service, live, dc) => {
-      if (live) liveSince.set(k(service, dc), Date.now());
-      else liveSince.delete(k(service, dc));
+      if (live) liveSince.set(serviceKey(service, dc), Date.now());
+      else liveSince.delete(serviceKey(service, dc));
     },
   });
   const view: WatchView = {
     ensure: (s, dc) => watcher.ensure(s, dc),
     touch: (s, dc) => watcher.touch(s, dc),
-    liveSince: (s, dc) => liveSince.get(k(s, dc)) ?? 0,
+    liveSince: (s, dc) => liveSince.get(serviceKey(s, dc)) ?? 0,
   };
   const stale = typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;
   cache = new AnswerCache({

@@ -29,6 +29,7 @@ import { FLAG, RCODE, TYPE } from '../dns/constants.js';
 import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
 import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
+import { serviceKey } from '../consul/service-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
 import { MAX_ROTATIONS, Slab, buildVariant, hitOptions, pick, renderHit, type HitOptions, type Rendering, type Variant } from './render.js';
 import type { ExchangeResult } from '../upstream/pool.js';
@@ -135,10 +136,6 @@ export function cacheableTtl(layout: ReplyLayout, negativeMaxTtl: number): numbe
   if (layout.negTtl < 0) return -1;                            // NXDOMAIN/NODATA without SOA: not cacheable (RFC 2308 §5).
   const neg = Math.min(layout.negTtl, negativeMaxTtl);         // RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped by config.
   return neg > 0 ? neg : -1;                                   // Consul's SOA MINIMUM 0: "no healthy instance" must never stick.
-}
-
-function serviceKey(service: string, dc: string | undefined): string {
-  return dc ? `${service}@${dc}` : service;
 }
 
 export class AnswerCache implements ResponseCache {

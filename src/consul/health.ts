@@ -35,6 +35,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { serviceKey } from './service-key.js';
 
 type LogFn = (...args: unknown[]) => void;
 
@@ -169,11 +170,6 @@ export function backoffDelay(failures: number, baseMs: number, maxMs: number, ra
   return d / 2 + random() * (d / 2);
 }
 
-/** Map key of a watch: the service name, or `service@dc` for an explicit datacenter. */
-export function watchKey(service: string, dc?: string): string {
-  return dc ? `${service}@${dc}` : service;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The engine
 
@@ -296,7 +292,7 @@ export class HealthWatcher {
 
   /** On a cache miss of a service lookup: start the watch if none runs (unless over maxWatches). */
   ensure(service: string, dc?: string): void {
-    const key = dc ? watchKey(service, dc) : service;
+    const key = serviceKey(service, dc);
     const w = this.watches.get(key);
     if (w) { w.used = true; return; }
     if (this.stopped) return;
@@ -320,17 +316,17 @@ export class HealthWatcher {
 
   /** Query activity (cache hit): keeps the watch from going idle. A map lookup and a property write. */
   touch(service: string, dc?: string): void {
-    const w = this.watches.get(dc ? watchKey(service, dc) : service);
+    const w = this.watches.get(serviceKey(service, dc));
     if (w !== undefined) w.used = true;
   }
 
   /** True once the watch's first reply arrived and while its last round did not fail. */
   isLive(service: string, dc?: string): boolean {
-    const w = this.watches.get(dc ? watchKey(service, dc) : service);
+    const w = this.watches.get(serviceKey(service, dc));
     return w !== undefined && w.live;
   }
 
-  /** Visible (DNS) instances per watched service, keyed by watchKey(); for the instances gauge. */
+  /** Visible (DNS) instances per watched service, keyed by serviceKey(); for the instances gauge. */
   instanceCounts(): Map<string, number> {
     const m = new Map<string, number>();
     for (const w of this.watches.values()) if (w.gotReply) m.set(w.key, w.instances);

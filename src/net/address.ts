@@ -236,7 +236,12 @@ export function isUnspecified(s: string): boolean {
   return b !== undefined && (b.every((v) => v === 0) || (isMapped(b) && b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0));
 }
 
-export function isLoopback(s: string): boolean {
+/**
+ * True for loopback addresses: 127.0.0.0/8, ::1 and IPv4-mapped 127.x (what a dual-stack socket
+ * reports for an IPv4 client). Anything unparsable, or missing, is not loopback.
+ */
+export function isLoopback(s: string | undefined | null): boolean {
+  if (typeof s !== 'string') return false;
   const b = ip16(s);
   if (b === undefined) return false;
   if (isMapped(b)) return b[12] === 127; // 127.0.0.0/8 (RFC 1122 §3.2.1.3)

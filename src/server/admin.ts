@@ -17,8 +17,8 @@
  */
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIPv4 } from 'node:net';
 import type { Metrics } from '../observability/metrics.js';
+import { formatHostPort, isLoopback } from '../net/address.js';
 
 type LogFn = (obj: object, msg?: string) => void;
 
@@ -57,21 +57,6 @@ export class AdminError extends Error {
 // Query parameters longer than any DNS name (255 octets in presentation form with escapes, RFC
 // 1035 §3.1) are refused rather than handed to the cache.
 const MAX_PARAM = 1024;
-
-/**
- * True for loopback peers: 127.0.0.0/8, ::1 and IPv4-mapped 127.x (what a dual-stack socket
- * reports for an IPv4 client). Anything unparsable is not loopback.
- */
-export function isLoopback(addr: string | undefined | null): boolean {
-  if (typeof addr !== 'string' || addr.length === 0) return false;
-  let a = addr.toLowerCase();
-  const pct = a.indexOf('%'); // zone id, e.g. fe80::1%eth0
-  if (pct >= 0) a = a.slice(0, pct);
-  if (a === '::1' || a === '0:0:0:0:0:0:0:1') return true;
-  if (a.startsWith('::ffff:')) a = a.slice(7);
-  else if (a.startsWith('0:0:0:0:0:ffff:')) a = a.slice(15);
-  return isIPv4(a) && a.startsWith('127.');
-}
 
 function send(res: ServerResponse, status: number, body: string, type: string, extra?: Record<string, string>): void {
   res.writeHead(status, {
@@ -176,7 +161,7 @@ async function handle(hooks: AdminHooks, req: IncomingMessage, res: ServerRespon
 function formatAddress(server: Server): string {
   const a = server.address();
   if (a === null || typeof a === 'string') return String(a);
-  return a.family === 'IPv6' || a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  return formatHostPort({ host: a.address, port: a.port });
 }
 
 /** Start the admin listener; resolves once bound, rejects with AdminError if it cannot bind. */

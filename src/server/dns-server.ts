@@ -10,6 +10,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { QueryHandler } from '../query/handler.js';
 import type { Logger } from '../observability/log.js';
+import { formatHostPort } from '../net/address.js';
 
 export interface ListenAddress { host: string; port: number }
 
@@ -24,10 +25,6 @@ export interface TcpLimits {
 export interface ServerCounters {
   tcpConnections: number;
   tcpRejected: Record<'max_connections' | 'max_per_client', number>;
-}
-
-function fmt(host: string, port: number): string {
-  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 export class DnsServer {
@@ -53,7 +50,7 @@ export class DnsServer {
       });
       const port = (srv.address() as net.AddressInfo).port;
       this.tcp.push(srv);
-      this.tcpAddresses.push(fmt(a.host, port));
+      this.tcpAddresses.push(formatHostPort({ host: a.host, port }));
       const sock = dgram.createSocket({ type: net.isIPv6(a.host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(a.host) });
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject);
@@ -62,7 +59,7 @@ export class DnsServer {
       sock.on('error', (err) => this.log.warn({ err }, 'udp socket error'));
       sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
       this.udp.push(sock);
-      this.udpAddresses.push(fmt(a.host, port));
+      this.udpAddresses.push(formatHostPort({ host: a.host, port }));
     }
   }
 

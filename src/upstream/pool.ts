@@ -13,6 +13,7 @@ import net from 'node:net';
 import { randomFillSync } from 'node:crypto';
 import { scanReply, sameQuestion, buildUpstreamQuery, type ReplyLayout } from '../dns/wire.js';
 import { FLAG, HEADER_LEN, RCODE } from '../dns/constants.js';
+import { formatHostPort } from '../net/address.js';
 
 export interface UpstreamAddress { host: string; port: number }
 
@@ -270,7 +271,7 @@ class Upstream {
   readonly family: 4 | 6;
   constructor(readonly host: string, readonly port: number) {
     this.family = net.isIPv6(host) ? 6 : 4;
-    this.label = this.family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+    this.label = formatHostPort({ host, port });
     this.tcp = new TcpConnection(host, port);
   }
 }

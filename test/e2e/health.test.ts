@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSim } from '../support/consul-sim/index.js';
 import { waitFor } from '../support/wait.js';
-import { HealthWatcher, dnsView, dnsWeight, backoffDelay, watchKey, type WatchOptions } from '../../src/consul/health.js';
+import { HealthWatcher, dnsView, dnsWeight, backoffDelay, type WatchOptions } from '../../src/consul/health.js';
+import { serviceKey } from '../../src/consul/service-key.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -203,8 +204,8 @@ test('backoffDelay: exponential, capped, jittered within [d/2, d]', () => {
   assert.equal(backoffDelay(3, 100, 1000, () => 0), 200);
   assert.equal(backoffDelay(20, 100, 1000, () => 0.5), 750);
   assert.equal(backoffDelay(10_000, 250, 30_000, () => 1), 30_000);
-  assert.equal(watchKey('web'), 'web');
-  assert.equal(watchKey('web', 'dc2'), 'web@dc2');
+  assert.equal(serviceKey('web'), 'web');
+  assert.equal(serviceKey('web', 'dc2'), 'web@dc2');
 });
 
 // ---------------------------------------------------------------------------------------------

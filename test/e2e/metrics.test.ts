@@ -21,7 +21,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   Metrics, MetricsError, SOURCE, TRANSPORT, PREFIX, DROPPED_DEFAULT_METRICS, MAX_SERVICE_LABELS, foldServices,
 } from '../../src/observability/metrics.js';
-import { startAdmin, createAdminHandler, isLoopback, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
+import { startAdmin, createAdminHandler, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
+import { isLoopback } from '../../src/net/address.js';
 
 const ROOT = new URL('../../../', import.meta.url);
 const README = new URL('README.md', ROOT);

@@ -7,7 +7,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { startAdmin, createAdminHandler, isLoopback, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
+import { isLoopback } from '../../src/net/address.js';
+import { startAdmin, createAdminHandler, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
 import { Metrics, PREFIX } from '../../src/observability/metrics.js';
 
 interface Reply { status: number; headers: http.IncomingHttpHeaders; body: string }

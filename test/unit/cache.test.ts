@@ -16,7 +16,7 @@ import { QueryHandler } from '../../src/query/handler.js';
 import { Router, type Route } from '../../src/query/router.js';
 import type { UpstreamPool, ExchangeResult } from '../../src/upstream/pool.js';
 import { createLogger } from '../../src/observability/log.js';
-import { watchKey } from '../../src/consul/health.js';
+import { serviceKey } from '../../src/consul/service-key.js';
 
 // ---- builders ---------------------------------------------------------------------------------
 
@@ -90,9 +90,9 @@ class FakeWatch implements WatchView {
   live = new Map<string, number>();
   ensured: string[] = [];
   touched: string[] = [];
-  ensure(s: string, dc?: string) { this.ensured.push(watchKey(s, dc)); }
-  touch(s: string, dc?: string) { this.touched.push(watchKey(s, dc)); }
-  liveSince(s: string, dc?: string) { return this.live.get(watchKey(s, dc)) ?? 0; }
+  ensure(s: string, dc?: string) { this.ensured.push(serviceKey(s, dc)); }
+  touch(s: string, dc?: string) { this.touched.push(serviceKey(s, dc)); }
+  liveSince(s: string, dc?: string) { return this.live.get(serviceKey(s, dc)) ?? 0; }
 }
 
 const SETTINGS: CacheSettings = {
@@ -257,7 +257,7 @@ test('every form of a service lookup, under every alias, is tied to the one serv
   for (const [name, t, spec] of forms) assert.ok(s.miss(name, t, spec), `${name} stored`);
   assert.ok(s.miss('janus.service.dc1.consul', TYPE.A, JANUS_A()));
   assert.ok(s.miss('web.service.consul', TYPE.A, { answers: [aRR('web.service.consul', '10.0.0.1')] }));
-  assert.deepEqual([...new Set(s.watch.ensured)].sort(), ['janus', 'janus@dc1', 'web'], 'the watch keys health.ts uses (watchKey)');
+  assert.deepEqual([...new Set(s.watch.ensured)].sort(), ['janus', 'janus@dc1', 'web'], 'the watch keys health.ts uses (serviceKey)');
   s.clock.t += 1000;
   // Alias and canonical share ONE entry: the alias hit is served from the canonical miss.
   assert.ok(s.hit('janus.service.starlings', TYPE.A), 'alias hit from the canonical entry');
