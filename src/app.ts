@@ -12,7 +12,7 @@ import { expandResolvConf } from './net/resolv-conf.js';
 import { parseProbe } from './config/checks.js';
 import os from 'node:os';
 import { Router, reverseZonesOf } from './query/router.js';
-import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream/pool.js';
+import { UpstreamSockets, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream/pool.js';
 import { QueryHandler, type QueryHandlerDeps } from './query/handler.js';
 import { DnsServer } from './server/dns-server.js';
 import { Metrics } from './observability/metrics.js';
@@ -101,7 +101,7 @@ function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: 
   return { cache, watcher };
 }
 
-async function build(config: Config, transport: Transport, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
+async function build(config: Config, transport: UpstreamSockets, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
   const observer: PoolObserver = {
     request: (pool, up, t) => { const s = metrics.upstream(pool, up); if (t === 'udp') s.requestsUdp++; else s.requestsTcp++; },
     failure: (pool, up, reason) => { metrics.upstream(pool, up).failures[reason]++; },
@@ -165,7 +165,7 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
 export async function startApp(config: Config, log: Logger): Promise<App> {
   // With no listener nobody can scrape: counting calls become no-ops (metrics.ts `enabled`).
   const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
-  const transport = new Transport();
+  const transport = new UpstreamSockets();
   let proxy: QueryHandler | null = null;
   const afterChange = () => proxy?.forgetInflight();
   let built = await build(config, transport, metrics, log, afterChange);

@@ -36,8 +36,8 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { serviceKey } from './service-key.js';
+import type { Log } from '../observability/log.js';
 
-type LogFn = (...args: unknown[]) => void;
 
 export interface WatchOptions {
   httpUrls: string[];
@@ -55,7 +55,7 @@ export interface WatchOptions {
   waitSeconds?: number;
   now?: () => number;
   random?: () => number;
-  log?: { info: LogFn; warn: LogFn; debug?: LogFn };
+  log?: Pick<Log, 'info' | 'warn'> & Partial<Pick<Log, 'debug'>>;
   onChange: (service: string, detail: { instances: number; index: number; receivedAt: number; dc?: string }) => void;
   /**
    * Optional: called when a watch becomes live (first reply, or recovery) or stops being live
@@ -224,7 +224,7 @@ export class HealthWatcher {
   private readonly eps: Endpoint[];
   private readonly now: () => number;
   private readonly random: () => number;
-  private readonly log: { info: LogFn; warn: LogFn; debug: LogFn };
+  private readonly log: Pick<Log, 'info' | 'warn' | 'debug'>;
   private readonly wait: number;
   private readonly probeWait: number;
   private readonly margin: number;

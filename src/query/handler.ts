@@ -17,7 +17,7 @@ import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
 import { renderOnce } from '../cache/render.js';
 import type { ResponseCache } from '../cache/answer-cache.js';
 import { cacheKey } from '../cache/key.js';
-import type { Metrics } from '../observability/metrics.js';
+import { SOURCE, type Metrics } from '../observability/metrics.js';
 import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
@@ -39,8 +39,6 @@ export interface QueryHandlerDeps {
   gate?: GateCheck | null;
   loop?: LoopGuard | null;
 }
-
-const SRC_CACHE = 0, SRC_UPSTREAM = 1, SRC_STALE = 2, SRC_LOCAL = 3;
 
 /**
  * What the handler derives from a question's bytes, kept for questions answered from the cache so
@@ -110,7 +108,7 @@ export class QueryHandler {
       // A source outside the ACL gets nothing, not even a FORMERR (no reflection).
       if (this.deps.gate && this.deps.gate.check(address, udp) !== 0) return null;
       metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
-      metrics.response(2, parsed.rcode, SRC_LOCAL);
+      metrics.response(2, parsed.rcode, SOURCE.local);
       return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, { udpSize: settings.maxUdpSize, ra: true });
     }
     const q = parsed.q;
@@ -148,7 +146,7 @@ export class QueryHandler {
       if (hit) {
         if (!known) this.remember(qbytes, m);
         metrics.cacheHits++;
-        metrics.response(route.zoneIndex, hit[3]! & 0xf, SRC_CACHE);
+        metrics.response(route.zoneIndex, hit[3]! & 0xf, SOURCE.cache);
         if (settings.logQueries) this.deps.log.info({ client: address, name: q.name, type: q.qtype, rcode: hit[3]! & 0xf, source: 'cache', ms: 0 }, 'query');
         return hit;
       }
@@ -189,17 +187,17 @@ export class QueryHandler {
       const stale = this.deps.cache?.stale(key, q, buf, route, udp);
       if (stale) {
         metrics.servedStale++;
-        metrics.response(route.zoneIndex, stale[3]! & 0xf, SRC_STALE);
+        metrics.response(route.zoneIndex, stale[3]! & 0xf, SOURCE.stale);
         return stale;
       }
-      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SRC_LOCAL);
+      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SOURCE.local);
       // RFC 8914: 22 No Reachable Authority when nobody answered in time, 23 Network Error otherwise.
       const ede = r.failure === 'timeout'
         ? { code: EDE.NO_REACHABLE_AUTHORITY, text: `no reply from ${route.pool} upstreams` }
         : { code: EDE.NETWORK_ERROR, text: `${route.pool} upstreams failed: ${r.failure}` };
       return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true, ede });
     }
-    metrics.response(route.zoneIndex, r.layout.rcode, SRC_UPSTREAM);
+    metrics.response(route.zoneIndex, r.layout.rcode, SOURCE.upstream);
     // The rendering the cache just made is exactly what later hits will send: send that.
     const cached = stored ? this.deps.cache!.peek(key, q, buf, route, udp) : null;
     if (cached) return cached;
@@ -214,7 +212,7 @@ export class QueryHandler {
         putQuestion(body, buf, q);
         return finish(body, q, flags, fin);
       }
-      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SRC_LOCAL);
+      metrics.response(route.zoneIndex, RCODE.SERVFAIL, SOURCE.local);
       return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true });
     }
     const body = stripped === r.reply ? Buffer.from(stripped) : stripped; // the reply buffer is shared by coalesced waiters
@@ -253,7 +251,7 @@ export class QueryHandler {
 
   /** Our own error reply (REFUSED, FORMERR, ...), counted as a local answer. */
   private errorReply(buf: Buffer, q: Query, rcode: number, zoneIndex: number): Buffer {
-    this.deps.metrics.response(zoneIndex, rcode, SRC_LOCAL);
+    this.deps.metrics.response(zoneIndex, rcode, SOURCE.local);
     return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
   }
 }

@@ -20,21 +20,16 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { UpstreamPool, Transport, type ExchangeResult } from '../upstream/pool.js';
+import { UpstreamPool, UpstreamSockets, type ExchangeResult } from '../upstream/pool.js';
 import { buildQuestion, buildUpstreamQuery } from '../dns/wire.js';
 import { HEADER_LEN } from '../dns/constants.js';
+import type { Log } from '../observability/log.js';
 
 /** The suffix of recursor probe names (an unregistered TLD-like label: the root answers NXDOMAIN). */
 export const LOOP_PROBE_ZONE = 'cdp-loop-check';
 /** HINFO (RFC 1035 §3.3.2), what CoreDNS's loop plugin asks. */
 const HINFO = 13;
 
-interface Log {
-  error(o: object, m?: string): void;
-  warn(o: object, m?: string): void;
-  info(o: object, m?: string): void;
-  debug(o: object, m?: string): void;
-}
 
 export interface LoopTarget {
   pool: string;
@@ -81,7 +76,7 @@ const INERT_OPTIONS = {
   probeQuestion: Buffer.from([0, 0, 2, 0, 1]), udpSize: 512, maxInFlight: 0,
 };
 // Never used to send (LoopedPool overrides exchange); opens no socket until a send.
-const INERT_TRANSPORT = new Transport(1, 1);
+const INERT_TRANSPORT = new UpstreamSockets(1, 1);
 
 /**
  * One guard per configuration. `check(pools)` probes; `isProbe(name)` is the hot-path hook; when

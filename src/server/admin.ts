@@ -19,8 +19,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Metrics } from '../observability/metrics.js';
 import { formatHostPort, isLoopback } from '../net/address.js';
+import type { Log } from '../observability/log.js';
 
-type LogFn = (obj: object, msg?: string) => void;
 
 export interface AdminCache {
   count(): number;
@@ -36,7 +36,7 @@ export interface AdminHooks {
   ready: () => { ok: boolean; reason?: string; detail?: unknown };
   /** Absent when the cache is disabled: the cache endpoints then answer 404. */
   cache?: AdminCache;
-  log?: { info: LogFn; warn: LogFn };
+  log?: Pick<Log, 'info' | 'warn'>;
 }
 
 export interface AdminServer {

@@ -14,10 +14,11 @@ import { randomFillSync } from 'node:crypto';
 import { scanReply, sameQuestion, buildUpstreamQuery, type ReplyLayout } from '../dns/wire.js';
 import { FLAG, HEADER_LEN, RCODE } from '../dns/constants.js';
 import { formatHostPort } from '../net/address.js';
+import type { Log } from '../observability/log.js';
+import type { FailureReason } from '../observability/metrics.js';
 
 export interface UpstreamAddress { host: string; port: number }
 
-export type FailureReason = 'timeout' | 'servfail' | 'refused' | 'mismatch' | 'network';
 
 /** Hooks the pool calls so the metrics module can count without the pool knowing about it. */
 export interface PoolObserver {
@@ -46,7 +47,7 @@ export interface Answer { reply: Buffer; layout: ReplyLayout; upstream: string }
 export interface Failure { failure: FailureReason | 'overflow'; upstream?: string }
 export type ExchangeResult = Answer | Failure;
 
-interface Logger { info(o: object, m?: string): void; warn(o: object, m?: string): void; debug(o: object, m?: string): void }
+type Logger = Pick<Log, 'info' | 'warn' | 'debug'>;
 
 /**
  * One pending UDP or TCP question. `done` is called once, with a reply or a failure reason.
@@ -247,7 +248,7 @@ class TcpConnection {
 }
 
 /** Shared outgoing sockets for every pool. */
-export class Transport {
+export class UpstreamSockets {
   readonly udp4: UdpSocketSet;
   readonly udp6: UdpSocketSet;
   mismatches = 0;
@@ -287,7 +288,7 @@ export class UpstreamPool {
   private closed = false;
 
   constructor(readonly name: string, addrs: UpstreamAddress[], private readonly opts: PoolOptions,
-    private readonly transport: Transport, private readonly observer: PoolObserver = NULL_OBSERVER,
+    private readonly transport: UpstreamSockets, private readonly observer: PoolObserver = NULL_OBSERVER,
     private readonly log?: Logger) {
     this.upstreams = addrs.map((a) => new Upstream(a.host, a.port));
   }

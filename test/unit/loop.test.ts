@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { LoopGuard, LoopedPool, LOOP_PROBE_ZONE } from '../../src/query/loop-guard.js';
-import { UpstreamPool, Transport, type PoolOptions } from '../../src/upstream/pool.js';
+import { UpstreamPool, UpstreamSockets, type PoolOptions } from '../../src/upstream/pool.js';
 import { parseQuery, buildQuestion } from '../../src/dns/wire.js';
 import { RCODE } from '../../src/dns/constants.js';
 
@@ -72,7 +72,7 @@ async function setup(t: TestContext, guard: LoopGuard) {
   });
   const silent = await udpSocket(t, (msg) => note(seen.silent, msg));
   const consul = await udpSocket(t, (msg) => note(seen.consul, msg));
-  const transport = new Transport(1, 1);
+  const transport = new UpstreamSockets(1, 1);
   t.after(() => transport.close());
   const pool = (name: string, s: dgram.Socket) => {
     const p = new UpstreamPool(name, [{ host: '127.0.0.1', port: portOf(s) }], POOL_OPTS, transport);

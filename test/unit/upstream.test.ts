@@ -15,10 +15,10 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import type { FailureReason } from '../../src/observability/metrics.js';
 import {
-  Transport,
+  UpstreamSockets,
   UpstreamPool,
-  type FailureReason,
   type PoolObserver,
   type PoolOptions,
   type ExchangeResult,
@@ -199,7 +199,7 @@ class Recorder implements PoolObserver {
 }
 
 function setup(t: TestContext, ups: FakeUpstream[], over: Partial<PoolOptions> = {}) {
-  const transport = new Transport();
+  const transport = new UpstreamSockets();
   const obs = new Recorder();
   const pool = new UpstreamPool('consul', ups.map((u) => u.addr), options(over), transport, obs);
   // Pool first (stops probes), then the transport (clears pending timers): nothing keeps the loop alive.
@@ -446,7 +446,7 @@ test('retired sockets close once their last query is answered, and all close wit
     up.send(r, ri.port, ri.address);
   };
   const base = sockets();
-  const tr = new Transport(1, 1); // one socket, retired after every query
+  const tr = new UpstreamSockets(1, 1); // one socket, retired after every query
   const q = buildQuestion('web.service.consul', TYPE.A);
   const pool = new UpstreamPool('c', [{ host: '127.0.0.1', port: (up.address() as AddressInfo).port }],
     { timeoutMs: 5000, hedgeMs: 3000, deadlineMs: 6000, maxFails: 2, probeIntervalMs: 60000, probeQuestion: q, udpSize: 1232, maxInFlight: 1024 }, tr);
