@@ -6,7 +6,7 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { type Config } from './config/schema.js';
+import type { Config } from './config/schema.js';
 import { parseHostPort, parseCidr } from './net/address.js';
 import { expandResolvConf } from './net/resolv-conf.js';
 import { parseProbe } from './config/checks.js';

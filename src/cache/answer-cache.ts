@@ -24,7 +24,7 @@
  * for RFC 8767 serve-stale until their stale window ends.
  */
 import { LRUCache } from 'lru-cache';
-import { type Query, type ReplyLayout } from '../dns/wire.js';
+import type { Query, ReplyLayout } from '../dns/wire.js';
 import { FLAG, RCODE, TYPE } from '../dns/constants.js';
 import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
 import { decodeMessage, type Message } from '../dns/message.js';

@@ -37,6 +37,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { serviceKey } from './service-key.js';
 import type { Log } from '../observability/log.js';
+import { HealthWatchError } from '../errors.js';
 
 
 export interface WatchOptions {
@@ -72,15 +73,6 @@ export interface WatchOptions {
   failbackMs?: number;
   /** Blocking wait used on a URL not known to work (failback probe), so a hung agent costs little (default 10). */
   probeWaitSeconds?: number;
-}
-
-/** Errors of the watch engine; `code` is stable (logs, tests). */
-export class HealthWatchError extends Error {
-  constructor(readonly code: 'ECONSUL_TIMEOUT' | 'ECONSUL_NET' | 'ECONSUL_HTTP_STATUS' | 'ECONSUL_NO_INDEX' | 'ECONSUL_BAD_BODY' | 'ECONSUL_TLS_FILE' | 'ECONSUL_BAD_URL',
-    message: string, readonly status?: number) {
-    super(message);
-    this.name = 'HealthWatchError';
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,7 +132,7 @@ export function dnsWeight(svc: Obj, checks: unknown[]): number {
  * and check output never count as a change.
  */
 export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; instances: number } {
-  if (!Array.isArray(body)) throw new HealthWatchError('ECONSUL_BAD_BODY', 'health reply is not a JSON array');
+  if (!Array.isArray(body)) throw new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', 'health reply is not a JSON array');
   const tuples: string[] = [];
   for (const e of body) {
     if (!isObj(e)) continue;
@@ -239,7 +231,7 @@ export class HealthWatcher {
   private capWarned = false;
 
   constructor(private readonly opts: WatchOptions) {
-    if (opts.httpUrls.length === 0) throw new HealthWatchError('ECONSUL_BAD_URL', 'consul.http: at least one URL is needed');
+    if (opts.httpUrls.length === 0) throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', 'consul.http: at least one URL is needed');
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     const l = opts.log;
@@ -259,16 +251,16 @@ export class HealthWatcher {
 
   private endpoint(raw: string): Endpoint {
     let url: URL;
-    try { url = new URL(raw); } catch { throw new HealthWatchError('ECONSUL_BAD_URL', `consul.http: not a URL: ${raw}`); }
+    try { url = new URL(raw); } catch { throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: not a URL: ${raw}`); }
     const secure = url.protocol === 'https:';
-    if (!secure && url.protocol !== 'http:') throw new HealthWatchError('ECONSUL_BAD_URL', `consul.http: expected http:// or https://, got ${raw}`);
+    if (!secure && url.protocol !== 'http:') throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: expected http:// or https://, got ${raw}`);
     let agent: http.Agent;
     if (secure) {
       const t = this.opts.tls ?? {};
       const read = (f: string | undefined): Buffer | undefined => {
         if (!f) return undefined;
         try { return readFileSync(f); } catch (e) {
-          throw new HealthWatchError('ECONSUL_TLS_FILE', `consul.tls: cannot read ${f}: ${(e as Error).message}`);
+          throw new HealthWatchError('CDP_ERR_CONSUL_TLS_FILE', `consul.tls: cannot read ${f}: ${(e as Error).message}`);
         }
       };
       const ca = read(t.caFile); const cert = read(t.certFile); const key = read(t.keyFile);
@@ -412,7 +404,7 @@ export class HealthWatcher {
       let err: HealthWatchError | null = r.ok ? null : r.err;
       if (r.ok) {
         try { this.onReply(w, r.index, r.body); } catch (e) {
-          err = e instanceof HealthWatchError ? e : new HealthWatchError('ECONSUL_BAD_BODY', String(e));
+          err = e instanceof HealthWatchError ? e : new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', String(e));
         }
       }
       if (err !== null) {
@@ -491,15 +483,15 @@ export class HealthWatcher {
         response = res;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (e) => fail(new HealthWatchError('ECONSUL_NET', `${ep.label}: ${e.message}`), true));
-        res.on('aborted', () => fail(new HealthWatchError('ECONSUL_NET', `${ep.label}: response aborted`), true));
+        res.on('error', (e) => fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.message}`), true));
+        res.on('aborted', () => fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: response aborted`), true));
         res.on('end', () => {
           const status = res.statusCode ?? 0;
           if (status !== 200) {
             // 4xx (bad request, ACL denied) would be the same on every agent: no failover. 429
             // (Consul's rate limit) and 5xx are the agent's own trouble: try the next one.
             const failover = !(status >= 400 && status < 500 && status !== 429);
-            fail(new HealthWatchError('ECONSUL_HTTP_STATUS', `${ep.label}: HTTP ${status}`, status), failover);
+            fail(new HealthWatchError('CDP_ERR_CONSUL_HTTP_STATUS', `${ep.label}: HTTP ${status}`, status), failover);
             return;
           }
           // Without X-Consul-Index we cannot block: polling would be a busy loop, so it is an error
@@ -507,12 +499,12 @@ export class HealthWatcher {
           const raw = res.headers['x-consul-index'];
           const idx = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
           if (!Number.isFinite(idx)) {
-            fail(new HealthWatchError('ECONSUL_NO_INDEX', `${ep.label}: reply without a valid X-Consul-Index`), true);
+            fail(new HealthWatchError('CDP_ERR_CONSUL_NO_INDEX', `${ep.label}: reply without a valid X-Consul-Index`), true);
             return;
           }
           let body: unknown;
           try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch {
-            fail(new HealthWatchError('ECONSUL_BAD_BODY', `${ep.label}: reply is not JSON`), true);
+            fail(new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', `${ep.label}: reply is not JSON`), true);
             return;
           }
           finish({ ok: true, index: idx, body });
@@ -520,16 +512,16 @@ export class HealthWatcher {
       });
       w.req = req;
       const timer = setTimeout(() => {
-        req.destroy(new HealthWatchError('ECONSUL_TIMEOUT', `${ep.label}: no reply within ${budget} ms`));
+        req.destroy(new HealthWatchError('CDP_ERR_CONSUL_TIMEOUT', `${ep.label}: no reply within ${budget} ms`));
       }, budget);
       req.on('error', (e: Error & { code?: string }) => {
         if (e instanceof HealthWatchError) { fail(e, true); return; }
         const stale = req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE');
-        fail(new HealthWatchError('ECONSUL_NET', `${ep.label}: ${e.code ?? e.message}`), true, stale);
+        fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.code ?? e.message}`), true, stale);
       });
       // Connection gone before a complete response ('end' reports complete ones).
       req.on('close', () => {
-        if (response === null || !response.complete) fail(new HealthWatchError('ECONSUL_NET', `${ep.label}: connection closed`), true);
+        if (response === null || !response.complete) fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: connection closed`), true);
       });
       req.end();
     });

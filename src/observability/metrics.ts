@@ -30,6 +30,7 @@
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { RCODE, TYPE, type TypeName } from '../dns/constants.js';
+import { MetricsError } from '../errors.js';
 
 /** Where an answer came from: the `source` label of responses_total. */
 export const SOURCE = { cache: 0, upstream: 1, stale: 2, local: 3 } as const;
@@ -91,15 +92,6 @@ export const DROPPED_DEFAULT_METRICS = [
   'nodejs_active_requests_total',
   'nodejs_active_resources_total',
 ] as const;
-
-/** Bad construction options; `code` is stable. */
-export class MetricsError extends Error {
-  readonly code = 'METRICS_CONFIG';
-  constructor(message: string) {
-    super(message);
-    this.name = 'MetricsError';
-  }
-}
 
 export interface MetricsOptions {
   /** Value of build_info{version}. */

@@ -21,8 +21,8 @@
  * touched for burst/qps seconds is full again, so forgetting it changes nothing).
  */
 import { parseCidr, parseIpWords } from '../net/address.js';
-import { type Config } from '../config/schema.js';
-import { type Query } from '../dns/wire.js';
+import type { Config } from '../config/schema.js';
+import type { Query } from '../dns/wire.js';
 import { FLAG, RCODE } from '../dns/constants.js';
 import { truncated } from '../dns/reply.js';
 

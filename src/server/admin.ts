@@ -20,6 +20,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Metrics } from '../observability/metrics.js';
 import { formatHostPort, isLoopback } from '../net/address.js';
 import type { Log } from '../observability/log.js';
+import { AdminError } from '../errors.js';
 
 
 export interface AdminCache {
@@ -43,15 +44,6 @@ export interface AdminServer {
   /** host:port actually bound ("[::1]:9153" for IPv6). */
   address: string;
   close(): Promise<void>;
-}
-
-/** Listen failures; the system error's code (EADDRINUSE, EACCES, ...) is kept in `syscallCode`. */
-export class AdminError extends Error {
-  readonly code = 'ADMIN_LISTEN_FAILED';
-  constructor(message: string, readonly syscallCode: string | undefined, options?: { cause: unknown }) {
-    super(message, options);
-    this.name = 'AdminError';
-  }
 }
 
 // Query parameters longer than any DNS name (255 octets in presentation form with escapes, RFC

@@ -164,7 +164,7 @@ test('dnsView: any critical check hides the instance, node checks included', () 
   const smaint = two('passing', { extraChecks: [{ CheckID: '_service_maintenance:web-n1-80', Status: 'critical', ServiceName: 'web' }] });
   assert.equal(dnsView(smaint, false).instances, 1, '_service_maintenance');
   assert.equal(dnsView([], false).instances, 0);
-  assert.throws(() => dnsView({}, false), { code: 'ECONSUL_BAD_BODY' });
+  assert.throws(() => dnsView({}, false), { code: 'CDP_ERR_CONSUL_BAD_BODY' });
 });
 
 test('dnsView: warning is served unless onlyPassing; weight follows Weights.Warning like findWeight', () => {
@@ -509,7 +509,7 @@ test('https with caFile: TLS options reach the agent; a wrong CA fails, insecure
   await waitUntil(() => good.w.isLive('web') && skip.w.isLive('web'), 'live over TLS');
   await waitUntil(() => bad.w.errors >= 1, 'untrusted certificate refused');
   assert.equal(bad.w.isLive('web'), false);
-  assert.throws(() => watcher(['https://127.0.0.1:1'], { tls: { caFile: join(dir, 'missing.pem') } }), { code: 'ECONSUL_TLS_FILE' });
+  assert.throws(() => watcher(['https://127.0.0.1:1'], { tls: { caFile: join(dir, 'missing.pem') } }), { code: 'CDP_ERR_CONSUL_TLS_FILE' });
 });
 
 test('stop() aborts blocked requests and leaves no timers or sockets behind', async () => {

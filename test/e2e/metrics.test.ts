@@ -18,10 +18,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  Metrics, MetricsError, SOURCE, TRANSPORT, PREFIX, DROPPED_DEFAULT_METRICS, MAX_SERVICE_LABELS, foldServices,
-} from '../../src/observability/metrics.js';
-import { startAdmin, createAdminHandler, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
+import { MetricsError } from '../../src/errors.js';
+import { Metrics, SOURCE, TRANSPORT, PREFIX, DROPPED_DEFAULT_METRICS, MAX_SERVICE_LABELS, foldServices } from '../../src/observability/metrics.js';
+import { AdminError } from '../../src/errors.js';
+import { startAdmin, createAdminHandler, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
 import { isLoopback } from '../../src/net/address.js';
 
 const ROOT = new URL('../../../', import.meta.url);
@@ -330,8 +330,8 @@ test('disabled metrics: counting calls are no-ops and nothing is registered', as
 });
 
 test('bad zone lists are refused with a code', () => {
-  assert.throws(() => new Metrics({ version: 'x', zones: [] }), (e: unknown) => e instanceof MetricsError && e.code === 'METRICS_CONFIG');
-  assert.throws(() => new Metrics({ version: 'x', zones: ['consul', 'consul'] }), { code: 'METRICS_CONFIG' });
+  assert.throws(() => new Metrics({ version: 'x', zones: [] }), (e: unknown) => e instanceof MetricsError && e.code === 'CDP_ERR_METRICS_CONFIG');
+  assert.throws(() => new Metrics({ version: 'x', zones: ['consul', 'consul'] }), { code: 'CDP_ERR_METRICS_CONFIG' });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -562,7 +562,7 @@ test('startAdmin reports a busy port as AdminError with the system code; IPv6 ad
   t.after(() => first.close());
   const port = Number(first.address.split(':')[1]);
   await assert.rejects(startAdmin({ host: '127.0.0.1', port }, h), (e: unknown) =>
-    e instanceof AdminError && e.code === 'ADMIN_LISTEN_FAILED' && e.syscallCode === 'EADDRINUSE');
+    e instanceof AdminError && e.code === 'CDP_ERR_ADMIN_LISTEN' && e.syscallCode === 'EADDRINUSE');
   let v6;
   try {
     v6 = await startAdmin({ host: '::1', port: 0 }, h);

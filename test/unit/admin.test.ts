@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { isLoopback } from '../../src/net/address.js';
-import { startAdmin, createAdminHandler, AdminError, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
+import { AdminError } from '../../src/errors.js';
+import { startAdmin, createAdminHandler, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
 import { Metrics, PREFIX } from '../../src/observability/metrics.js';
 
 interface Reply { status: number; headers: http.IncomingHttpHeaders; body: string }
@@ -215,6 +216,6 @@ test('a port already taken is an AdminError with the system code', async (t) => 
   const port = Number(/:(\d+)$/.exec(a.address)![1]);
   await assert.rejects(
     startAdmin({ host: '127.0.0.1', port }, { metrics: new Metrics({ version: 'x', zones: ['consul'], enabled: false }), draining: () => false, ready: () => ({ ok: true }) }),
-    (err: unknown) => err instanceof AdminError && err.code === 'ADMIN_LISTEN_FAILED' && err.syscallCode === 'EADDRINUSE' && err.message.includes(`127.0.0.1:${port}`),
+    (err: unknown) => err instanceof AdminError && err.code === 'CDP_ERR_ADMIN_LISTEN' && err.syscallCode === 'EADDRINUSE' && err.message.includes(`127.0.0.1:${port}`),
   );
 });
