@@ -32,7 +32,7 @@ import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
 import { MAX_ROTATIONS, Slab, buildVariant, hitOptions, pick, renderHit, type HitOptions, type Rendering, type Variant } from './render.js';
-import type { ExchangeResult } from '../upstream/pool.js';
+import { type ExchangeResult } from '../upstream/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /** What the cache needs of a route: whether the name is Consul's, and the alias it is under. */

@@ -12,7 +12,8 @@ import { parseQuery, questionName, buildErrorReply, type Query } from '../dns/wi
 import { RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN } from '../dns/constants.js';
 import { rewriteQuery, toCanonicalName } from './alias.js';
 import { Router, type Route } from './router.js';
-import { UpstreamPool, type ExchangeResult } from '../upstream/pool.js';
+import { type ExchangeResult } from '../upstream/types.js';
+import { UpstreamPool } from '../upstream/pool.js';
 import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
 import { renderOnce } from '../cache/render.js';
 import type { ResponseCache } from '../cache/answer-cache.js';

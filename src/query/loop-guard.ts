@@ -20,7 +20,9 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { UpstreamPool, UpstreamSockets, type ExchangeResult } from '../upstream/pool.js';
+import { type ExchangeResult } from '../upstream/types.js';
+import { UpstreamSockets } from '../upstream/udp.js';
+import { UpstreamPool } from '../upstream/pool.js';
 import { buildQuestion, buildUpstreamQuery } from '../dns/wire.js';
 import { HEADER_LEN } from '../dns/constants.js';
 import type { Log } from '../observability/log.js';

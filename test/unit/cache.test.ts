@@ -14,7 +14,8 @@ import { TYPE, RCODE, FLAG, EDNS_OPTION_EDE } from '../../src/dns/constants.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { QueryHandler } from '../../src/query/handler.js';
 import { Router, type Route } from '../../src/query/router.js';
-import type { UpstreamPool, ExchangeResult } from '../../src/upstream/pool.js';
+import { type ExchangeResult } from '../../src/upstream/types.js';
+import { type UpstreamPool } from '../../src/upstream/pool.js';
 import { createLogger } from '../../src/observability/log.js';
 import { serviceKey } from '../../src/consul/service-key.js';
 

@@ -8,7 +8,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { LoopGuard, LoopedPool, LOOP_PROBE_ZONE } from '../../src/query/loop-guard.js';
-import { UpstreamPool, UpstreamSockets, type PoolOptions } from '../../src/upstream/pool.js';
+import { type PoolOptions } from '../../src/upstream/types.js';
+import { UpstreamSockets } from '../../src/upstream/udp.js';
+import { UpstreamPool } from '../../src/upstream/pool.js';
 import { parseQuery, buildQuestion } from '../../src/dns/wire.js';
 import { RCODE } from '../../src/dns/constants.js';
 

@@ -14,7 +14,8 @@ import { createLogger } from '../../src/observability/log.js';
 import { scanReply, questionName, type Query } from '../../src/dns/wire.js';
 import { RCODE, FLAG, TYPE, EDE, EDNS_OPTION_EDE } from '../../src/dns/constants.js';
 import { decodeMessage, encodeMessage, type Message, type Record as RR } from '../../src/dns/message.js';
-import type { UpstreamPool, ExchangeResult } from '../../src/upstream/pool.js';
+import { type ExchangeResult } from '../../src/upstream/types.js';
+import { type UpstreamPool } from '../../src/upstream/pool.js';
 import type { FailureReason } from '../../src/observability/metrics.js';
 
 const A = TYPE.A;

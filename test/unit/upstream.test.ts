@@ -16,15 +16,9 @@ import { once } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { FailureReason } from '../../src/observability/metrics.js';
-import {
-  UpstreamSockets,
-  UpstreamPool,
-  type PoolObserver,
-  type PoolOptions,
-  type ExchangeResult,
-  type Answer,
-  type Failure,
-} from '../../src/upstream/pool.js';
+import { type PoolObserver, type PoolOptions, type ExchangeResult, type Answer, type Failure } from '../../src/upstream/types.js';
+import { UpstreamSockets } from '../../src/upstream/udp.js';
+import { UpstreamPool } from '../../src/upstream/pool.js';
 import { buildOpt, buildQuestion, parseQuery } from '../../src/dns/wire.js';
 import { FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
 import { waitFor } from '../support/wait.js';
