@@ -120,7 +120,7 @@ async function build(config: Config, transport: UpstreamSockets, metrics: Metric
   const pools = new Map<string, UpstreamPool>();
   // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
   // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
-  // They are probed with a question Consul answers itself, never a root name (consul-dns.md §1.4).
+  // They are probed with a question Consul answers itself, never a root name.
   const agentProbe = buildQuestion(config.consul.domain + '.', TYPE.SOA);
   pools.set('consul', new UpstreamPool('consul', await resolveUpstreams(config.consul.agents, log), poolOpts(agentProbe, 65467), transport, observer, log));
   const probe = parseProbe(u.recursorProbe);
@@ -165,7 +165,7 @@ async function build(config: Config, transport: UpstreamSockets, metrics: Metric
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
-  // With no listener nobody can scrape: counting calls become no-ops (metrics.ts `enabled`).
+  // With no listener nobody can scrape: counting calls become no-ops (Metrics `enabled`).
   const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
   const transport = new UpstreamSockets();
   let proxy: QueryHandler | null = null;

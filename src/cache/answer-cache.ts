@@ -13,12 +13,12 @@
  * rendering and patches ID, flags, the client's exact question bytes and the TTLs: no decode, no
  * encode.
  *
- * Watch protection (issue 5): an entry is held for consulTtl only if it is a positive service
+ * Watch protection: an entry is held for consulTtl only if it is a positive service
  * answer AND the service's watch had been live since before the answer was fetched AND it has
  * stayed live since (same `liveSince`). An answer fetched before the watch's first reply may
  * predate that reply's baseline, so nothing would ever invalidate it: it keeps Consul's TTL.
  *
- * Why lru-cache: bounded by entries and bytes with O(1) get/set (~0.25 µs, libraries.md §3). It
+ * Why lru-cache: bounded by entries and bytes with O(1) get/set (O(1), a fraction of a microsecond). It
  * is given an explicit ttl ≥ 1 ms always (ttl 0 means "forever" there), no updateAgeOnGet, no
  * autopurge; freshness is checked here against our own clock so expired entries stay available
  * for RFC 8767 serve-stale until their stale window ends.
@@ -69,7 +69,7 @@ export interface CacheSettings {
   aliases?: string[];
 }
 
-/** What the cache needs from the health watcher (health.ts). */
+/** What the cache needs from the health watcher (consul/health.ts). */
 export interface WatchView {
   ensure(service: string, dc?: string): void;
   touch(service: string, dc?: string): void;
@@ -116,7 +116,7 @@ const ENTRY_OVERHEAD = 256;
 /** changedAt records older than this can no longer refuse a fetch (fetches end within the deadline). */
 const CHANGED_KEEP_MS = 10 * 60_000;
 /**
- * Query types Consul answers from the service's instances (consul-dns.md §1.3): A, AAAA, SRV, and
+ * Query types Consul answers from the service's instances: A, AAAA, SRV, and
  * ANY/TXT (makeARecord). SOA and NS are answered before the service code and other types are
  * NODATA, so those never depend on the service's health.
  */
@@ -155,7 +155,7 @@ export class AnswerCache implements ResponseCache {
       maxSize: s.maxBytes,
       sizeCalculation: (e) => e.size,
       ttlAutopurge: false,
-      // libraries.md §3: lru-cache reads performance.now unless given a clock; ours is shared.
+      // lru-cache reads performance.now unless given a clock; ours is the cache's own (tests inject it).
       perf: { now: () => this.now() },
       dispose: (e, key, reason) => {
         this.unindex(e, key);

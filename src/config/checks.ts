@@ -11,7 +11,7 @@ import { parseHostPort, formatHostPort, type HostPort, sameIp, isUnspecified, sp
 // Checks that need more than one key, run on the merged result. `label` maps a key path to the
 // flag or variable that set it.
 
-/** Consul's query keywords (consul-dns.md §1). */
+/** Consul's query keywords (the first label after the domain in agent/dns.go). */
 const CONSUL_KEYWORDS = ['service', 'node', 'query', 'addr', 'connect', 'virtual', 'ingress'];
 
 export function crossChecks(c: Config, aliasesFromUser: boolean, problems: string[], label: (path: string) => string): void {
@@ -29,7 +29,7 @@ export function crossChecks(c: Config, aliasesFromUser: boolean, problems: strin
   if (tls.keyFile !== '' && tls.certFile === '') fail('consul.tls.certFile', 'a certificate file to go with consul.tls.keyFile', tls.certFile);
 
   // Aliases. The default alias is a convenience: if it collides with the configured domain (the
-  // Starlings clusters ran Consul with domain "starlings", consul-dns.md §6) it drops out
+  // Starlings clusters ran Consul with domain "starlings") it drops out
   // silently. A collision the user configured is an error.
   const domain = c.consul.domain;
   if (!aliasesFromUser) c.consul.aliases = c.consul.aliases.filter((a) => !overlaps(a, domain));
@@ -62,9 +62,9 @@ export function crossChecks(c: Config, aliasesFromUser: boolean, problems: strin
     }
   });
 
-  // Loop guards (issue 9): an upstream that is one of our own listen addresses would send every
+  // Loop guards: an upstream that is one of our own listen addresses would send every
   // query back to us. Hostnames other than "localhost" can't be judged without resolving them;
-  // the lead's loop probe at start catches those.
+  // the loop probe at start (query/loop-guard.ts) catches those.
   const listen = c.listen.map((s) => parseHostPort(s));
   const guard = (path: string, value: string): void => {
     if (value === 'resolv.conf') return;
@@ -266,7 +266,7 @@ export const FILE_SCHEMA = mapping({
     tls: mapping({ caFile: text, certFile: text, keyFile: text, insecureSkipVerify: bool }),
     reverseZones: list(cidr, 'CIDRs'),
     onlyPassing: bool,
-    // Consul caps udp_answer_limit at 8 (consul-dns.md §2).
+    // Consul caps udp_answer_limit at 8.
     udpAnswerLimit: int(1, 8),
   }),
   recursors: list(recursor('host:port or resolv.conf'), 'host:port or resolv.conf'),

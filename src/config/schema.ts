@@ -16,7 +16,7 @@ export interface TlsConfig {
 export interface ZoneConfig {
   /** Lowercase, no trailing dot, never the root. */
   name: string;
-  /** "host:port" (IPv6 as "[::1]:53"; a hostname is resolved by the lead). */
+  /** "host:port" (IPv6 as "[::1]:53"; a hostname is resolved at start and on reload). */
   upstreams: string[];
 }
 
@@ -39,7 +39,7 @@ export interface Config {
     onlyPassing: boolean;
     udpAnswerLimit: number;
   };
-  /** "host:port" entries or the literal "resolv.conf" (expanded by the lead with expandResolvConf). */
+  /** "host:port" entries or the literal "resolv.conf" (expanded at start and on reload with expandResolvConf). */
   recursors: string[];
   zones: ZoneConfig[];
   upstream: {

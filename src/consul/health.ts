@@ -4,19 +4,17 @@
 // still drop them the moment an instance goes critical. It also says, per service, whether the
 // watch is live, so the cache falls back to Consul's own TTL while the HTTP API is unreachable.
 //
-// Why not the `consul` npm package's watch (shared/libraries.md §2, consul 2.0.1): without an
-// 'error' listener a 500 crashes the process; a 400 or a reply without X-Consul-Index ends the
-// watch for good; it has no rate limit after successful replies (8,837 req/s in libraries.md; we
-// measured 6,389 req/s and 1.2 CPU-seconds per second against a loopback server answering at once
-// with the same index, where this loop made 11 requests in that second at minIntervalMs 100); it
-// keeps the index as a BigInt/string and emits 'change' twice on an index reset. Wrapping all of
-// that costs more code than this loop. We use node:http/node:https rather than Node 20's fetch (undici): it takes https.Agent
-// TLS options (ca/cert/key/rejectUnauthorized) directly, whereas fetch needs an undici Agent
-// dispatcher that Node 20 does not export without the `undici` package; our own keep-alive agents
-// let stop() destroy every socket; and on loopback a keep-alive GET cost 77-133 µs wall (92-190 µs
-// CPU incl. the server) against 205-328 µs (236-489 µs) for fetch.
+// Why not the `consul` npm package's watch: without an 'error' listener a 500 crashes the process;
+// a 400 or a reply without X-Consul-Index ends the watch for good; it has no rate limit after
+// successful replies (against a server answering at once with the same index it spins); it keeps
+// the index as a BigInt/string and emits 'change' twice on an index reset. Wrapping all of that
+// costs more code than this loop. We use node:http/node:https rather than Node 20's fetch
+// (undici): it takes https.Agent TLS options (ca/cert/key/rejectUnauthorized) directly, whereas
+// fetch needs an undici Agent dispatcher that Node 20 does not export without the `undici`
+// package; our own keep-alive agents let stop() destroy every socket; and a keep-alive GET costs
+// less than a fetch.
 //
-// Consul's rules followed (website/content/api-docs/features/blocking.mdx, shared/consul-dns.md §4):
+// Consul's blocking-query rules followed (Consul's API docs, "Blocking Queries"):
 // reset the index to 0 when it goes backwards; never block on index 0 after the first reply (use at
 // least 1, or the server answers at once and the loop spins); rate-limit the loop; jitter the
 // retries. The DNS view mirrors agent/dns.go: lookupServiceNodes → CheckServiceNodes.Filter

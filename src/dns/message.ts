@@ -2,7 +2,7 @@
  * DNS message codec for the miss path: decode a whole message (RFC 1035 §4.1) into a plain,
  * self-contained structure and encode it back with name compression (RFC 1035 §4.1.4).
  *
- * We do not use dns2 or dns-packet here (../shared/libraries.md §1): dns2 swallows malformed names
+ * We do not use dns2 or dns-packet here: dns2 swallows malformed names
  * and truncation, drops EDNS options and writes bit by bit; dns-packet never compresses, so an
  * aliased Consul reply would grow from ~190 to ~350 octets and hit TC at 512.
  *

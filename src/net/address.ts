@@ -12,7 +12,7 @@ export interface HostPort {
 }
 
 /**
- * Parses "1.2.3.4:53", "[::1]:53" or "name:53" (a hostname is kept for the lead to resolve).
+ * Parses "1.2.3.4:53", "[::1]:53" or "name:53" (a hostname is kept, for app.ts to resolve).
  * Syntax only: port 0 is accepted here (config validation decides where it is allowed).
  * Throws ConfigError.
  */

@@ -1,16 +1,8 @@
 /**
- * The alias rewrite (issue 4): a query for `<x>.<alias>` (e.g. `janus.service.starlings`) is asked
- * upstream as `<x>.<domain>` (`janus.service.consul`), and the canonical reply is mapped back so
- * that the client sees only alias names, as Consul's own alt_domain does since PR #10431 / the
- * fix of hashicorp/consul#10224: the question exactly as the client sent it (same bytes, so 0x20
- * mixed case survives), every owner name, and the names in RDATA (CNAME, SRV target, NS, PTR, MX,
- * SOA MNAME and RNAME, ...), so an NXDOMAIN carries the SOA of `<alias>.`. CoreDNS rewrites that
- * forgot the question gave "question section mismatch" (coredns#1394).
- *
- * Which alias a query is under is the router's longest-suffix lookup (router.ts); everything here
- * runs once per question (memoized by the handler) or on the miss path (decode, map, re-encode
- * with compression via message.ts). The canonical reply is what the cache keeps; alias renderings
- * are derived from it with toAliasReply.
+ * The alias rewrite, query side: a query for `<x>.<alias>` (e.g. `janus.service.starlings`) is
+ * asked upstream as `<x>.<domain>` (`janus.service.consul`). The reply is mapped back under the
+ * alias by cache/render.ts. Which alias a query is under is the router's longest-suffix lookup
+ * (query/router.ts); everything here runs once per question (memoized by the handler).
  * Names under the domain are matched case-insensitively on label boundaries (RFC 4343: ASCII case
  * only); an escaped dot (`a\.consul`) is inside a label and is not a boundary.
  */

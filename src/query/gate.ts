@@ -1,8 +1,8 @@
 /**
  * The gate: who may ask us at all (access control) and how fast (per-client rate limits), decided
- * per query from the client's address before any routing or upstream work (issue 9).
+ * per query from the client's address before any routing or upstream work.
  *
- * Access control follows dnsdist's default ACL (anchors.md, D-acl): loopback, RFC 1918, RFC 6598
+ * Access control follows dnsdist's default ACL: loopback, RFC 1918, RFC 6598
  * (100.64/10) and the IPv6 unique-local and link-local ranges. A configured `acl.allow` replaces
  * that list entirely, loopback included, as dnsdist's `setACL` does. Anyone else is REFUSED (as
  * unbound's `access-control: refuse`) or dropped (`acl.action: drop`); both are counted. Not being
@@ -228,7 +228,7 @@ export class Gate implements GateCheck {
     this.memoSize = o.memoSize ?? 65_536;
   }
 
-  /** True when the gate can never say anything but "allow" (the lead may then skip it). */
+  /** True when the gate can never say anything but "allow" (app.ts then skips it). */
   get inert(): boolean { return this.acl === null && this.limiter === null; }
 
   /** Buckets currently held (for tests and the soak report). */

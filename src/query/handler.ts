@@ -1,9 +1,16 @@
 /**
- * The query handler: one function, `handle`, holds the whole pipeline in the order it runs
- * (../shared/STYLE.md):
+ * The query handler: one function, `pipeline`, holds the whole path of a query in the order it
+ * runs:
  *
- *   parse + validate → acl → rate limit → route → alias (to canonical) → cache → upstream pool
- *     → cacheable? → render (alias restore, rotation, TTL aging, size limit) → reply
+ *   listener (server/dns-server.ts)
+ *     → parse + validate (dns/wire.ts)
+ *     → acl, rate limit (query/gate.ts)
+ *     → route, alias to canonical name (query/router.ts, query/alias.ts; memoized per question)
+ *     → cache (cache/answer-cache.ts, key from cache/key.ts) ── hit ──→ render → send
+ *     → upstream pool (upstream/pool.ts; identical misses share one exchange)
+ *     → cacheable? store (cache/answer-cache.ts)
+ *     → render: alias restore, rotation, TTL aging, size limit, flags (cache/render.ts, dns/reply.ts)
+ *     → send (back through the listener)
  *
  * It never throws: every failure becomes an rcode. Cache hits are answered synchronously from
  * raw bytes; misses return a promise. Identical misses in flight share one upstream exchange.
@@ -45,7 +52,7 @@ export interface QueryHandlerDeps {
  * What the handler derives from a question's bytes, kept for questions answered from the cache so
  * that a repeated question costs one string (its bytes as a Map key) instead of a name, suffix
  * slices and a key: fewer allocations per hit mean fewer young-generation GC pauses, which set
- * the tail latency of cache hits (bench: p99 at 20k q/s). Cleared on reconfiguration and when it
+ * the tail latency of cache hits. Cleared on reconfiguration and when it
  * grows past MEMO_MAX.
  */
 interface Memo {
@@ -242,8 +249,7 @@ export class QueryHandler {
   /**
    * Keeps a derivation once its question was answered from the cache: only questions that repeat
    * are worth it. Remembering every miss would churn the memo on unique names (a flood of them,
-   * or a cache being filled) and leave its dropped entries as old-generation garbage (measured:
-   * tens of MB after 100k unique names).
+   * or a cache being filled) and leave its dropped entries as old-generation garbage.
    */
   private remember(qbytes: string, m: Memo): void {
     if (this.memo.size >= MEMO_MAX) this.memo.clear();

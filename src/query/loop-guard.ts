@@ -1,13 +1,12 @@
 /**
- * Forwarding-loop guard, after CoreDNS's `loop` plugin and dnsmasq's `--dns-loop-detect`
- * (anchors.md, C-loop / M-man): at start and on every reload, a unique probe name is sent through
- * each recursor and each forward-zone upstream. If one of them forwards it back to our own
+ * Forwarding-loop guard, after CoreDNS's `loop` plugin and dnsmasq's `--dns-loop-detect`: at
+ * start and on every reload, a unique probe name is sent through each recursor and each forward-zone upstream. If one of them forwards it back to our own
  * listener, every query sent that way would circle until it timed out (and, with two forwarders
  * pointing at each other, multiply), so the path is marked broken: an error is logged once, and
  * queries for that pool are answered SERVFAIL (or stale, RFC 8767) at once instead of looping.
  *
  * Config validation already rejects an upstream that *is* one of our listen addresses
- * (config.ts, "Loop guards"); this catches the indirect cases it cannot see: a recursor such as
+ * (config/checks.ts, "Loop guards"); this catches the indirect cases it cannot see: a recursor such as
  * systemd-resolved or a site resolver that forwards back to us, or a hostname resolving to us.
  *
  * Probe names are `cdp-<random 48 bits>-<n>.cdp-loop-check` for recursors (any name a recursor

@@ -33,7 +33,7 @@ export interface AdminHooks {
   metrics: Metrics;
   /** true once shutdown has begun (/health turns 503). */
   draining: () => boolean;
-  /** Readiness as the upstream health checker sees it (issue 6: agents, then recursors). */
+  /** Readiness as the upstream health checker sees it (agents, then recursors). */
   ready: () => { ok: boolean; reason?: string; detail?: unknown };
   /** Absent when the cache is disabled: the cache endpoints then answer 404. */
   cache?: AdminCache;
