@@ -226,59 +226,46 @@ export class Metrics {
       registers,
     }).set({ version: opts.version }, 1);
 
-    // --- query traffic -------------------------------------------------------------------
+    this.registerTraffic(registers);
+    this.registerCache(registers);
+    this.upstreamHist = this.registerUpstreams(registers);
+    this.invalidationHist = this.registerWatches(registers);
+    this.registerDefences(registers);
+  }
+
+  /** Query traffic: requests and responses, copied from the typed-array cells at scrape time. */
+  private registerTraffic(registers: Registry[]): void {
     const reqLabels: { transport: string; zone: string; type: string }[] = [];
     for (const transport of TRANSPORT_NAMES) {
       for (const zone of this.zones) {
         for (const type of TYPE_NAMES) reqLabels.push({ transport, zone, type });
       }
     }
-    const requests = this.requests;
-    new Counter({
-      name: PREFIX + 'requests_total',
-      help: 'DNS queries received, by client transport, zone and query type.',
-      labelNames: ['transport', 'zone', 'type'],
-      registers,
-      collect() {
-        this.reset();
-        // Only cells that ever counted: a counter never returns to 0, so series do not flap.
-        for (let i = 0; i < requests.length; i++) {
-          const v = requests[i]!;
-          if (v > 0) this.inc(reqLabels[i]!, v);
-        }
-      },
-    });
-
+    cellCounter(registers, 'requests_total', 'DNS queries received, by client transport, zone and query type.',
+      ['transport', 'zone', 'type'], reqLabels, this.requests);
     const respLabels: { zone: string; rcode: string; source: string }[] = [];
     for (const zone of this.zones) {
       for (const rcode of RCODE_NAMES) {
         for (const source of SOURCE_NAMES) respLabels.push({ zone, rcode, source });
       }
     }
-    const responses = this.responses;
-    new Counter({
-      name: PREFIX + 'responses_total',
-      help: 'DNS responses sent, by zone, rcode and where the answer came from (cache, upstream, stale, local).',
-      labelNames: ['zone', 'rcode', 'source'],
-      registers,
-      collect() {
-        this.reset();
-        for (let i = 0; i < responses.length; i++) {
-          const v = responses[i]!;
-          if (v > 0) this.inc(respLabels[i]!, v);
-        }
-      },
-    });
+    cellCounter(registers, 'responses_total',
+      'DNS responses sent, by zone, rcode and where the answer came from (cache, upstream, stale, local).',
+      ['zone', 'rcode', 'source'], respLabels, this.responses);
+  }
 
-    // --- cache ---------------------------------------------------------------------------
+  /** The answer cache. */
+  private registerCache(registers: Registry[]): void {
     const self = this;
     gaugeFrom(registers, 'cache_entries', 'Entries in the answer cache.', () => self.sources.cacheEntries);
     counterFrom(registers, 'cache_hits_total', 'Queries answered from a fresh cache entry.', () => self.cacheHits);
     counterFrom(registers, 'cache_misses_total', 'Cacheable queries not found fresh in the cache (forwarded upstream).', () => self.cacheMisses);
     counterFrom(registers, 'cache_served_stale_total', 'Queries answered from an expired entry because the upstreams failed (RFC 8767).', () => self.servedStale);
     labeledCounterFrom(registers, 'cache_evictions_total', 'Cache entries removed, by reason.', 'reason', this.evictions);
+  }
 
-    // --- upstreams -----------------------------------------------------------------------
+  /** Upstream exchanges, health, hedging and overflow; returns the round-trip histogram. */
+  private registerUpstreams(registers: Registry[]): Histogram<'pool' | 'upstream'> {
     const upstreams = this.upstreams;
     new Counter({
       name: PREFIX + 'upstream_requests_total',
@@ -317,7 +304,7 @@ export class Metrics {
         for (const u of upstreams.values()) this.set({ pool: u.pool, upstream: u.upstream }, u.healthy);
       },
     });
-    this.upstreamHist = new Histogram({
+    const hist = new Histogram({
       name: PREFIX + 'upstream_request_duration_seconds',
       help: 'Upstream round-trip time for cache misses (cache hits are counted, never timed).',
       labelNames: ['pool', 'upstream'],
@@ -345,8 +332,12 @@ export class Metrics {
         for (const p of pools.values()) this.inc({ pool: p.pool }, p.overflow);
       },
     });
+    return hist;
+  }
 
-    // --- Consul health watches -----------------------------------------------------------
+  /** Consul health watches; returns the invalidation-lag histogram. */
+  private registerWatches(registers: Registry[]): Histogram {
+    const self = this;
     gaugeFrom(registers, 'health_watches', 'Consul health watches (blocking queries) currently open.', () => self.sources.healthWatches);
     new Counter({
       name: PREFIX + 'health_changes_total',
@@ -357,7 +348,7 @@ export class Metrics {
         if (v !== undefined) { this.reset(); this.inc(v); }
       },
     });
-    this.invalidationHist = new Histogram({
+    const hist = new Histogram({
       name: PREFIX + 'invalidation_lag_seconds',
       help: 'Time from a watch reply carrying a health change to the affected cache entries being gone.',
       buckets: INVALIDATION_BUCKETS,
@@ -377,8 +368,12 @@ export class Metrics {
         for (const [service, n] of foldServices(map)) this.set({ service }, n);
       },
     });
+    return hist;
+  }
 
-    // --- abuse defences ------------------------------------------------------------------
+  /** ACL, rate limit and TCP connection limits. */
+  private registerDefences(registers: Registry[]): void {
+    const self = this;
     labeledCounterFrom(registers, 'acl_refused_total', 'Queries from sources outside acl.allow, by action taken (refuse, drop).', 'action', this.acl);
     labeledCounterFrom(registers, 'ratelimited_total', 'Queries over the per-client rate limit, by action taken (refuse, drop, tc).', 'action', this.ratelimited);
     new Gauge({
@@ -494,6 +489,27 @@ function readSource(src: (() => number) | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A counter over cells of a typed array, one label set per cell. Only cells that ever counted are
+ * exported: a counter never returns to 0, so series do not flap.
+ */
+function cellCounter<L extends string>(registers: Registry[], name: string, help: string, labelNames: L[],
+  labels: Record<L, string>[], cells: Float64Array): void {
+  new Counter({
+    name: PREFIX + name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      this.reset();
+      for (let i = 0; i < cells.length; i++) {
+        const v = cells[i]!;
+        if (v > 0) this.inc(labels[i]!, v);
+      }
+    },
+  });
 }
 
 function gaugeFrom(registers: Registry[], name: string, help: string, src: () => (() => number) | undefined): void {
