@@ -43,6 +43,13 @@ export const TRANSPORT = { udp: 0, tcp: 1 } as const;
 export type Transport = (typeof TRANSPORT)[keyof typeof TRANSPORT];
 const TRANSPORT_NAMES = ['udp', 'tcp'] as const;
 
+/** code → index of its label in `labels`, `labels.length` ("other") for codes not listed. */
+function labelIndex(labels: readonly (readonly [string, number])[], size: number): Uint8Array {
+  const t = new Uint8Array(size).fill(labels.length);
+  labels.forEach(([, code], i) => { t[code] = i; });
+  return t;
+}
+
 /**
  * Query types with their own `type` label value; everything else is "other", so a client
  * sending all 65536 types cannot blow up the series count (CoreDNS keeps a similar fixed list).
@@ -54,11 +61,7 @@ export const TYPE_LABELS: readonly (readonly [string, number])[] = ([
 const TYPE_NAMES: readonly string[] = [...TYPE_LABELS.map(([n]) => n), 'other'];
 const N_TYPES = TYPE_NAMES.length;
 /** qtype → index into TYPE_NAMES; built once, read with `qtype & 0xffff` on the hot path. */
-const TYPE_INDEX: Uint8Array = (() => {
-  const t = new Uint8Array(65536).fill(N_TYPES - 1);
-  TYPE_LABELS.forEach(([, code], i) => { t[code] = i; });
-  return t;
-})();
+const TYPE_INDEX = labelIndex(TYPE_LABELS, 65536);
 
 /**
  * Response codes with their own `rcode` label value (RFC 1035 §4.1.1, RFC 6891 §9 for BADVERS,
@@ -67,11 +70,7 @@ const TYPE_INDEX: Uint8Array = (() => {
 const RCODE_LABELS: readonly (readonly [string, number])[] = Object.entries(RCODE);
 const RCODE_NAMES: readonly string[] = [...RCODE_LABELS.map(([n]) => n), 'other'];
 const N_RCODES = RCODE_NAMES.length;
-const RCODE_INDEX: Uint8Array = (() => {
-  const t = new Uint8Array(4096).fill(N_RCODES - 1);
-  RCODE_LABELS.forEach(([, code], i) => { t[code] = i; });
-  return t;
-})();
+const RCODE_INDEX = labelIndex(RCODE_LABELS, 4096);
 
 export type EvictionReason = 'capacity' | 'expired' | 'health' | 'flush';
 export type FailureReason = 'timeout' | 'servfail' | 'refused' | 'mismatch' | 'network';
@@ -267,33 +266,12 @@ export class Metrics {
   /** Upstream exchanges, health, hedging and overflow; returns the round-trip histogram. */
   private registerUpstreams(registers: Registry[]): Histogram<'pool' | 'upstream'> {
     const upstreams = this.upstreams;
-    new Counter({
-      name: PREFIX + 'upstream_requests_total',
-      help: 'Queries sent to an upstream (Consul agent, recursor or zone server), by transport.',
-      labelNames: ['pool', 'upstream', 'transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const u of upstreams.values()) {
-          this.inc({ pool: u.pool, upstream: u.upstream, transport: 'udp' }, u.requestsUdp);
-          this.inc({ pool: u.pool, upstream: u.upstream, transport: 'tcp' }, u.requestsTcp);
-        }
-      },
-    });
-    new Counter({
-      name: PREFIX + 'upstream_failures_total',
-      help: 'Failed upstream exchanges, by reason (timeout, servfail, refused, mismatch, network).',
-      labelNames: ['pool', 'upstream', 'reason'],
-      registers,
-      collect() {
-        this.reset();
-        for (const u of upstreams.values()) {
-          for (const reason of Object.keys(u.failures) as FailureReason[]) {
-            this.inc({ pool: u.pool, upstream: u.upstream, reason }, u.failures[reason]);
-          }
-        }
-      },
-    });
+    upstreamCounter(registers, upstreams, 'upstream_requests_total',
+      'Queries sent to an upstream (Consul agent, recursor or zone server), by transport.', 'transport',
+      (u) => [['udp', u.requestsUdp], ['tcp', u.requestsTcp]]);
+    upstreamCounter(registers, upstreams, 'upstream_failures_total',
+      'Failed upstream exchanges, by reason (timeout, servfail, refused, mismatch, network).', 'reason',
+      (u) => (Object.keys(u.failures) as FailureReason[]).map((reason) => [reason, u.failures[reason]]));
     new Gauge({
       name: PREFIX + 'upstream_healthy',
       help: '1 while the upstream is considered healthy, 0 while it is marked down.',
@@ -507,6 +485,23 @@ function cellCounter<L extends string>(registers: Registry[], name: string, help
       for (let i = 0; i < cells.length; i++) {
         const v = cells[i]!;
         if (v > 0) this.inc(labels[i]!, v);
+      }
+    },
+  });
+}
+
+/** A counter per upstream and one more label, read from each upstream's numbers at scrape time. */
+function upstreamCounter(registers: Registry[], upstreams: Map<string, UpstreamStats>, name: string, help: string,
+  label: string, values: (u: UpstreamStats) => [string, number][]): void {
+  new Counter({
+    name: PREFIX + name,
+    help,
+    labelNames: ['pool', 'upstream', label],
+    registers,
+    collect() {
+      this.reset();
+      for (const u of upstreams.values()) {
+        for (const [value, n] of values(u)) this.inc({ pool: u.pool, upstream: u.upstream, [label]: value }, n);
       }
     },
   });
