@@ -6,29 +6,35 @@
 import dns from 'node:dns/promises';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import type { Config } from './config.js';
-import { parseHostPort, parseCidr, parseProbe, expandResolvConf } from './config.js';
+import type { Config } from './config/schema.js';
+import { parseHostPort, parseCidr } from './net/address.js';
+import { expandResolvConf } from './net/resolv-conf.js';
+import { parseProbe } from './config/checks.js';
 import os from 'node:os';
-import { Router, reverseZonesOf } from './router.js';
-import { Transport, UpstreamPool, type UpstreamAddress, type PoolObserver } from './upstream.js';
-import { Proxy, type ProxyDeps } from './proxy.js';
-import { DnsServer } from './server.js';
-import { Metrics } from './metrics.js';
-import { startAdmin } from './admin.js';
-import { AnswerCache, type WatchView } from './cache.js';
-import { createGate } from './gate.js';
-import { LoopGuard } from './loop.js';
-import { HealthWatcher } from './health.js';
-import { buildQuestion, TYPE } from './wire.js';
-import type { Logger } from './log.js';
+import { Router, reverseZonesOf } from './query/router.js';
+import { type UpstreamAddress, type PoolObserver } from './upstream/types.js';
+import { UpstreamSockets } from './upstream/udp.js';
+import { UpstreamPool } from './upstream/pool.js';
+import { QueryHandler, type QueryHandlerDeps } from './query/handler.js';
+import { DnsServer } from './server/dns-server.js';
+import { Metrics } from './observability/metrics.js';
+import { startAdmin } from './server/admin.js';
+import { AnswerCache, type WatchView } from './cache/answer-cache.js';
+import { createGate } from './query/gate.js';
+import { LoopGuard } from './query/loop-guard.js';
+import { HealthWatcher } from './consul/health.js';
+import { buildQuestion } from './dns/wire.js';
+import { TYPE } from './dns/constants.js';
+import type { Logger } from './observability/log.js';
 import { VERSION } from './version.js';
+import { serviceKey } from './consul/service-key.js';
 
 export interface App {
   udpAddresses: string[];
   tcpAddresses: string[];
   adminAddress: string | null;
   metrics: Metrics;
-  proxy: Proxy;
+  proxy: QueryHandler;
   reload(config: Config): Promise<void>;
   /** Stop accepting, let in-flight queries finish (up to the upstream deadline), close everything. */
   close(): Promise<void>;
@@ -51,7 +57,7 @@ async function resolveUpstreams(list: string[], log: Logger): Promise<UpstreamAd
 }
 
 interface Built {
-  deps: ProxyDeps;
+  deps: QueryHandlerDeps;
   pools: UpstreamPool[];
   watcher: HealthWatcher | null;
   cache: AnswerCache | null;
@@ -64,7 +70,6 @@ interface Built {
 function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: () => void): { cache: AnswerCache; watcher: HealthWatcher } {
   const c = config.cache;
   const liveSince = new Map<string, number>();
-  const k = (service: string, dc?: string) => (dc ? `${service}@${dc}` : service);
   let cache: AnswerCache | null = null;
   const watcher = new HealthWatcher({
     httpUrls: config.consul.http, token: config.consul.token || undefined, tls: config.consul.tls,
@@ -79,14 +84,14 @@ function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: 
       metrics.invalidationLag(Math.max(0, Date.now() - d.receivedAt) / 1000);
     },
     onLiveChange: (service, live, dc) => {
-      if (live) liveSince.set(k(service, dc), Date.now());
-      else liveSince.delete(k(service, dc));
+      if (live) liveSince.set(serviceKey(service, dc), Date.now());
+      else liveSince.delete(serviceKey(service, dc));
     },
   });
   const view: WatchView = {
     ensure: (s, dc) => watcher.ensure(s, dc),
     touch: (s, dc) => watcher.touch(s, dc),
-    liveSince: (s, dc) => liveSince.get(k(s, dc)) ?? 0,
+    liveSince: (s, dc) => liveSince.get(serviceKey(s, dc)) ?? 0,
   };
   const stale = typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;
   cache = new AnswerCache({
@@ -98,7 +103,7 @@ function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: 
   return { cache, watcher };
 }
 
-async function build(config: Config, transport: Transport, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
+async function build(config: Config, transport: UpstreamSockets, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
   const observer: PoolObserver = {
     request: (pool, up, t) => { const s = metrics.upstream(pool, up); if (t === 'udp') s.requestsUdp++; else s.requestsTcp++; },
     failure: (pool, up, reason) => { metrics.upstream(pool, up).failures[reason]++; },
@@ -115,7 +120,7 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
   const pools = new Map<string, UpstreamPool>();
   // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
   // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
-  // They are probed with a question Consul answers itself, never a root name (consul-dns.md §1.4).
+  // They are probed with a question Consul answers itself, never a root name.
   const agentProbe = buildQuestion(config.consul.domain + '.', TYPE.SOA);
   pools.set('consul', new UpstreamPool('consul', await resolveUpstreams(config.consul.agents, log), poolOpts(agentProbe, 65467), transport, observer, log));
   const probe = parseProbe(u.recursorProbe);
@@ -160,13 +165,13 @@ async function build(config: Config, transport: Transport, metrics: Metrics, log
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
-  // With no listener nobody can scrape: counting calls become no-ops (metrics.ts `enabled`).
+  // With no listener nobody can scrape: counting calls become no-ops (Metrics `enabled`).
   const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
-  const transport = new Transport();
-  let proxy: Proxy | null = null;
+  const transport = new UpstreamSockets();
+  let proxy: QueryHandler | null = null;
   const afterChange = () => proxy?.forgetInflight();
   let built = await build(config, transport, metrics, log, afterChange);
-  proxy = new Proxy(built.deps);
+  proxy = new QueryHandler(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
   await server.listen(config.listen.map((l) => parseHostPort(l)));
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).

@@ -5,9 +5,12 @@
  * configuration error (every problem listed), 1 for anything else at start (a port in use).
  * SIGHUP reloads the file; a bad file keeps the running configuration and logs why.
  */
-import { loadConfig, ConfigError, HELP, type Config } from './config.js';
+import { ConfigError } from './errors.js';
+import { restartOnlyChanges, type Config } from './config/schema.js';
+import { HELP } from './config/flags.js';
+import { loadConfig } from './config/load.js';
 import { startApp, type App } from './app.js';
-import { createLogger } from './log.js';
+import { createLogger } from './observability/log.js';
 import { VERSION } from './version.js';
 
 function load(): ReturnType<typeof loadConfig> | null {
@@ -61,7 +64,7 @@ async function main(): Promise<void> {
       log.error({ problems }, 'reload failed; keeping the running configuration');
       return;
     }
-    if (JSON.stringify(next.listen) !== JSON.stringify(config.listen)) log.warn({ listen: config.listen }, 'listen addresses change only on restart');
+    for (const c of restartOnlyChanges(config, next)) log.warn({ [c.key]: c.running }, c.warning);
     app.reload(next).then(() => { config = next; }, (err) => log.error({ err }, 'reload failed; keeping the running configuration'));
   });
 }

@@ -4,7 +4,7 @@
  * a prebuilt reply, one copy with the query's ID patched in, one send. Proxy ÷ control is then
  * what our own pipeline (parsing, cache, rendering) adds, with the machine's share divided out.
  *
- * Its socket is made, bound and written exactly as the proxy's UDP listener does it (src/server.ts
+ * Its socket is made, bound and written exactly as the proxy's UDP listener does it (src/server/dns-server.ts
  * at the time of writing: `createSocket({ type: 'udp4', ipv6Only: false })`, `bind` with
  * `exclusive: true`, no receive or send buffer sizes set, `send(reply, port, address, cb)` with a
  * no-op callback per datagram). When the listener changes those, this file must follow, or the

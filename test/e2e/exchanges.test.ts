@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { decodeMessage } from '../../src/message.js';
+import { decodeMessage } from '../../src/dns/message.js';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
 import {

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { decodeMessage } from '../../src/message.js';
+import { decodeMessage } from '../../src/dns/message.js';
 import { startProxy, freePort } from '../support/proc.js';
 import { startScripted, reply, isProbe, a, clientQuery, askUdp } from '../support/scripted-upstream.js';
 

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { decodeMessage } from '../../src/message.js';
+import { decodeMessage } from '../../src/dns/message.js';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
 import { startJanusCluster } from '../support/consul-sim/index.js';
 import { waitFor } from '../support/wait.js';

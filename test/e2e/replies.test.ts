@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { decodeMessage, encodeMessage } from '../../src/message.js';
+import { decodeMessage, encodeMessage } from '../../src/dns/message.js';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
 import { startJanusCluster } from '../support/consul-sim/index.js';
@@ -17,7 +17,7 @@ import { waitFor } from '../support/wait.js';
 import {
   startScripted, reply, isProbe, a, rr, optRecord, clientQuery, askUdp, askTcp, metricValue, scrape, type Scripted, type Script,
 } from '../support/scripted-upstream.js';
-import { nameToWire } from '../../src/message.js';
+import { nameToWire } from '../../src/dns/message.js';
 
 type T = { after(fn: () => unknown): void };
 

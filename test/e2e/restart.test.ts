@@ -16,7 +16,7 @@ import net from 'node:net';
 import { mkdtempSync, writeFileSync, chmodSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TYPE } from '../../src/wire.js';
+import { TYPE } from '../../src/dns/constants.js';
 import { queryMessage } from '../support/query.js';
 import { startSim, type Sim } from '../support/consul-sim/index.js';
 import { CLI, freePort, startProxy } from '../support/proc.js';

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
 import { startScripted, reply, isProbe, a, rr, soaRecord, RCODE, type Scripted, type Script } from '../support/scripted-upstream.js';
-import { nameToWire } from '../../src/message.js';
+import { nameToWire } from '../../src/dns/message.js';
 
 type T = { after(fn: () => unknown): void };
 

@@ -1,7 +1,7 @@
 /**
  * Seeded helpers for the wire codec tests: a tiny xorshift PRNG, a generator of random
  * Consul-like replies (for the alias property tests), and a bounded mutation fuzzer over real wire
- * messages whose only acceptable failure is WireError. test/fuzz-wire.test.ts runs it briefly; a
+ * messages whose only acceptable failure is WireError. test/unit/fuzz-wire.test.ts runs it briefly; a
  * long run reuses the same core, e.g. (after a build):
  *
  *   node -e "import('./dist/test/support/fuzz.js').then(async f => { const r = f.runFuzz({
@@ -23,8 +23,9 @@ import {
   nameToWire,
   type Message,
   type Record,
-} from '../../src/message.js';
-import { toAliasReply, toCanonicalName } from '../../src/alias.js';
+} from '../../src/dns/message.js';
+import { toCanonicalName } from '../../src/query/alias.js';
+import { toAliasReply } from '../../src/cache/render.js';
 
 /** xorshift32 (Marsaglia 2003): deterministic, fast, good enough to pick mutations. */
 export class Rng {

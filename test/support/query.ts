@@ -2,7 +2,8 @@
  * Client-side DNS messages for tests and benches: a query as a stub resolver sends it (header,
  * one question from wire.ts's buildQuestion, no EDNS) and its RFC 7766 TCP framing.
  */
-import { buildQuestion, TYPE } from '../../src/wire.js';
+import { buildQuestion } from '../../src/dns/wire.js';
+import { TYPE } from '../../src/dns/constants.js';
 
 /** A query with ID `id` for `name`/`qtype`; flags default to RD. */
 export function queryMessage(id: number, name: string, qtype: number = TYPE.A, flags = 0x0100): Buffer {

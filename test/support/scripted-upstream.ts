@@ -10,7 +10,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { decodeMessage, encodeMessage, nameToWire, type Message, type Record as RR } from '../../src/message.js';
+import { decodeMessage, encodeMessage, nameToWire, type Message, type Record as RR } from '../../src/dns/message.js';
 import { a, opt, rr } from './fuzz.js';
 
 export { a, opt, rr };

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { consulSkip, startDevAgent, httpRequest } from '../../support/consul-cluster.js';
 import { startSim, type Sim } from '../../support/consul-sim/index.js';
 import { dig, type DigResult, type DigRecord } from '../../support/dig.js';
-import { dnsView } from '../../../src/health.js';
+import { dnsView } from '../../../src/consul/health.js';
 
 const skip = consulSkip();
 const DEV = '127.0.23.1';

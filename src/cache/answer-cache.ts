@@ -1,0 +1,385 @@
+/**
+ * The answer cache. Consul answers with TTL 0, so a TTL cache either does nothing or serves dead
+ * instances; this one holds Consul service answers for `cache.consulTtl` while a health watch on
+ * the service is live, and drops them the moment the watch reports a change. Everything else
+ * keeps its own TTL. Clients always see the upstream's TTLs (aged), never our holding time.
+ *
+ * One logical entry per canonical question (after alias mapping): lowercased name, type, DO, CD
+ * (the key is cacheKey() of the canonical name, so `x.starlings` and `x.consul` share
+ * one entry and one upstream query). The entry holds renderings made once on the miss path: per
+ * alias, per record order (rotations of the answer set, so consecutive hits spread load over every
+ * instance as Consul's shuffle does), per client class (full for EDNS and TCP clients; trimmed to
+ * udpAnswerLimit for UDP clients without EDNS, as Consul's trimUDPResponse does). A hit copies one
+ * rendering and patches ID, flags, the client's exact question bytes and the TTLs: no decode, no
+ * encode.
+ *
+ * Watch protection: an entry is held for consulTtl only if it is a positive service
+ * answer AND the service's watch had been live since before the answer was fetched AND it has
+ * stayed live since (same `liveSince`). An answer fetched before the watch's first reply may
+ * predate that reply's baseline, so nothing would ever invalidate it: it keeps Consul's TTL.
+ *
+ * Why lru-cache: bounded by entries and bytes with O(1) get/set (O(1), a fraction of a microsecond). It
+ * is given an explicit ttl ≥ 1 ms always (ttl 0 means "forever" there), no updateAgeOnGet, no
+ * autopurge; freshness is checked here against our own clock so expired entries stay available
+ * for RFC 8767 serve-stale until their stale window ends.
+ */
+import { LRUCache } from 'lru-cache';
+import type { Query, ReplyLayout } from '../dns/wire.js';
+import { FLAG, RCODE, TYPE } from '../dns/constants.js';
+import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
+import { decodeMessage, type Message } from '../dns/message.js';
+import { parseConsulName } from '../consul/names.js';
+import { serviceKey } from '../consul/service-key.js';
+import { cacheKeyPrefix, isKeyOf } from './key.js';
+import { MAX_ROTATIONS, Slab, buildVariant, hitOptions, pick, renderHit, type HitOptions, type Rendering, type Variant } from './render.js';
+import { type ExchangeResult } from '../upstream/types.js';
+import type { Metrics } from '../observability/metrics.js';
+
+/** What the cache needs of a route: whether the name is Consul's, and the alias it is under. */
+export interface RouteView {
+  readonly kind: string;
+  /** The alias the name is under, or null for the Consul domain itself and names outside it. */
+  readonly alias: string | null;
+}
+
+/** What the cache offers the query handler. */
+export interface ResponseCache {
+  /** A finished reply for this client, or null on a miss. Synchronous, raw bytes only. */
+  lookup(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /** Offers an upstream answer for caching (the cache decides if it may keep it). */
+  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt: number): boolean;
+  /** Renders the entry just stored, whatever its freshness (the miss path's own reply). */
+  peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /** A stale answer (RFC 8767) when every upstream failed, or null. */
+  stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+}
+
+export interface CacheSettings {
+  maxEntries: number;
+  maxBytes: number;
+  consulTtl: number;        // seconds
+  negativeMaxTtl: number;   // seconds
+  maxTtl: number;           // seconds, for recursor and zone answers
+  staleConsul: number;      // seconds an expired Consul entry stays usable as last-known-good
+  staleRecursors: number;
+  udpAnswerLimit: number;
+  maxUdpSize: number;
+  domain: string;
+  /** The Consul domain's aliases: their renderings are made on the miss path too. */
+  aliases?: string[];
+}
+
+/** What the cache needs from the health watcher (consul/health.ts). */
+export interface WatchView {
+  ensure(service: string, dc?: string): void;
+  touch(service: string, dc?: string): void;
+  /** Time (ms) since which the service's watch has been live without interruption, or 0. */
+  liveSince(service: string, dc?: string): number;
+}
+
+interface Entry {
+  /** When the upstream query started (ms): TTLs age from here. */
+  storedAt: number;
+  /** Fresh until, by the upstream's own TTL. */
+  ownUntil: number;
+  /** Fresh until while the watch stays live (0 when not watch-protected). */
+  watchedUntil: number;
+  /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
+  liveSince: number;
+  staleUntil: number;
+  service: string | null;
+  dc: string | undefined;
+  /** serviceKey(service, dc), or null for entries not tied to a service. */
+  sk: string | null;
+  flags: number;
+  /**
+   * The canonical reply (OPT stripped) in cache memory (buf, off, len). Renderings for another
+   * name of the domain are made from it. For answers outside Consul the entry is itself the only
+   * rendering (with its TTL table, nTtl): no extra objects per entry.
+   */
+  buf: Buffer;
+  off: number;
+  len: number;
+  nTtl: number;
+  qEnd: number;
+  answers: number;
+  /** Consul answers: renderings by name of the domain, [0] the Consul domain, [i+1] aliases[i]. Else null. */
+  variants: (Variant | undefined)[] | null;
+  size: number;
+}
+
+const NO_TTLS: readonly number[] = [];
+const EMPTY = Buffer.alloc(0);
+
+/** Per-entry bookkeeping (Map slots, Entry object, arrays) counted into maxBytes. */
+const ENTRY_OVERHEAD = 256;
+/** changedAt records older than this can no longer refuse a fetch (fetches end within the deadline). */
+const CHANGED_KEEP_MS = 10 * 60_000;
+/**
+ * Query types Consul answers from the service's instances: A, AAAA, SRV, and
+ * ANY/TXT (makeARecord). SOA and NS are answered before the service code and other types are
+ * NODATA, so those never depend on the service's health.
+ */
+const SERVICE_TYPES = new Set<number>([TYPE.A, TYPE.AAAA, TYPE.SRV, TYPE.ANY, TYPE.TXT]);
+
+/**
+ * Whether, and for how long (seconds), an upstream reply may be cached. One rule per line.
+ * Returns -1 for "never". A positive TTL of 0 is cacheable: Consul's TTL 0 answers are held by
+ * the health watch (or kept as last-known-good for RFC 8767), never served fresh on their own.
+ */
+export function cacheableTtl(layout: ReplyLayout, negativeMaxTtl: number): number {
+  if (layout.flags & FLAG.TC) return -1;                       // Truncated: half an answer (RFC 2181 §9).
+  if (layout.extRcode !== 0) return -1;                        // Extended rcodes (BADVERS, BADCOOKIE…) are per exchange.
+  const rcode = layout.rcode;
+  if (rcode === RCODE.NOERROR && layout.an > 0) return layout.minTtl < 0 ? 0 : layout.minTtl; // Positive: its smallest TTL (RFC 2181 §5.2).
+  if (rcode !== RCODE.NOERROR && rcode !== RCODE.NXDOMAIN) return -1; // SERVFAIL, REFUSED, FORMERR, NOTIMP…: never (RFC 2308 §7 allows ≤5 min for SERVFAIL; we choose none).
+  if (layout.negTtl < 0) return -1;                            // NXDOMAIN/NODATA without SOA: not cacheable (RFC 2308 §5).
+  const neg = Math.min(layout.negTtl, negativeMaxTtl);         // RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped by config.
+  return neg > 0 ? neg : -1;                                   // Consul's SOA MINIMUM 0: "no healthy instance" must never stick.
+}
+
+export class AnswerCache implements ResponseCache {
+  private readonly lru: LRUCache<string, Entry>;
+  private readonly byService = new Map<string, Set<string>>();
+  /** Last health change per service (ms), to refuse storing answers fetched before it. */
+  private readonly changedAt = new Map<string, number>();
+  private readonly aliases: string[];
+  private readonly hit: HitOptions;
+  private readonly slab = new Slab();
+
+  constructor(private readonly s: CacheSettings, private readonly metrics: Metrics, private readonly watch: WatchView | null,
+    private readonly now: () => number = Date.now) {
+    this.aliases = s.aliases ?? [];
+    this.lru = new LRUCache<string, Entry>({
+      max: s.maxEntries,
+      maxSize: s.maxBytes,
+      sizeCalculation: (e) => e.size,
+      ttlAutopurge: false,
+      // lru-cache reads performance.now unless given a clock; ours is the cache's own (tests inject it).
+      perf: { now: () => this.now() },
+      dispose: (e, key, reason) => {
+        this.unindex(e, key);
+        if (reason === 'evict') metrics.eviction('capacity');
+        else if (reason === 'expire') metrics.eviction('expired');
+      },
+    });
+    this.hit = hitOptions(s.maxUdpSize);
+  }
+
+  get size(): number { return this.lru.size; }
+
+  // ---- hit path ---------------------------------------------------------------------------------
+
+  lookup(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
+    const e = this.lru.get(key);
+    if (e === undefined) return null;
+    const now = this.now();
+    if (now >= this.freshUntil(e)) return null;
+    if (e.service !== null) this.watch?.touch(e.service, e.dc);
+    // Every alias in settings.aliases was rendered on the miss path; another one (not configured
+    // there) is rendered once here rather than missing forever.
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+    const v = e.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
+    if (v === null) return null;
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+  }
+
+  stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
+    const e = this.lru.get(key);
+    if (e === undefined) return null;
+    const now = this.now();
+    if (now >= e.staleUntil) return null;
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+    const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
+    if (v === null) return null;
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+  }
+
+  private freshUntil(e: Entry): number {
+    if (e.watchedUntil > 0 && this.watch !== null && this.watch.liveSince(e.service!, e.dc) === e.liveSince) {
+      return e.watchedUntil > e.ownUntil ? e.watchedUntil : e.ownUntil;
+    }
+    return e.ownUntil;
+  }
+
+  // ---- miss path --------------------------------------------------------------------------------
+
+  peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
+    const e = this.lru.peek(key);
+    if (e === undefined) return null;
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+    const v = this.variant(e, route.alias);
+    return v === null ? null : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+  }
+
+  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt?: number): boolean {
+    if ('failure' in result) return false;
+    const layout = result.layout;
+    const now = this.now();
+    const fetchedAt = startedAt !== undefined && startedAt <= now ? startedAt : now;
+    const consul = route.kind === 'consul';
+    const positive = layout.rcode === RCODE.NOERROR && layout.an > 0;
+    // Every answer of a service lookup (any form, type or rcode) is tied to the service so that a
+    // health change drops it; only positive answers of the instance types are watch-protected.
+    let service: string | null = null;
+    let dc: string | undefined;
+    let sk: string | null = null;
+    let watchable = false;
+    if (consul) {
+      const lookup = parseConsulName(canonicalName, this.s.domain, q.qtype);
+      if (lookup !== null && lookup.kind === 'service') {
+        service = lookup.service;
+        dc = lookup.dc;
+        sk = serviceKey(service, dc);
+        watchable = positive && SERVICE_TYPES.has(q.qtype);
+      }
+    }
+    const ttl = cacheableTtl(layout, this.s.negativeMaxTtl);
+    if (ttl < 0) return false;
+    // A miss on a service lookup starts the watch. Only for cacheable answers naming instances,
+    // so a flood of random names (NXDOMAIN) cannot fill cache.maxWatches.
+    if (watchable) this.watch?.ensure(service!, dc);
+    // An answer fetched before the service's last health change may already be out of date.
+    if (sk !== null && (this.changedAt.get(sk) ?? -1) >= fetchedAt) return false;
+    let liveSince = 0;
+    let watchedUntil = 0;
+    if (watchable && this.watch !== null) {
+      const since = this.watch.liveSince(service!, dc);
+      // Strictly before: an answer fetched in the same millisecond may predate the watch's baseline.
+      if (since > 0 && since < fetchedAt) { liveSince = since; watchedUntil = fetchedAt + this.s.consulTtl * 1000; }
+    }
+    const ownTtl = consul ? ttl : Math.min(ttl, this.s.maxTtl);
+    const ownUntil = fetchedAt + ownTtl * 1000;
+    const freshest = Math.max(ownUntil, watchedUntil);
+    const staleUntil = freshest + (consul ? this.s.staleConsul : this.s.staleRecursors) * 1000;
+    if (staleUntil <= now) return false;
+    // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
+    const stripped = stripOpt(result.reply, layout);
+    const e: Entry = {
+      storedAt: fetchedAt, ownUntil, watchedUntil, liveSince, staleUntil, service, dc, sk,
+      flags: layout.flags, buf: EMPTY, off: 0, len: 0, nTtl: 0, qEnd: layout.qEnd, answers: layout.an, variants: null,
+      size: ENTRY_OVERHEAD,
+    };
+    // Outside Consul there is no alias, no rotation and no answer limit: the reply as received is
+    // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
+    // A Consul entry keeps the canonical reply (no TTL table) to derive its renderings from.
+    this.slab.keep(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
+    e.size += e.len + 6 * e.nTtl;
+    if (consul) {
+      e.variants = [];
+      // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
+      // other name of the domain too, so no hit ever encodes. An entry that can only be served
+      // stale gets the others on the failure path, if ever.
+      let canonical: Message;
+      try {
+        canonical = decodeMessage(stripped);
+      } catch {
+        return false; // validated by scanReply already; a decode failure means we simply don't cache it
+      }
+      if (this.variant(e, route.alias, canonical) === null) return false;
+      if (freshest > now) {
+        if (route.alias !== null && this.variant(e, null, canonical) === null) return false;
+        for (const a of this.aliases) if (a !== route.alias && this.variant(e, a, canonical) === null) return false;
+      }
+    }
+    if (e.size > this.s.maxBytes) return false; // lru-cache would drop it silently; keep the index honest
+    this.lru.set(key, e, { ttl: Math.max(1, staleUntil - now), size: e.size });
+    if (sk !== null) {
+      let set = this.byService.get(sk);
+      if (!set) this.byService.set(sk, (set = new Set()));
+      set.add(key);
+    }
+    return true;
+  }
+
+  /** Index of an alias's renderings in Entry.variants (0 = the Consul domain itself). */
+  private slot(alias: string | null): number {
+    return alias === null ? 0 : this.aliases.indexOf(alias) + 1;
+  }
+
+  /**
+   * The renderings for one alias (null = the Consul domain itself), built once. An alias that is
+   * not configured in settings.aliases (it cannot come from the router) is not cached.
+   */
+  private variant(e: Entry, alias: string | null, canonical?: Message): Variant | null {
+    if (e.variants === null) return null;
+    const k = this.slot(alias);
+    const found = e.variants[k];
+    if (found) return found;
+    if (alias !== null && k === 0) return null;
+    let v: Variant;
+    try {
+      v = buildVariant(canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)), alias, this.s.domain, this.s.udpAnswerLimit, MAX_ROTATIONS, this.slab);
+    } catch {
+      return null;
+    }
+    e.variants[k] = v;
+    const seen = new Set<Rendering>();
+    for (const r of [...v.full, ...v.trimmed]) {
+      if (seen.has(r)) continue;
+      seen.add(r);
+      e.size += r.len + 6 * r.nTtl + 64;
+    }
+    return v;
+  }
+
+  // ---- invalidation -----------------------------------------------------------------------------
+
+  /** Health changed for a service: drop every entry of it at once (all forms, types, aliases, orders). */
+  invalidateService(service: string, dc?: string): number {
+    const sk = serviceKey(service, dc);
+    const now = this.now();
+    this.changedAt.set(sk, now);
+    if (this.changedAt.size > 4096) {
+      for (const [k, t] of this.changedAt) if (now - t > CHANGED_KEEP_MS) this.changedAt.delete(k);
+    }
+    const keys = this.byService.get(sk);
+    if (!keys) return 0;
+    const list = [...keys];
+    for (const k of list) this.lru.delete(k);
+    this.byService.delete(sk);
+    this.metrics.eviction('health', list.length);
+    return list.length;
+  }
+
+  /** Admin flush: everything, one name (all types), or one service. Returns how many went. */
+  flush(sel: { name?: string; service?: string }): number {
+    let keys: string[];
+    if (sel.service) keys = [...(this.byService.get(sel.service) ?? [])];
+    else if (sel.name) {
+      const n = cacheKeyPrefix(sel.name);
+      keys = [...this.lru.keys()].filter((k) => isKeyOf(k, n));
+    } else keys = [...this.lru.keys()];
+    for (const k of keys) this.lru.delete(k);
+    this.metrics.eviction('flush', keys.length);
+    return keys.length;
+  }
+
+  entries(name: string): unknown[] {
+    const n = cacheKeyPrefix(name);
+    const now = this.now();
+    const out: unknown[] = [];
+    for (const [k, e] of this.lru.entries()) {
+      if (!isKeyOf(k, n)) continue;
+      const fresh = this.freshUntil(e);
+      out.push({
+        key: k, service: e.sk, ageSeconds: Math.floor((now - e.storedAt) / 1000),
+        fresh: now < fresh, watchProtected: fresh > e.ownUntil, freshForSeconds: Math.max(0, Math.floor((fresh - now) / 1000)),
+        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)), answers: e.answers,
+        rcode: e.flags & 0xf, renderings: e.variants === null ? [''] : e.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])), bytes: e.size,
+      });
+    }
+    return out;
+  }
+
+  clear(): void { this.lru.clear(); }
+
+  private unindex(e: Entry, key: string) {
+    if (e.sk === null) return;
+    const set = this.byService.get(e.sk);
+    if (!set) return;
+    set.delete(key);
+    if (set.size === 0) this.byService.delete(e.sk);
+  }
+}
+
