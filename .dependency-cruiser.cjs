@@ -83,7 +83,8 @@ module.exports = {
     },
     {
       name: 'src-not-to-dev-dep',
-      comment: 'shipped code uses only "dependencies": dns2 and consul are devDependencies, used by tests and bench only',
+      comment:
+        'shipped code uses only "dependencies": dns2 and consul are devDependencies, used by tests and bench only',
       severity: 'error',
       from: { path: '^src/' },
       to: { dependencyTypes: ['npm-dev'], dependencyTypesNot: ['type-only'] },
