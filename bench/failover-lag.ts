@@ -29,31 +29,49 @@ class Poller {
     this.query = queryMessage(0, `${SERVICE}.service.consul`);
     this.sock.on('message', (m) => {
       if (m.readUInt16BE(0) !== this.id || !this.pending) return;
-      const f = this.pending; this.pending = null;
+      const f = this.pending;
+      this.pending = null;
       f(answersA(m));
     });
   }
-  bind(): Promise<void> { return new Promise((r) => this.sock.bind(0, '127.0.0.1', () => r())); }
+  bind(): Promise<void> {
+    return new Promise((r) => this.sock.bind(0, '127.0.0.1', () => r()));
+  }
   ask(): Promise<string[]> {
     this.id = (this.id + 1) & 0xffff;
     this.query.writeUInt16BE(this.id, 0);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => { this.pending = null; reject(new Error('no reply in 2 s')); }, 2000);
-      this.pending = (ips) => { clearTimeout(t); resolve(ips); };
+      const t = setTimeout(() => {
+        this.pending = null;
+        reject(new Error('no reply in 2 s'));
+      }, 2000);
+      this.pending = (ips) => {
+        clearTimeout(t);
+        resolve(ips);
+      };
       this.sock.send(this.query, this.port, '127.0.0.1');
     });
   }
-  close(): void { this.sock.close(); }
+  close(): void {
+    this.sock.close();
+  }
 }
 
 /** A records of a reply, walking it raw (names may be compressed). */
 function answersA(m: Buffer): string[] {
-  const skip = (o: number) => { while (m[o]! !== 0) { if ((m[o]! & 0xc0) === 0xc0) return o + 2; o += m[o]! + 1; } return o + 1; };
+  const skip = (o: number) => {
+    while (m[o]! !== 0) {
+      if ((m[o]! & 0xc0) === 0xc0) return o + 2;
+      o += m[o]! + 1;
+    }
+    return o + 1;
+  };
   let off = skip(12) + 4;
   const out: string[] = [];
   for (let i = 0; i < m.readUInt16BE(6); i++) {
     off = skip(off);
-    const type = m.readUInt16BE(off), len = m.readUInt16BE(off + 8);
+    const type = m.readUInt16BE(off),
+      len = m.readUInt16BE(off + 8);
     if (type === 1 && len === 4) out.push([...m.subarray(off + 10, off + 14)].join('.'));
     off += 10 + len;
   }
@@ -62,20 +80,41 @@ function answersA(m: Buffer): string[] {
 
 async function main() {
   const sim: Sim = await startSim();
-  for (let i = 1; i <= 3; i++) sim.register({ id: `${SERVICE}-${i}`, name: SERVICE, node: `${SERVICE}-n${i}`, nodeAddress: `127.0.60.${i}`, port: 9000 + i });
+  for (let i = 1; i <= 3; i++)
+    sim.register({
+      id: `${SERVICE}-${i}`,
+      name: SERVICE,
+      node: `${SERVICE}-n${i}`,
+      nodeAddress: `127.0.60.${i}`,
+      port: 9000 + i,
+    });
   let proxy: ProxyProc | null = null;
   let poller: Poller | null = null;
   try {
-    proxy = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--consul-http', `http://127.0.0.1:${sim.httpPort}`, '--metrics', 'off']);
+    proxy = await startProxy([
+      '--agent',
+      `127.0.0.1:${sim.dnsPort}`,
+      '--consul-http',
+      `http://127.0.0.1:${sim.httpPort}`,
+      '--metrics',
+      'off',
+    ]);
     poller = new Poller(proxy.port);
     await poller.bind();
     const p = poller;
     const cachedWith = async (present: boolean) => {
-      await waitFor(async () => {
-        const q0 = sim.queries;
-        const ips = await p.ask();
-        return ips.includes(GONE) === present && sim.queries === q0;
-      }, { timeoutMs: 15_000, intervalMs: 10, what: `answer ${present ? 'with' : 'without'} ${GONE} served from the cache` });
+      await waitFor(
+        async () => {
+          const q0 = sim.queries;
+          const ips = await p.ask();
+          return ips.includes(GONE) === present && sim.queries === q0;
+        },
+        {
+          timeoutMs: 15_000,
+          intervalMs: 10,
+          what: `answer ${present ? 'with' : 'without'} ${GONE} served from the cache`,
+        },
+      );
     };
     const lags: number[] = [];
     let polls = 0;
@@ -85,19 +124,26 @@ async function main() {
       // The watch's next blocking request must be parked at the simulator before the change, so a
       // trial measures a change arriving at a waiting watch (not the 100 ms minimum interval).
       await waitFor(() => sim.httpRequests >= parked, { timeoutMs: 5000, what: 'the watch to block again' });
-      const q0 = sim.queries, h0 = sim.httpRequests;
-      let tq = -1, th = -1, n = 0;
+      const q0 = sim.queries,
+        h0 = sim.httpRequests;
+      let tq = -1,
+        th = -1,
+        n = 0;
       const t0 = performance.now();
       sim.setHealth(`${SERVICE}-1`, 'critical');
       for (;;) {
-        polls++; n++;
+        polls++;
+        n++;
         const ips = await p.ask();
         if (tq < 0 && sim.queries > q0) tq = performance.now() - t0;
         if (th < 0 && sim.httpRequests > h0) th = performance.now() - t0;
         if (!ips.includes(GONE)) break;
       }
       lags.push(performance.now() - t0);
-      if (process.env.DEBUG_LAG) console.log(`trial ${t}: lag ${(performance.now() - t0).toFixed(1)} first-miss ${tq.toFixed(1)} next-watch-request ${th.toFixed(1)} polls ${n} http ${h0}`);
+      if (process.env.DEBUG_LAG)
+        console.log(
+          `trial ${t}: lag ${(performance.now() - t0).toFixed(1)} first-miss ${tq.toFixed(1)} next-watch-request ${th.toFixed(1)} polls ${n} http ${h0}`,
+        );
       await cachedWith(false);
       // The watch's request after the change has reached the simulator (it blocks there); the
       // next trial waits for the one after the restore, issued once the 100 ms minimum interval
@@ -110,10 +156,17 @@ async function main() {
     const q = (f: number) => lags[Math.min(lags.length - 1, Math.floor(f * lags.length))]!;
     const fmt = (x: number) => x.toFixed(2);
     const summary = {
-      trials: lags.length, median_ms: +fmt(q(0.5)), p90_ms: +fmt(q(0.9)), worst_ms: +fmt(lags[lags.length - 1]!), best_ms: +fmt(lags[0]!),
-      mean_ms: +fmt(lags.reduce((a, b) => a + b, 0) / lags.length), polls,
+      trials: lags.length,
+      median_ms: +fmt(q(0.5)),
+      p90_ms: +fmt(q(0.9)),
+      worst_ms: +fmt(lags[lags.length - 1]!),
+      best_ms: +fmt(lags[0]!),
+      mean_ms: +fmt(lags.reduce((a, b) => a + b, 0) / lags.length),
+      polls,
     };
-    console.log(`invalidation lag over ${summary.trials} trials: median ${summary.median_ms} ms, p90 ${summary.p90_ms} ms, worst ${summary.worst_ms} ms, best ${summary.best_ms} ms`);
+    console.log(
+      `invalidation lag over ${summary.trials} trials: median ${summary.median_ms} ms, p90 ${summary.p90_ms} ms, worst ${summary.worst_ms} ms, best ${summary.best_ms} ms`,
+    );
     console.log(JSON.stringify({ bench: 'failover-lag', ...summary, all_ms: lags.map((x) => +fmt(x)) }));
   } finally {
     poller?.close();
@@ -122,4 +175,7 @@ async function main() {
   }
 }
 
-main().catch((err) => { console.error(err); process.exitCode = 1; });
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

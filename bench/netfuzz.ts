@@ -38,10 +38,16 @@ const { values: opt } = parseArgs({
 });
 
 function loadSeeds(): Buffer[] {
-  const dirs = [new URL('../../test/fixtures/corpus/queries-dig/', import.meta.url).pathname, '/work/shared/corpus/queries-dig/'];
+  const dirs = [
+    new URL('../../test/fixtures/corpus/queries-dig/', import.meta.url).pathname,
+    '/work/shared/corpus/queries-dig/',
+  ];
   const dir = dirs.find((d) => existsSync(d));
   if (!dir) throw new Error('no query corpus found');
-  return readdirSync(dir).filter((f) => f.endsWith('.bin')).sort().map((f) => readFileSync(dir + f));
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.bin'))
+    .sort()
+    .map((f) => readFileSync(dir + f));
 }
 
 export function rssKb(pid: number): number {
@@ -49,15 +55,22 @@ export function rssKb(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
-
 /** Asks over UDP; resolves {rcode, an} or null after timeoutMs. */
-export function askUdp(port: number, msg: Buffer, timeoutMs = 2000): Promise<{ rcode: number; an: number; tc: boolean } | null> {
+export function askUdp(
+  port: number,
+  msg: Buffer,
+  timeoutMs = 2000,
+): Promise<{ rcode: number; an: number; tc: boolean } | null> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
-    const t = setTimeout(() => { s.close(); resolve(null); }, timeoutMs);
+    const t = setTimeout(() => {
+      s.close();
+      resolve(null);
+    }, timeoutMs);
     s.on('message', (m) => {
       if (m.length < 12 || m.readUInt16BE(0) !== msg.readUInt16BE(0)) return;
-      clearTimeout(t); s.close();
+      clearTimeout(t);
+      s.close();
       resolve({ rcode: m[3]! & 0xf, an: m.readUInt16BE(6), tc: (m[2]! & 2) !== 0 });
     });
     s.send(msg, port, HOST);
@@ -68,10 +81,18 @@ export function askTcp(port: number, msg: Buffer, timeoutMs = 2000): Promise<{ r
   return new Promise((resolve) => {
     const s = net.connect(port, HOST);
     let buf = Buffer.alloc(0);
-    const done = (v: { rcode: number; an: number } | null) => { clearTimeout(t); s.destroy(); resolve(v); };
+    const done = (v: { rcode: number; an: number } | null) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(v);
+    };
     const t = setTimeout(() => done(null), timeoutMs);
     s.on('error', () => done(null));
-    s.on('connect', () => { const l = Buffer.alloc(2); l.writeUInt16BE(msg.length); s.write(Buffer.concat([l, msg])); });
+    s.on('connect', () => {
+      const l = Buffer.alloc(2);
+      l.writeUInt16BE(msg.length);
+      s.write(Buffer.concat([l, msg]));
+    });
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
       if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
@@ -86,8 +107,16 @@ export function askTcp(port: number, msg: Buffer, timeoutMs = 2000): Promise<{ r
 function packet(rng: Rng, seeds: Buffer[]): Buffer {
   const k = rng.int(100);
   if (k < 15) return Buffer.from(Array.from({ length: rng.int(64) }, () => rng.int(256)));
-  if (k < 20) { const b = Buffer.alloc(12 + rng.int(1400)); for (let i = 0; i < b.length; i++) b[i] = rng.int(256); return b; }
-  if (k < 30) { const s = Buffer.from(rng.pick(seeds)); s.writeUInt16BE(rng.int(65536), 0); return s; }
+  if (k < 20) {
+    const b = Buffer.alloc(12 + rng.int(1400));
+    for (let i = 0; i < b.length; i++) b[i] = rng.int(256);
+    return b;
+  }
+  if (k < 30) {
+    const s = Buffer.from(rng.pick(seeds));
+    s.writeUInt16BE(rng.int(65536), 0);
+    return s;
+  }
   let m = mutate(rng.pick(seeds), rng);
   if (rng.bool(0.3)) m = mutate(m, rng);
   return m;
@@ -97,7 +126,8 @@ function packet(rng: Rng, seeds: Buffer[]): Buffer {
 async function scrape(at: string | null): Promise<{ heapMb: number; cacheEntries: number; watches: number } | null> {
   if (!at) return null;
   const text = await (await fetch(`http://${at}/metrics`)).text();
-  const v = (n: string) => Number(/^(\S+) (\S+)$/m.exec(text.split('\n').find((l) => l.startsWith(n + ' ')) ?? '')?.[2] ?? NaN);
+  const v = (n: string) =>
+    Number(/^(\S+) (\S+)$/m.exec(text.split('\n').find((l) => l.startsWith(n + ' ')) ?? '')?.[2] ?? NaN);
   return {
     heapMb: +(v('consul_dns_proxy_nodejs_heap_size_used_bytes') / 1048576).toFixed(1),
     cacheEntries: v('consul_dns_proxy_cache_entries'),
@@ -122,27 +152,46 @@ async function main(): Promise<number> {
     pid = Number(opt['proxy-pid'] ?? NaN);
   } else {
     sim = await startJanusCluster();
-    proc = await startProxy(['--agent', `${HOST}:${sim.dnsPort}`, '--consul-http', `http://${HOST}:${sim.httpPort}`, '--metrics', `${HOST}:0`]);
+    proc = await startProxy([
+      '--agent',
+      `${HOST}:${sim.dnsPort}`,
+      '--consul-http',
+      `http://${HOST}:${sim.httpPort}`,
+      '--metrics',
+      `${HOST}:0`,
+    ]);
     metricsAt = proc.metrics;
     port = proc.port;
     pid = proc.proc.pid!;
   }
-  const name = opt['agent-name']!;
+  const name = opt['agent-name'];
   try {
     const udp = dgram.createSocket('udp4');
     let replies = 0;
-    udp.on('message', () => { replies++; });
+    udp.on('message', () => {
+      replies++;
+    });
     await new Promise<void>((r) => udp.bind(0, HOST, () => r()));
-    let sentUdp = 0, sentTcp = 0, tcpConns = 0, tcpClosedByServer = 0;
+    let sentUdp = 0,
+      sentTcp = 0,
+      tcpConns = 0,
+      tcpClosedByServer = 0;
     let tcp: net.Socket | null = null;
     let tcpLeft = 0;
     let peak = 0;
     const openTcp = () => {
       const s = net.connect(port, HOST);
       tcpConns++;
-      s.on('data', () => { /* replies ignored */ });
-      s.on('error', () => { /* reset: fine */ });
-      s.on('close', () => { tcpClosedByServer++; if (tcp === s) tcp = null; });
+      s.on('data', () => {
+        /* replies ignored */
+      });
+      s.on('error', () => {
+        /* reset: fine */
+      });
+      s.on('close', () => {
+        tcpClosedByServer++;
+        if (tcp === s) tcp = null;
+      });
       tcpLeft = 50 + rng.int(300);
       return s;
     };
@@ -154,7 +203,10 @@ async function main(): Promise<number> {
         for (let j = 0; j < batch && i < n; j++, i++) {
           const p = packet(rng, seeds);
           if (rng.bool(tcpShare)) {
-            if (!tcp || tcp.destroyed || tcpLeft-- <= 0) { tcp?.end(); tcp = openTcp(); }
+            if (!tcp || tcp.destroyed || tcpLeft-- <= 0) {
+              tcp?.end();
+              tcp = openTcp();
+            }
             const len = Buffer.alloc(2);
             // Now and then a length that lies (longer than what follows, or cut short).
             len.writeUInt16BE(rng.bool(0.03) ? rng.int(65536) : p.length);
@@ -190,7 +242,11 @@ async function main(): Promise<number> {
     const rss0 = Number.isFinite(pid) ? rssKb(pid) : NaN;
     const m0 = await scrape(metricsAt);
     peak = rss0;
-    sentUdp = 0; sentTcp = 0; tcpConns = 0; tcpClosedByServer = 0; replies = 0;
+    sentUdp = 0;
+    sentTcp = 0;
+    tcpConns = 0;
+    tcpClosedByServer = 0;
+    replies = 0;
     const fuzzMs = await blast(total, 'fuzz');
     (tcp as net.Socket | null)?.destroy();
     udp.close();
@@ -216,15 +272,31 @@ async function main(): Promise<number> {
     checks.push({ what: `RSS within 20% of the post-warm-up figure (${(growth * 100).toFixed(1)}%)`, ok: memOk });
 
     const result = {
-      warmupPackets: warmup, packets: sentUdp + sentTcp, udp: sentUdp, tcp: sentTcp, tcpConnections: tcpConns, tcpClosed: tcpClosedByServer,
-      udpReplies: replies, seconds: +(fuzzMs / 1000).toFixed(1), pps: Math.round((sentUdp + sentTcp) / (fuzzMs / 1000)),
-      rssKb: { afterWarmup: rss0, peak, end: rss1 }, proxyMetrics: { afterWarmup: m0, end: m1 }, rssGrowthPct: +(growth * 100).toFixed(1),
+      warmupPackets: warmup,
+      packets: sentUdp + sentTcp,
+      udp: sentUdp,
+      tcp: sentTcp,
+      tcpConnections: tcpConns,
+      tcpClosed: tcpClosedByServer,
+      udpReplies: replies,
+      seconds: +(fuzzMs / 1000).toFixed(1),
+      pps: Math.round((sentUdp + sentTcp) / (fuzzMs / 1000)),
+      rssKb: { afterWarmup: rss0, peak, end: rss1 },
+      proxyMetrics: { afterWarmup: m0, end: m1 },
+      rssGrowthPct: +(growth * 100).toFixed(1),
       checks,
     };
-    console.log(`network fuzz: ${result.packets} packets (${sentUdp} UDP, ${sentTcp} TCP over ${tcpConns} connections) in ${result.seconds} s (${result.pps}/s)`);
-    console.log(`  UDP replies: ${replies} (malformed queries get FORMERR/NOTIMP/BADVERS; unreadable ones are dropped)`);
+    console.log(
+      `network fuzz: ${result.packets} packets (${sentUdp} UDP, ${sentTcp} TCP over ${tcpConns} connections) in ${result.seconds} s (${result.pps}/s)`,
+    );
+    console.log(
+      `  UDP replies: ${replies} (malformed queries get FORMERR/NOTIMP/BADVERS; unreadable ones are dropped)`,
+    );
     console.log(`  RSS kB: after warm-up ${rss0}, peak ${peak}, end ${rss1} (${result.rssGrowthPct}%)`);
-    if (m0 && m1) console.log(`  heap used MB ${m0.heapMb} -> ${m1.heapMb}; cache entries ${m0.cacheEntries} -> ${m1.cacheEntries}; health watches ${m0.watches} -> ${m1.watches}`);
+    if (m0 && m1)
+      console.log(
+        `  heap used MB ${m0.heapMb} -> ${m1.heapMb}; cache entries ${m0.cacheEntries} -> ${m1.cacheEntries}; health watches ${m0.watches} -> ${m1.watches}`,
+      );
     for (const c of checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.what}`);
     console.log(JSON.stringify(result));
     return checks.every((c) => c.ok) ? 0 : 1;
@@ -234,4 +306,12 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => { process.exitCode = code; }, (err) => { console.error(err); process.exitCode = 1; });
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);

@@ -34,19 +34,67 @@ const { values: opt } = parseArgs({
   },
 });
 
-interface Phase { name: string; apply(a: Sim, b: Sim): Promise<void> }
-const clear = async (a: Sim, b: Sim) => { await a.setFault({ dns: null, http: null }); await b.setFault({ dns: null, http: null }); };
+interface Phase {
+  name: string;
+  apply(a: Sim, b: Sim): Promise<void>;
+}
+const clear = async (a: Sim, b: Sim) => {
+  await a.setFault({ dns: null, http: null });
+  await b.setFault({ dns: null, http: null });
+};
 const PHASES: Phase[] = [
   { name: 'healthy', apply: clear },
-  { name: 'agent A silent', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'silent' }); } },
-  { name: 'agent A slow 3s', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'slow', delayMs: 3000 }); } },
-  { name: 'agent A SERVFAIL + HTTP 500', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'servfail', http: '500' }); } },
-  { name: 'agent A garbage', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'garbage' }); } },
-  { name: 'agent A wrong ID', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'wrongid' }); } },
-  { name: 'HTTP API down', apply: async (a, b) => { await clear(a, b); await a.setFault({ http: 'refuse' }); } },
-  { name: 'both agents down', apply: async (a, b) => { await clear(a, b); await a.setFault({ dns: 'silent' }); await b.setFault({ dns: 'refuse' }); } },
+  {
+    name: 'agent A silent',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'silent' });
+    },
+  },
+  {
+    name: 'agent A slow 3s',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'slow', delayMs: 3000 });
+    },
+  },
+  {
+    name: 'agent A SERVFAIL + HTTP 500',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'servfail', http: '500' });
+    },
+  },
+  {
+    name: 'agent A garbage',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'garbage' });
+    },
+  },
+  {
+    name: 'agent A wrong ID',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'wrongid' });
+    },
+  },
+  {
+    name: 'HTTP API down',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ http: 'refuse' });
+    },
+  },
+  {
+    name: 'both agents down',
+    apply: async (a, b) => {
+      await clear(a, b);
+      await a.setFault({ dns: 'silent' });
+      await b.setFault({ dns: 'refuse' });
+    },
+  },
 ];
-
 
 /** Longer than the proxy's upstream.deadlineMs (3 s): a late SERVFAIL is an answer, not a timeout. */
 const CLIENT_TIMEOUT_MS = 4000;
@@ -57,7 +105,13 @@ const LATE_MS = DEADLINE_MS + 100;
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
 /** `late`: answered, but after LATE_MS; `timeouts`: no answer within CLIENT_TIMEOUT_MS. */
-interface Window { sent: number; rcodes: Record<string, number>; timeouts: number; late: number; tc: number }
+interface Window {
+  sent: number;
+  rcodes: Record<string, number>;
+  timeouts: number;
+  late: number;
+  tc: number;
+}
 const emptyWindow = (): Window => ({ sent: 0, rcodes: {}, timeouts: 0, late: 0, tc: 0 });
 
 async function main(): Promise<void> {
@@ -67,15 +121,33 @@ async function main(): Promise<void> {
   const sampleMs = Number(opt['sample-s']) * 1000;
   const a = await startJanusCluster();
   const b = await startJanusCluster();
-  for (const s of [a, b]) for (let i = 0; i < 20; i++) s.register({ id: `web-${i}`, name: 'web', node: `w${i}`, nodeAddress: `127.0.2.${i + 1}`, port: 80 });
+  for (const s of [a, b])
+    for (let i = 0; i < 20; i++)
+      s.register({ id: `web-${i}`, name: 'web', node: `w${i}`, nodeAddress: `127.0.2.${i + 1}`, port: 80 });
   const ub = await startUnbound();
-  const p = await startProxy(['--agent', `${HOST}:${a.dnsPort}`, '--agent', `${HOST}:${b.dnsPort}`, '--recursor', `${HOST}:${ub.port}`,
-    '--consul-http', `http://${HOST}:${a.httpPort}`, '--metrics', `${HOST}:0`]);
+  const p = await startProxy([
+    '--agent',
+    `${HOST}:${a.dnsPort}`,
+    '--agent',
+    `${HOST}:${b.dnsPort}`,
+    '--recursor',
+    `${HOST}:${ub.port}`,
+    '--consul-http',
+    `http://${HOST}:${a.httpPort}`,
+    '--metrics',
+    `${HOST}:0`,
+  ]);
   const pid = p.proc.pid!;
   const rssKb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
   const scrape = async () => {
     const text = await (await fetch(`http://${p.metrics}/metrics`)).text();
-    const v = (n: string) => Number(text.split('\n').find((l) => l.startsWith(n + ' '))?.split(' ')[1] ?? NaN);
+    const v = (n: string) =>
+      Number(
+        text
+          .split('\n')
+          .find((l) => l.startsWith(n + ' '))
+          ?.split(' ')[1] ?? NaN,
+      );
     return {
       lagP99Ms: +(v('consul_dns_proxy_nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1),
       lagMaxMs: +(v('consul_dns_proxy_nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1),
@@ -106,12 +178,25 @@ async function main(): Promise<void> {
     const sentAt = Date.now();
     const s = net.connect(p.port, HOST);
     let buf = Buffer.alloc(0);
-    const t = setTimeout(() => { w.timeouts++; s.destroy(); }, CLIENT_TIMEOUT_MS);
-    s.on('error', () => { /* counted by the timer */ });
-    s.on('connect', () => { const l = Buffer.alloc(2); l.writeUInt16BE(msg.length); s.write(Buffer.concat([l, msg])); });
+    const t = setTimeout(() => {
+      w.timeouts++;
+      s.destroy();
+    }, CLIENT_TIMEOUT_MS);
+    s.on('error', () => {
+      /* counted by the timer */
+    });
+    s.on('connect', () => {
+      const l = Buffer.alloc(2);
+      l.writeUInt16BE(msg.length);
+      s.write(Buffer.concat([l, msg]));
+    });
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) { clearTimeout(t); record(w, buf.subarray(2), sentAt); s.destroy(); }
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        clearTimeout(t);
+        record(w, buf.subarray(2), sentAt);
+        s.destroy();
+      }
     });
   };
   let nextId = 1;
@@ -119,19 +204,33 @@ async function main(): Promise<void> {
   const names = (): [string, number] => {
     const k = seq++;
     switch (k % 10) {
-      case 0: case 1: case 2: return ['janus.service.consul', 1];
-      case 3: return ['web.service.consul', 33];
-      case 4: return ['janus.service.starlings', 1];
-      case 5: return [`server${(k % 2) + 1}.janus.service.consul`, 1];
-      case 6: return [`miss${k}.service.consul`, 1];
-      case 7: return ['www.example', 1];
-      case 8: return [`nx${k}.example`, 1];
-      default: return ['api.example', 28];
+      case 0:
+      case 1:
+      case 2:
+        return ['janus.service.consul', 1];
+      case 3:
+        return ['web.service.consul', 33];
+      case 4:
+        return ['janus.service.starlings', 1];
+      case 5:
+        return [`server${(k % 2) + 1}.janus.service.consul`, 1];
+      case 6:
+        return [`miss${k}.service.consul`, 1];
+      case 7:
+        return ['www.example', 1];
+      case 8:
+        return [`nx${k}.example`, 1];
+      default:
+        return ['api.example', 28];
     }
   };
   const tick = setInterval(() => {
     const now = Date.now();
-    for (const [id, e] of pending) if (now - e.at > CLIENT_TIMEOUT_MS) { pending.delete(id); e.win.timeouts++; }
+    for (const [id, e] of pending)
+      if (now - e.at > CLIENT_TIMEOUT_MS) {
+        pending.delete(id);
+        e.win.timeouts++;
+      }
     for (let i = 0; i < qps / 20; i++) {
       const [n, t] = names();
       let id = nextId++ & 0xffff;
@@ -139,7 +238,10 @@ async function main(): Promise<void> {
       const msg = queryMessage(id, n, t);
       win.sent++;
       if (seq % 20 === 0) viaTcp(msg, win);
-      else { pending.set(id, { at: now, win }); sock.send(msg, p.port, HOST); }
+      else {
+        pending.set(id, { at: now, win });
+        sock.send(msg, p.port, HOST);
+      }
     }
   }, 50);
 
@@ -149,7 +251,8 @@ async function main(): Promise<void> {
   let phaseIdx = 0;
   let phase = PHASES[0]!;
   let nextPhaseAt = t0 + periodMs;
-  const header = ' t(s) | phase                        |  sent | NOERROR | NXDOMAIN | SERVFAIL | other | timeouts |  late | RSS MB | heap MB | lag p99 ms | lag max ms | cache';
+  const header =
+    ' t(s) | phase                        |  sent | NOERROR | NXDOMAIN | SERVFAIL | other | timeouts |  late | RSS MB | heap MB | lag p99 ms | lag max ms | cache';
   console.log(header);
   console.log('-'.repeat(header.length));
   let phaseLabel = phase.name;
@@ -176,8 +279,12 @@ async function main(): Promise<void> {
       setTimeout(() => {
         const row = { t: at.t, phase: label, ...w, rssMb: at.rssMb, ...m };
         rows.push(row);
-        const other = Object.entries(w.rcodes).filter(([k]) => !['NOERROR', 'NXDOMAIN', 'SERVFAIL'].includes(k)).reduce((s, [, v]) => s + v, 0);
-        console.log(`${String(row.t).padStart(5)} | ${label.slice(0, 28).padEnd(28)} | ${String(w.sent).padStart(5)} | ${String(w.rcodes.NOERROR ?? 0).padStart(7)} | ${String(w.rcodes.NXDOMAIN ?? 0).padStart(8)} | ${String(w.rcodes.SERVFAIL ?? 0).padStart(8)} | ${String(other).padStart(5)} | ${String(w.timeouts).padStart(8)} | ${String(w.late).padStart(5)} | ${String(row.rssMb).padStart(6)} | ${String(m.heapMb).padStart(7)} | ${String(m.lagP99Ms).padStart(10)} | ${String(m.lagMaxMs).padStart(10)} | ${String(m.cacheEntries).padStart(5)}`);
+        const other = Object.entries(w.rcodes)
+          .filter(([k]) => !['NOERROR', 'NXDOMAIN', 'SERVFAIL'].includes(k))
+          .reduce((s, [, v]) => s + v, 0);
+        console.log(
+          `${String(row.t).padStart(5)} | ${label.slice(0, 28).padEnd(28)} | ${String(w.sent).padStart(5)} | ${String(w.rcodes.NOERROR ?? 0).padStart(7)} | ${String(w.rcodes.NXDOMAIN ?? 0).padStart(8)} | ${String(w.rcodes.SERVFAIL ?? 0).padStart(8)} | ${String(other).padStart(5)} | ${String(w.timeouts).padStart(8)} | ${String(w.late).padStart(5)} | ${String(row.rssMb).padStart(6)} | ${String(m.heapMb).padStart(7)} | ${String(m.lagP99Ms).padStart(10)} | ${String(m.lagMaxMs).padStart(10)} | ${String(m.cacheEntries).padStart(5)}`,
+        );
       }, CLIENT_TIMEOUT_MS + 100);
     }
   }
@@ -185,25 +292,48 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, CLIENT_TIMEOUT_MS + 300));
   sock.close();
   const alive = p.proc.exitCode === null;
-  const totals = rows.reduce<{ sent: number; timeouts: number; late: number; servfail: number }>((s, r) => {
-    const w = r as unknown as Window;
-    return { sent: s.sent + w.sent, timeouts: s.timeouts + w.timeouts, late: s.late + w.late, servfail: s.servfail + (w.rcodes.SERVFAIL ?? 0) };
-  }, { sent: 0, timeouts: 0, late: 0, servfail: 0 });
+  const totals = rows.reduce<{ sent: number; timeouts: number; late: number; servfail: number }>(
+    (s, r) => {
+      const w = r as unknown as Window;
+      return {
+        sent: s.sent + w.sent,
+        timeouts: s.timeouts + w.timeouts,
+        late: s.late + w.late,
+        servfail: s.servfail + (w.rcodes.SERVFAIL ?? 0),
+      };
+    },
+    { sent: 0, timeouts: 0, late: 0, servfail: 0 },
+  );
   const rss = rows.map((r) => r.rssMb as number);
-  const summary = { minutes, qps, periodS: periodMs / 1000, alive, ...totals, rssMbFirst: rss[0], rssMbLast: rss[rss.length - 1], rssMbMax: Math.max(...rss),
-    lagP99MsMax: Math.max(...rows.map((r) => r.lagP99Ms as number)) };
+  const summary = {
+    minutes,
+    qps,
+    periodS: periodMs / 1000,
+    alive,
+    ...totals,
+    rssMbFirst: rss[0],
+    rssMbLast: rss[rss.length - 1],
+    rssMbMax: Math.max(...rss),
+    lagP99MsMax: Math.max(...rows.map((r) => r.lagP99Ms as number)),
+  };
   console.log(`\nsummary: ${JSON.stringify(summary)}`);
   mkdirSync(new URL('.', `file://${opt.out}`).pathname, { recursive: true });
-  writeFileSync(opt.out!, JSON.stringify({ summary, samples: rows }, null, 2) + '\n');
+  writeFileSync(opt.out, JSON.stringify({ summary, samples: rows }, null, 2) + '\n');
   console.log(`written: ${opt.out}`);
   await p.stop();
   await ub.stop();
   await a.stop();
   await b.stop();
   const unanswered = totals.timeouts + totals.late;
-  if (alive && unanswered > 0) console.log(`FAIL: ${totals.timeouts} queries unanswered and ${totals.late} answered after ${LATE_MS} ms while the proxy was running`);
+  if (alive && unanswered > 0)
+    console.log(
+      `FAIL: ${totals.timeouts} queries unanswered and ${totals.late} answered after ${LATE_MS} ms while the proxy was running`,
+    );
   if (!alive) console.log('FAIL: the proxy exited during the soak');
   process.exitCode = alive && unanswered === 0 ? 0 : 1;
 }
 
-main().catch((err) => { console.error(err); process.exitCode = 1; });
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -45,7 +45,10 @@ async function resolveUpstreams(list: string[], log: Logger): Promise<UpstreamAd
   const out: UpstreamAddress[] = [];
   for (const s of list) {
     const { host, port } = parseHostPort(s);
-    if (net.isIP(host)) { out.push({ host, port }); continue; }
+    if (net.isIP(host)) {
+      out.push({ host, port });
+      continue;
+    }
     try {
       const addrs = await dns.lookup(host, { all: true });
       for (const a of addrs) out.push({ host: a.address, port });
@@ -67,14 +70,24 @@ interface Built {
  * The cache and its health watcher, tied together: a change reported by a watch drops the
  * service's entries; `liveSince` tells the cache which entries a live watch protects.
  */
-function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: () => void): { cache: AnswerCache; watcher: HealthWatcher } {
+function buildCache(
+  config: Config,
+  metrics: Metrics,
+  log: Logger,
+  afterChange: () => void,
+): { cache: AnswerCache; watcher: HealthWatcher } {
   const c = config.cache;
   const liveSince = new Map<string, number>();
   let cache: AnswerCache | null = null;
   const watcher = new HealthWatcher({
-    httpUrls: config.consul.http, token: config.consul.token || undefined, tls: config.consul.tls,
-    onlyPassing: config.consul.onlyPassing, minIntervalMs: c.watchMinIntervalMs,
-    idleMs: c.watchIdleSeconds * 1000, maxWatches: c.maxWatches, log: log.child({ module: 'health' }),
+    httpUrls: config.consul.http,
+    token: config.consul.token || undefined,
+    tls: config.consul.tls,
+    onlyPassing: config.consul.onlyPassing,
+    minIntervalMs: c.watchMinIntervalMs,
+    idleMs: c.watchIdleSeconds * 1000,
+    maxWatches: c.maxWatches,
+    log: log.child({ module: 'health' }),
     // 60 s rather than Consul's 5 min default: an agent that accepts and never answers is noticed
     // within about 69 s (wait + wait/16 + margin), at ~4 requests/s for 256 watches.
     waitSeconds: 60,
@@ -93,53 +106,138 @@ function buildCache(config: Config, metrics: Metrics, log: Logger, afterChange: 
     touch: (s, dc) => watcher.touch(s, dc),
     liveSince: (s, dc) => liveSince.get(serviceKey(s, dc)) ?? 0,
   };
-  const stale = typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;
-  cache = new AnswerCache({
-    maxEntries: c.maxEntries, maxBytes: c.maxBytes, consulTtl: c.consulTtl, negativeMaxTtl: c.negativeMaxTtl,
-    maxTtl: c.maxTtl, staleConsul: stale.consul, staleRecursors: stale.recursors,
-    udpAnswerLimit: config.consul.udpAnswerLimit, maxUdpSize: config.maxUdpSize, domain: config.consul.domain,
-    aliases: config.consul.aliases,
-  }, metrics, view);
+  const stale =
+    typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;
+  cache = new AnswerCache(
+    {
+      maxEntries: c.maxEntries,
+      maxBytes: c.maxBytes,
+      consulTtl: c.consulTtl,
+      negativeMaxTtl: c.negativeMaxTtl,
+      maxTtl: c.maxTtl,
+      staleConsul: stale.consul,
+      staleRecursors: stale.recursors,
+      udpAnswerLimit: config.consul.udpAnswerLimit,
+      maxUdpSize: config.maxUdpSize,
+      domain: config.consul.domain,
+      aliases: config.consul.aliases,
+    },
+    metrics,
+    view,
+  );
   return { cache, watcher };
 }
 
-async function build(config: Config, transport: UpstreamSockets, metrics: Metrics, log: Logger, afterChange: () => void): Promise<Built> {
+async function build(
+  config: Config,
+  transport: UpstreamSockets,
+  metrics: Metrics,
+  log: Logger,
+  afterChange: () => void,
+): Promise<Built> {
   const observer: PoolObserver = {
-    request: (pool, up, t) => { const s = metrics.upstream(pool, up); if (t === 'udp') s.requestsUdp++; else s.requestsTcp++; },
-    failure: (pool, up, reason) => { metrics.upstream(pool, up).failures[reason]++; },
+    request: (pool, up, t) => {
+      const s = metrics.upstream(pool, up);
+      if (t === 'udp') s.requestsUdp++;
+      else s.requestsTcp++;
+    },
+    failure: (pool, up, reason) => {
+      metrics.upstream(pool, up).failures[reason]++;
+    },
     duration: (pool, up, sec) => metrics.upstream(pool, up).observe(sec),
     hedged: (pool) => metrics.hedged(pool),
-    health: (pool, up, ok) => { metrics.upstream(pool, up).healthy = ok ? 1 : 0; },
-    overflow: (pool) => { metrics.pool(pool).overflow++; },
+    health: (pool, up, ok) => {
+      metrics.upstream(pool, up).healthy = ok ? 1 : 0;
+    },
+    overflow: (pool) => {
+      metrics.pool(pool).overflow++;
+    },
   };
   const u = config.upstream;
   const poolOpts = (probeQuestion: Buffer, udpSize: number) => ({
-    timeoutMs: u.timeoutMs, hedgeMs: u.hedgeMs, deadlineMs: u.deadlineMs, maxFails: u.maxFails,
-    probeIntervalMs: u.probeIntervalMs, probeQuestion, udpSize, maxInFlight: u.maxInFlight,
+    timeoutMs: u.timeoutMs,
+    hedgeMs: u.hedgeMs,
+    deadlineMs: u.deadlineMs,
+    maxFails: u.maxFails,
+    probeIntervalMs: u.probeIntervalMs,
+    probeQuestion,
+    udpSize,
+    maxInFlight: u.maxInFlight,
   });
   const pools = new Map<string, UpstreamPool>();
   // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
   // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
   // They are probed with a question Consul answers itself, never a root name.
   const agentProbe = buildQuestion(config.consul.domain + '.', TYPE.SOA);
-  pools.set('consul', new UpstreamPool('consul', await resolveUpstreams(config.consul.agents, log), poolOpts(agentProbe, 65467), transport, observer, log));
+  pools.set(
+    'consul',
+    new UpstreamPool(
+      'consul',
+      await resolveUpstreams(config.consul.agents, log),
+      poolOpts(agentProbe, 65467),
+      transport,
+      observer,
+      log,
+    ),
+  );
   const probe = parseProbe(u.recursorProbe);
   const recursorProbe = buildQuestion(probe.name, probe.type);
   let recursorList = config.recursors;
   if (recursorList.includes('resolv.conf')) {
     const own = config.listen.map((l) => parseHostPort(l));
     let text = '';
-    try { text = readFileSync('/etc/resolv.conf', 'utf8'); } catch { /* none */ }
-    recursorList = recursorList.flatMap((r) => (r === 'resolv.conf' ? expandResolvConf(text, own, Object.values(os.networkInterfaces()).flat().map((i) => i!.address)) : [r]));
+    try {
+      text = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none */
+    }
+    recursorList = recursorList.flatMap((r) =>
+      r === 'resolv.conf'
+        ? expandResolvConf(
+            text,
+            own,
+            Object.values(os.networkInterfaces())
+              .flat()
+              .map((i) => i!.address),
+          )
+        : [r],
+    );
   }
-  if (recursorList.length) pools.set('recursor', new UpstreamPool('recursor', await resolveUpstreams(recursorList, log), poolOpts(recursorProbe, 1232), transport, observer, log));
+  if (recursorList.length)
+    pools.set(
+      'recursor',
+      new UpstreamPool(
+        'recursor',
+        await resolveUpstreams(recursorList, log),
+        poolOpts(recursorProbe, 1232),
+        transport,
+        observer,
+        log,
+      ),
+    );
   for (const z of config.zones) {
-    pools.set('zone:' + z.name, new UpstreamPool('zone:' + z.name, await resolveUpstreams(z.upstreams, log), poolOpts(recursorProbe, 1232), transport, observer, log));
+    pools.set(
+      'zone:' + z.name,
+      new UpstreamPool(
+        'zone:' + z.name,
+        await resolveUpstreams(z.upstreams, log),
+        poolOpts(recursorProbe, 1232),
+        transport,
+        observer,
+        log,
+      ),
+    );
   }
-  const reverseZones = config.consul.reverseZones.flatMap((c) => { const p = parseCidr(c); return reverseZonesOf(p.family, p.bytes, p.prefix); });
+  const reverseZones = config.consul.reverseZones.flatMap((c) => {
+    const p = parseCidr(c);
+    return reverseZonesOf(p.family, p.bytes, p.prefix);
+  });
   const router = new Router({
-    domain: config.consul.domain, aliases: config.consul.aliases, reverseZones,
-    zones: config.zones.map((z) => z.name), hasRecursors: pools.has('recursor'),
+    domain: config.consul.domain,
+    aliases: config.consul.aliases,
+    reverseZones,
+    zones: config.zones.map((z) => z.name),
+    hasRecursors: pools.has('recursor'),
   });
   for (const p of pools.values()) {
     for (const s of p.status()) metrics.upstream(p.name, s.upstream).healthy = 1;
@@ -154,8 +252,18 @@ async function build(config: Config, transport: UpstreamSockets, metrics: Metric
   };
   return {
     deps: {
-      settings: { domain: config.consul.domain, maxUdpSize: config.maxUdpSize, udpAnswerLimit: config.consul.udpAnswerLimit, logQueries: config.log.queries },
-      router, pools, metrics, log, cache: cached?.cache ?? null, gate: createGate(config, metrics),
+      settings: {
+        domain: config.consul.domain,
+        maxUdpSize: config.maxUdpSize,
+        udpAnswerLimit: config.consul.udpAnswerLimit,
+        logQueries: config.log.queries,
+      },
+      router,
+      pools,
+      metrics,
+      log,
+      cache: cached?.cache ?? null,
+      gate: createGate(config, metrics),
       loop: new LoopGuard({ log: log.child({ module: 'loop' }), timeoutMs: 2 * config.upstream.timeoutMs }),
     },
     pools: [...pools.values()],
@@ -166,7 +274,11 @@ async function build(config: Config, transport: UpstreamSockets, metrics: Metric
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
   // With no listener nobody can scrape: counting calls become no-ops (Metrics `enabled`).
-  const metrics = new Metrics({ version: VERSION, zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)], enabled: config.metrics.listen !== 'off' });
+  const metrics = new Metrics({
+    version: VERSION,
+    zones: ['consul', 'alias', 'recursor', ...config.zones.map((z) => z.name)],
+    enabled: config.metrics.listen !== 'off',
+  });
   const transport = new UpstreamSockets();
   let proxy: QueryHandler | null = null;
   const afterChange = () => proxy?.forgetInflight();
@@ -183,14 +295,18 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const window = 2 * config.upstream.probeIntervalMs + config.upstream.timeoutMs;
     const now = Date.now();
     const consul = built.deps.pools.get('consul');
-    if (!consul || now - consul.lastOkAt() > window) return { ok: false, reason: 'no Consul agent answered a probe recently' };
+    if (!consul || now - consul.lastOkAt() > window)
+      return { ok: false, reason: 'no Consul agent answered a probe recently' };
     const rec = built.deps.pools.get('recursor');
     if (rec && now - rec.lastOkAt() > window) return { ok: false, reason: 'no recursor answered a probe recently' };
     return { ok: true };
   };
   if (config.metrics.listen !== 'off') {
     admin = await startAdmin(parseHostPort(config.metrics.listen), {
-      metrics, draining: () => draining, ready: readiness, log,
+      metrics,
+      draining: () => draining,
+      ready: readiness,
+      log,
       cache: {
         count: () => built.cache?.size ?? 0,
         entries: (name) => built.cache?.entries(name) ?? [],
@@ -198,7 +314,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       },
     });
   }
-  log.info({ udp: server.udpAddresses, tcp: server.tcpAddresses, metrics: admin?.address ?? 'off', version: VERSION }, 'listening');
+  log.info(
+    { udp: server.udpAddresses, tcp: server.tcpAddresses, metrics: admin?.address ?? 'off', version: VERSION },
+    'listening',
+  );
 
   return {
     udpAddresses: server.udpAddresses,
@@ -217,9 +336,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       for (const p of old.pools) p.close();
       // Series of upstreams the new configuration no longer has would otherwise linger frozen.
       const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
-      for (const p of old.pools) for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+      for (const p of old.pools)
+        for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
       await old.watcher?.stop();
-      log.info({ upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) }, 'configuration reloaded');
+      log.info(
+        { upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) },
+        'configuration reloaded',
+      );
     },
     async close() {
       draining = true;

@@ -18,7 +18,9 @@ function load(): ReturnType<typeof loadConfig> | null {
     return loadConfig({ argv: process.argv.slice(2), env: process.env });
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`consul-dns-proxy: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      process.stderr.write(
+        `consul-dns-proxy: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`,
+      );
       process.exitCode = 2;
       return null;
     }
@@ -29,8 +31,14 @@ function load(): ReturnType<typeof loadConfig> | null {
 async function main(): Promise<void> {
   const loaded = load();
   if (!loaded) return;
-  if (loaded.action === 'help') { process.stdout.write(HELP); return; }
-  if (loaded.action === 'version') { process.stdout.write(`consul-dns-proxy ${VERSION}\n`); return; }
+  if (loaded.action === 'help') {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (loaded.action === 'version') {
+    process.stdout.write(`consul-dns-proxy ${VERSION}\n`);
+    return;
+  }
   if (loaded.action === 'check') {
     process.stdout.write(`configuration ok${loaded.configPath ? `: ${loaded.configPath}` : ' (defaults)'}\n`);
     return;
@@ -51,7 +59,16 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    app.close().then(() => { log.info('stopped'); process.exit(0); }, (err) => { log.error({ err }, 'shutdown failed'); process.exit(1); });
+    app.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -65,7 +82,12 @@ async function main(): Promise<void> {
       return;
     }
     for (const c of restartOnlyChanges(config, next)) log.warn({ [c.key]: c.running }, c.warning);
-    app.reload(next).then(() => { config = next; }, (err) => log.error({ err }, 'reload failed; keeping the running configuration'));
+    app.reload(next).then(
+      () => {
+        config = next;
+      },
+      (err) => log.error({ err }, 'reload failed; keeping the running configuration'),
+    );
   });
 }
 

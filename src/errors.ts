@@ -1,10 +1,9 @@
 /**
  * Every error this program throws on purpose, in one place. Each has a stable `code`
  * (CDP_ERR_*), for logs and tests; errors about a DNS message also carry the rcode they become.
- * WireError is declared with the codec (dns/ depends on nothing else) and re-exported here.
+ * The one exception is WireError, declared with the codec (src/dns/message.ts), since dns/ imports
+ * nothing else.
  */
-
-export { WireError } from './dns/message.js';
 
 /** Every problem found, at once. The CLI prints `message` and exits 2. */
 export class ConfigError extends Error {
@@ -25,9 +24,11 @@ export function show(value: unknown): string {
   if (value === undefined) return 'nothing';
   let s: string;
   try {
-    s = JSON.stringify(value) ?? String(value);
+    // undefined only for a symbol or a function.
+    s = JSON.stringify(value) ?? (typeof value === 'symbol' ? value.toString() : 'a function');
   } catch {
-    s = String(value);
+    // A bigint or a circular structure.
+    s = typeof value === 'bigint' ? `${value}n` : 'a circular structure';
   }
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
@@ -35,7 +36,11 @@ export function show(value: unknown): string {
 /** Listen failures; the system error's code (EADDRINUSE, EACCES, ...) is kept in `syscallCode`. */
 export class AdminError extends Error {
   readonly code = 'CDP_ERR_ADMIN_LISTEN';
-  constructor(message: string, readonly syscallCode: string | undefined, options?: { cause: unknown }) {
+  constructor(
+    message: string,
+    readonly syscallCode: string | undefined,
+    options?: { cause: unknown },
+  ) {
     super(message, options);
     this.name = 'AdminError';
   }
@@ -52,8 +57,18 @@ export class MetricsError extends Error {
 
 /** Errors of the watch engine; `code` is stable (logs, tests). */
 export class HealthWatchError extends Error {
-  constructor(readonly code: 'CDP_ERR_CONSUL_TIMEOUT' | 'CDP_ERR_CONSUL_NET' | 'CDP_ERR_CONSUL_HTTP_STATUS' | 'CDP_ERR_CONSUL_NO_INDEX' | 'CDP_ERR_CONSUL_BAD_BODY' | 'CDP_ERR_CONSUL_TLS_FILE' | 'CDP_ERR_CONSUL_BAD_URL',
-    message: string, readonly status?: number) {
+  constructor(
+    readonly code:
+      | 'CDP_ERR_CONSUL_TIMEOUT'
+      | 'CDP_ERR_CONSUL_NET'
+      | 'CDP_ERR_CONSUL_HTTP_STATUS'
+      | 'CDP_ERR_CONSUL_NO_INDEX'
+      | 'CDP_ERR_CONSUL_BAD_BODY'
+      | 'CDP_ERR_CONSUL_TLS_FILE'
+      | 'CDP_ERR_CONSUL_BAD_URL',
+    message: string,
+    readonly status?: number,
+  ) {
     super(message);
     this.name = 'HealthWatchError';
   }

@@ -67,7 +67,10 @@ function synthesize(q: Buffer): Buffer | null {
     r.writeUInt16BE(1, end + 4);
     r.writeUInt32BE(30, end + 6);
     r.writeUInt16BE(4, end + 10);
-    r[end + 12] = 192; r[end + 13] = 0; r[end + 14] = 2; r[end + 15] = 9;
+    r[end + 12] = 192;
+    r[end + 13] = 0;
+    r[end + 14] = 2;
+    r[end + 15] = 9;
   }
   return r;
 }

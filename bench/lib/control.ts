@@ -15,9 +15,12 @@ import { fileURLToPath } from 'node:url';
 import { runDnsperf } from './dnsperf.js';
 import { startServer, type Server } from './servers.js';
 
-export const CONTROL_CLI = fileURLToPath(new URL('./control-responder.js', import.meta.url));
+const CONTROL_CLI = fileURLToPath(new URL('./control-responder.js', import.meta.url));
 
-export interface LearnRun { file: string; ednsOption?: string }
+export interface LearnRun {
+  file: string;
+  ednsOption?: string;
+}
 
 /**
  * Runs dnsperf once through each file via a relay to `proxyPort` and writes the table of
@@ -42,11 +45,24 @@ export async function learnReplies(proxyPort: number, runs: LearnRun[], tableFil
     table.set(w.key, msg.toString('hex'));
     front.send(msg, w.port, '127.0.0.1');
   });
-  await Promise.all([front, back].map((s) => new Promise<void>((r) => s.bind({ address: '127.0.0.1', port: 0 }, () => r()))));
+  await Promise.all(
+    [front, back].map((s) => new Promise<void>((r) => s.bind({ address: '127.0.0.1', port: 0 }, () => r()))),
+  );
   try {
     for (const run of runs) {
-      const r = await runDnsperf({ port: front.address().port, file: run.file, maxRuns: 1, clients: 1, outstanding: 1, ednsOption: run.ednsOption });
-      if (r.completed !== r.sent) throw Object.assign(new Error(`learning the proxy's replies: ${r.sent - r.completed} of ${r.sent} queries unanswered`), { code: 'EBENCH_CONTROL' });
+      const r = await runDnsperf({
+        port: front.address().port,
+        file: run.file,
+        maxRuns: 1,
+        clients: 1,
+        outstanding: 1,
+        ednsOption: run.ednsOption,
+      });
+      if (r.completed !== r.sent)
+        throw Object.assign(
+          new Error(`learning the proxy's replies: ${r.sent - r.completed} of ${r.sent} queries unanswered`),
+          { code: 'EBENCH_CONTROL' },
+        );
     }
   } finally {
     front.close();
@@ -57,7 +73,13 @@ export async function learnReplies(proxyPort: number, runs: LearnRun[], tableFil
 }
 
 export function startControl(dir: string, port: number, tableFile: string): Promise<Server> {
-  return startServer('control', process.execPath, [CONTROL_CLI, '--port', String(port), '--table', tableFile], port, 'www.example');
+  return startServer(
+    'control',
+    process.execPath,
+    [CONTROL_CLI, '--port', String(port), '--table', tableFile],
+    port,
+    'www.example',
+  );
 }
 
 export const controlTableFile = (dir: string) => join(dir, 'control-table.json');

@@ -13,12 +13,26 @@ interface ProfileNode {
   hitCount?: number;
   children?: number[];
 }
-interface Profile { nodes: ProfileNode[]; startTime: number; endTime: number; samples?: number[]; timeDeltas?: number[] }
+interface Profile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
 
-export interface SelfTime { fn: string; where: string; selfMs: number; pct: number }
+export interface SelfTime {
+  fn: string;
+  where: string;
+  selfMs: number;
+  pct: number;
+}
 
 /** Self time per function (descending), and the profile's total sampled time in ms. */
-export function summariseProfile(file: string, top = 20): { totalMs: number; idlePct: number; gcPct: number; rows: SelfTime[] } {
+export function summariseProfile(
+  file: string,
+  top = 20,
+): { totalMs: number; idlePct: number; gcPct: number; rows: SelfTime[] } {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map<number, ProfileNode>();
   for (const n of p.nodes) byId.set(n.id, n);
@@ -32,7 +46,8 @@ export function summariseProfile(file: string, top = 20): { totalMs: number; idl
   }
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0) || 1;
   const groups = new Map<string, SelfTime>();
-  let idle = 0, gc = 0;
+  let idle = 0,
+    gc = 0;
   for (const [id, us] of selfUs) {
     const n = byId.get(id);
     if (!n) continue;
@@ -54,14 +69,21 @@ export function summariseProfile(file: string, top = 20): { totalMs: number; idl
 
 /** A Markdown table of a summary. */
 export function profileTable(s: ReturnType<typeof summariseProfile>): string {
-  const lines = [`Sampled ${(s.totalMs / 1000).toFixed(1)} s; idle ${s.idlePct.toFixed(1)} %, GC ${s.gcPct.toFixed(1)} %.`, '',
-    '| self % | self ms | function | where |', '|---:|---:|---|---|'];
+  const lines = [
+    `Sampled ${(s.totalMs / 1000).toFixed(1)} s; idle ${s.idlePct.toFixed(1)} %, GC ${s.gcPct.toFixed(1)} %.`,
+    '',
+    '| self % | self ms | function | where |',
+    '|---:|---:|---|---|',
+  ];
   for (const r of s.rows) lines.push(`| ${r.pct.toFixed(1)} | ${r.selfMs.toFixed(0)} | \`${r.fn}\` | ${r.where} |`);
   return lines.join('\n');
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const file = process.argv[2];
-  if (!file) { process.stderr.write('usage: cpuprofile.js FILE.cpuprofile [TOP]\n'); process.exit(2); }
+  if (!file) {
+    process.stderr.write('usage: cpuprofile.js FILE.cpuprofile [TOP]\n');
+    process.exit(2);
+  }
   process.stdout.write(profileTable(summariseProfile(file, Number(process.argv[3] ?? 25))) + '\n');
 }

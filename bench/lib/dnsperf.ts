@@ -33,8 +33,20 @@ export interface PerfResult {
 }
 
 export function runDnsperf(o: PerfOptions): Promise<PerfResult> {
-  const args = ['-s', '127.0.0.1', '-p', String(o.port), '-d', o.file, '-c', String(o.clients ?? 8), '-q', String(o.outstanding ?? 200),
-    '-t', String(o.timeoutSeconds ?? 2)];
+  const args = [
+    '-s',
+    '127.0.0.1',
+    '-p',
+    String(o.port),
+    '-d',
+    o.file,
+    '-c',
+    String(o.clients ?? 8),
+    '-q',
+    String(o.outstanding ?? 200),
+    '-t',
+    String(o.timeoutSeconds ?? 2),
+  ];
   if (o.seconds !== undefined) args.push('-l', String(o.seconds));
   if (o.maxRuns !== undefined) args.push('-n', String(o.maxRuns));
   if (o.qps !== undefined) args.push('-Q', String(o.qps));
@@ -58,7 +70,11 @@ export function runDnsperf(o: PerfOptions): Promise<PerfResult> {
           const sp = line.lastIndexOf(' ');
           const v = Math.round(Number(line.slice(sp + 1)) * 1e6);
           if (Number.isFinite(v)) {
-            if (nLat === lat.length) { const n = new Uint32Array(lat.length * 2); n.set(lat); lat = n; }
+            if (nLat === lat.length) {
+              const n = new Uint32Array(lat.length * 2);
+              n.set(lat);
+              lat = n;
+            }
             lat[nLat++] = v;
           }
         } else {
@@ -66,28 +82,45 @@ export function runDnsperf(o: PerfOptions): Promise<PerfResult> {
         }
       }
     });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     p.on('error', reject);
     p.on('close', (code) => {
       summary += partial;
-      const num = (re: RegExp): number => { const m = re.exec(summary); return m ? Number(m[1]) : NaN; };
+      const num = (re: RegExp): number => {
+        const m = re.exec(summary);
+        return m ? Number(m[1]) : NaN;
+      };
       const sent = num(/Queries sent:\s+(\d+)/);
       if (code !== 0 || !Number.isFinite(sent)) {
-        reject(Object.assign(new Error(`dnsperf exited ${code}: ${stderr.slice(0, 500)} ${summary.slice(-500)}`), { code: 'EBENCH_DNSPERF' }));
+        reject(
+          Object.assign(new Error(`dnsperf exited ${code}: ${stderr.slice(0, 500)} ${summary.slice(-500)}`), {
+            code: 'EBENCH_DNSPERF',
+          }),
+        );
         return;
       }
       const rcodes: Record<string, number> = {};
       const rc = /Response codes:\s+(.*)/.exec(summary);
       if (rc) for (const m of rc[1]!.matchAll(/([A-Z]+) (\d+)/g)) rcodes[m[1]!] = Number(m[2]);
       const r: PerfResult = {
-        sent, completed: num(/Queries completed:\s+(\d+)/), lost: num(/Queries lost:\s+(\d+)/),
-        qps: num(/Queries per second:\s+([\d.]+)/), runSeconds: num(/Run time \(s\):\s+([\d.]+)/), rcodes,
+        sent,
+        completed: num(/Queries completed:\s+(\d+)/),
+        lost: num(/Queries lost:\s+(\d+)/),
+        qps: num(/Queries per second:\s+([\d.]+)/),
+        runSeconds: num(/Run time \(s\):\s+([\d.]+)/),
+        rcodes,
       };
       if (o.verbose) {
         const s = lat.subarray(0, nLat).sort();
         r.latency = {
-          n: nLat, p50: percentileSorted(s, 50) / 1000, p90: percentileSorted(s, 90) / 1000, p99: percentileSorted(s, 99) / 1000,
-          p999: percentileSorted(s, 99.9) / 1000, max: (nLat ? s[nLat - 1]! : NaN) / 1000,
+          n: nLat,
+          p50: percentileSorted(s, 50) / 1000,
+          p90: percentileSorted(s, 90) / 1000,
+          p99: percentileSorted(s, 99) / 1000,
+          p999: percentileSorted(s, 99.9) / 1000,
+          max: (nLat ? s[nLat - 1]! : NaN) / 1000,
         };
       }
       resolve(r);

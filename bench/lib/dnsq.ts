@@ -6,11 +6,18 @@
  */
 import dgram from 'node:dgram';
 
-export interface Reply { rcode: number; addresses: string[]; ttls: number[] }
+export interface Reply {
+  rcode: number;
+  addresses: string[];
+  ttls: number[];
+}
 
 /** The wire query for `name` (no trailing dot needed) and `qtype`, with RD set. */
-export function buildQuery(id: number, name: string, qtype: number): Buffer {
-  const labels = name.replace(/\.$/, '').split('.').filter((l) => l.length > 0);
+function buildQuery(id: number, name: string, qtype: number): Buffer {
+  const labels = name
+    .replace(/\.$/, '')
+    .split('.')
+    .filter((l) => l.length > 0);
   let len = 12 + 1 + 4;
   for (const l of labels) len += 1 + l.length;
   const b = Buffer.alloc(len);
@@ -18,7 +25,10 @@ export function buildQuery(id: number, name: string, qtype: number): Buffer {
   b.writeUInt16BE(0x0100, 2);
   b.writeUInt16BE(1, 4);
   let off = 12;
-  for (const l of labels) { b[off++] = l.length; off += b.write(l, off, 'latin1'); }
+  for (const l of labels) {
+    b[off++] = l.length;
+    off += b.write(l, off, 'latin1');
+  }
   b[off++] = 0;
   b.writeUInt16BE(qtype, off);
   b.writeUInt16BE(1, off + 2);
@@ -36,18 +46,25 @@ function skipName(b: Buffer, off: number): number {
 }
 
 /** Reads the rcode and the A records of the answer section. */
-export function parseReply(b: Buffer): Reply | null {
+function parseReply(b: Buffer): Reply | null {
   if (b.length < 12) return null;
   const rcode = b[3]! & 0xf;
-  const qd = b.readUInt16BE(4), an = b.readUInt16BE(6);
+  const qd = b.readUInt16BE(4),
+    an = b.readUInt16BE(6);
   let off = 12;
-  for (let i = 0; i < qd; i++) { off = skipName(b, off); if (off < 0) return null; off += 4; }
+  for (let i = 0; i < qd; i++) {
+    off = skipName(b, off);
+    if (off < 0) return null;
+    off += 4;
+  }
   const addresses: string[] = [];
   const ttls: number[] = [];
   for (let i = 0; i < an; i++) {
     off = skipName(b, off);
     if (off < 0 || off + 10 > b.length) return null;
-    const type = b.readUInt16BE(off), ttl = b.readUInt32BE(off + 4), rdlen = b.readUInt16BE(off + 8);
+    const type = b.readUInt16BE(off),
+      ttl = b.readUInt32BE(off + 4),
+      rdlen = b.readUInt16BE(off + 8);
     off += 10;
     if (type === 1 && rdlen === 4) addresses.push(`${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`);
     ttls.push(ttl);
@@ -74,23 +91,36 @@ export class Asker {
       clearTimeout(w.timer);
       w.resolve(parseReply(msg));
     });
-    this.sock.on('error', () => { /* per-query errors end as timeouts */ });
+    this.sock.on('error', () => {
+      /* per-query errors end as timeouts */
+    });
     this.ready = new Promise((r) => this.sock.bind({ address: '127.0.0.1', port: 0 }, () => r()));
   }
 
   async ask(port: number, name: string, qtype = 1, timeoutMs = 500): Promise<Reply | null> {
     await this.ready;
-    const id = this.nextId = (this.nextId % 65535) + 1;
+    const id = (this.nextId = (this.nextId % 65535) + 1);
     return new Promise<Reply | null>((resolve) => {
-      const timer = setTimeout(() => { this.waiting = null; resolve(null); }, timeoutMs);
+      const timer = setTimeout(() => {
+        this.waiting = null;
+        resolve(null);
+      }, timeoutMs);
       this.waiting = { id, resolve, timer };
       this.sock.send(buildQuery(id, name, qtype), port, '127.0.0.1');
     });
   }
 
   close(): void {
-    if (this.waiting) { clearTimeout(this.waiting.timer); this.waiting.resolve(null); this.waiting = null; }
-    try { this.sock.close(); } catch { /* closed */ }
+    if (this.waiting) {
+      clearTimeout(this.waiting.timer);
+      this.waiting.resolve(null);
+      this.waiting = null;
+    }
+    try {
+      this.sock.close();
+    } catch {
+      /* closed */
+    }
   }
 }
 
@@ -98,7 +128,19 @@ export class Asker {
 export async function startSilentAgent(): Promise<{ port: number; received: () => number; close(): void }> {
   const sock = dgram.createSocket('udp4');
   let n = 0;
-  sock.on('message', () => { n++; });
+  sock.on('message', () => {
+    n++;
+  });
   await new Promise<void>((r) => sock.bind({ address: '127.0.0.1', port: 0 }, () => r()));
-  return { port: sock.address().port, received: () => n, close: () => { try { sock.close(); } catch { /* closed */ } } };
+  return {
+    port: sock.address().port,
+    received: () => n,
+    close: () => {
+      try {
+        sock.close();
+      } catch {
+        /* closed */
+      }
+    },
+  };
 }

@@ -14,7 +14,11 @@ export function udpDrops(port: number): number {
   let seen = false;
   for (const f of ['/proc/net/udp', '/proc/net/udp6']) {
     let text: string;
-    try { text = readFileSync(f, 'utf8'); } catch { continue; }
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
     seen = true;
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/);
@@ -27,7 +31,10 @@ export function udpDrops(port: number): number {
   return seen ? total : NaN;
 }
 
-export interface CpuTicks { steal: number; total: number }
+export interface CpuTicks {
+  steal: number;
+  total: number;
+}
 
 /** The machine's aggregate CPU ticks (all cores) and the steal share of them, from /proc/stat. */
 export function cpuTicks(): CpuTicks {
@@ -45,6 +52,7 @@ export function cpuTicks(): CpuTicks {
 
 /** Steal between two readings: seconds (USER_HZ 100, summed over cores) and % of all CPU time. */
 export function stealBetween(a: CpuTicks, b: CpuTicks): { seconds: number; pct: number } {
-  const s = b.steal - a.steal, t = b.total - a.total;
+  const s = b.steal - a.steal,
+    t = b.total - a.total;
   return { seconds: s / 100, pct: t > 0 ? (100 * s) / t : NaN };
 }

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Asker } from './dnsq.js';
 import { cpuSeconds, rssMb, sleep } from './util.js';
 
-export const PROXY_CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+const PROXY_CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
 export interface Server {
   name: string;
@@ -27,23 +27,36 @@ export interface Server {
 }
 
 /** A host:port list entry. */
-export interface Addr { host: string; port: number }
+export interface Addr {
+  host: string;
+  port: number;
+}
 const hp = (a: Addr) => `${a.host}:${a.port}`;
 
 /**
  * Starts a process and waits until it answers `probe` (a name it can answer, any rcode) on
  * `port`, up to 20 s.
  */
-export async function startServer(name: string, cmd: string, args: string[], port: number, probe: string,
-  env?: NodeJS.ProcessEnv): Promise<Server> {
+export async function startServer(
+  name: string,
+  cmd: string,
+  args: string[],
+  port: number,
+  probe: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<Server> {
   const proc: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let out = '';
-  const keep = (d: Buffer) => { out = (out + d.toString()).slice(-4000); };
+  const keep = (d: Buffer) => {
+    out = (out + d.toString()).slice(-4000);
+  };
   proc.stdout!.on('data', keep);
   proc.stderr!.on('data', keep);
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
   let dead = false;
-  proc.on('exit', () => { dead = true; });
+  proc.on('exit', () => {
+    dead = true;
+  });
   const asker = new Asker();
   try {
     const deadline = Date.now() + 20_000;
@@ -51,7 +64,8 @@ export async function startServer(name: string, cmd: string, args: string[], por
       if (dead) throw Object.assign(new Error(`${name} exited at start: ${out}`), { code: 'EBENCH_START' });
       const r = await asker.ask(port, probe, 1, 200);
       if (r) break;
-      if (Date.now() > deadline) throw Object.assign(new Error(`${name} did not answer on ${port}: ${out}`), { code: 'EBENCH_START' });
+      if (Date.now() > deadline)
+        throw Object.assign(new Error(`${name} did not answer on ${port}: ${out}`), { code: 'EBENCH_START' });
       await sleep(50);
     }
   } catch (err) {
@@ -62,7 +76,9 @@ export async function startServer(name: string, cmd: string, args: string[], por
   }
   const pid = proc.pid!;
   return {
-    name, port, pid,
+    name,
+    port,
+    pid,
     cpu: () => cpuSeconds(pid),
     rss: () => rssMb(pid),
     tail: () => out,
@@ -79,19 +95,30 @@ export async function startServer(name: string, cmd: string, args: string[], por
 // ---- configuration files ------------------------------------------------------------------------
 
 /** The agent stand-in: anchor-configs/agent-dnsmasq.conf, plus `*.node.consul` for miss names. */
-export function agentStandinConf(dir: string, port: number): string {
+function agentStandinConf(dir: string, port: number): string {
   const f = join(dir, `agent-${port}.conf`);
-  writeFileSync(f, [
-    `port=${port}`, 'listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'no-hosts', 'local=/consul/', 'local-ttl=30',
-    'cache-size=0',
-    'host-record=janus.service.consul,10.0.0.1', 'host-record=janus.service.consul,10.0.0.2',
-    'srv-host=_janus._tcp.service.consul,server1.node.dc1.consul,8800',
-    'srv-host=_janus._tcp.service.consul,server2.node.dc1.consul,8800',
-    'host-record=server1.node.dc1.consul,10.0.0.1', 'host-record=server2.node.dc1.consul,10.0.0.2',
-    // Unique names for the miss scenario: every <x>.node.consul answers 10.0.0.9 (TTL 30).
-    'address=/node.consul/10.0.0.9',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    f,
+    [
+      `port=${port}`,
+      'listen-address=127.0.0.1',
+      'bind-interfaces',
+      'no-resolv',
+      'no-hosts',
+      'local=/consul/',
+      'local-ttl=30',
+      'cache-size=0',
+      'host-record=janus.service.consul,10.0.0.1',
+      'host-record=janus.service.consul,10.0.0.2',
+      'srv-host=_janus._tcp.service.consul,server1.node.dc1.consul,8800',
+      'srv-host=_janus._tcp.service.consul,server2.node.dc1.consul,8800',
+      'host-record=server1.node.dc1.consul,10.0.0.1',
+      'host-record=server2.node.dc1.consul,10.0.0.2',
+      // Unique names for the miss scenario: every <x>.node.consul answers 10.0.0.9 (TTL 30).
+      'address=/node.consul/10.0.0.9',
+      '',
+    ].join('\n'),
+  );
   return f;
 }
 
@@ -111,9 +138,11 @@ function unboundServer(port: number): string {
 }
 
 /** The recursor: anchor-configs/recursor-unbound.conf plus a redirect zone (any *.m.example answers). */
-export function recursorConf(dir: string, port: number): string {
+function recursorConf(dir: string, port: number): string {
   const f = join(dir, `recursor-${port}.conf`);
-  writeFileSync(f, `${unboundServer(port)}
+  writeFileSync(
+    f,
+    `${unboundServer(port)}
   module-config: "iterator"
   local-zone: "." static
   local-zone: "example." static
@@ -125,7 +154,8 @@ export function recursorConf(dir: string, port: number): string {
   # Unique recursor names for the miss and memory scenarios: n123.m.example A 192.0.2.7, TTL 300.
   local-zone: "m.example." redirect
   local-data: "m.example. 300 IN A 192.0.2.7"
-`);
+`,
+  );
   return f;
 }
 
@@ -139,24 +169,34 @@ export interface AnchorOptions {
   cacheEntries: number;
 }
 
-export function dnsmasqConf(dir: string, o: AnchorOptions): string {
+function dnsmasqConf(dir: string, o: AnchorOptions): string {
   const f = join(dir, `fwd-dnsmasq-${o.port}.conf`);
-  writeFileSync(f, [
-    `port=${o.port}`, 'listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'no-hosts', `cache-size=${o.cacheEntries}`,
-    ...o.agents.map((a) => `server=/consul/${a.host}#${a.port}`),
-    `server=${o.recursor.host}#${o.recursor.port}`,
-    // dnsmasq caps min-cache-ttl at 3600; with it, TTL-0 Consul answers are held that long.
-    ...(o.minTtl > 0 ? [`min-cache-ttl=${o.minTtl}`] : []),
-    '',
-  ].join('\n'));
+  writeFileSync(
+    f,
+    [
+      `port=${o.port}`,
+      'listen-address=127.0.0.1',
+      'bind-interfaces',
+      'no-resolv',
+      'no-hosts',
+      `cache-size=${o.cacheEntries}`,
+      ...o.agents.map((a) => `server=/consul/${a.host}#${a.port}`),
+      `server=${o.recursor.host}#${o.recursor.port}`,
+      // dnsmasq caps min-cache-ttl at 3600; with it, TTL-0 Consul answers are held that long.
+      ...(o.minTtl > 0 ? [`min-cache-ttl=${o.minTtl}`] : []),
+      '',
+    ].join('\n'),
+  );
   return f;
 }
 
-export function unboundConf(dir: string, o: AnchorOptions): string {
+function unboundConf(dir: string, o: AnchorOptions): string {
   const f = join(dir, `fwd-unbound-${o.port}.conf`);
   // Roughly 1 KB of message + rrset cache per name, so 100k names need more than the 4+4 MB default.
   const mb = Math.max(4, Math.ceil(o.cacheEntries / 1000));
-  writeFileSync(f, `${unboundServer(o.port)}
+  writeFileSync(
+    f,
+    `${unboundServer(o.port)}
   do-not-query-localhost: no
   module-config: "iterator"
   domain-insecure: "consul."
@@ -168,22 +208,26 @@ ${o.minTtl > 0 ? `  cache-min-ttl: ${o.minTtl}\n` : ''}forward-zone:
 ${o.agents.map((a) => `  forward-addr: ${a.host}@${a.port}\n`).join('')}forward-zone:
   name: "."
   forward-addr: ${o.recursor.host}@${o.recursor.port}
-`);
+`,
+  );
   return f;
 }
 
-export function dnsdistConf(dir: string, o: AnchorOptions): string {
+function dnsdistConf(dir: string, o: AnchorOptions): string {
   const f = join(dir, `fwd-dnsdist-${o.port}.conf`);
   // dnsdist 1.7's packet cache has no TTL floor of its own (its minTTL option means "do not cache
   // below this TTL"), so the floor is a response rule that raises every TTL before the answer
   // is inserted into the cache (response rules run before insertion).
-  const floor = o.minTtl > 0
-    ? `addResponseAction(AllRule(), LuaResponseAction(function(dr)
+  const floor =
+    o.minTtl > 0
+      ? `addResponseAction(AllRule(), LuaResponseAction(function(dr)
   dr:editTTLs(function(section, qclass, qtype, ttl) if ttl < ${o.minTtl} then return ${o.minTtl} end return ttl end)
   return DNSResponseAction.None, ""
 end))\n`
-    : '';
-  writeFileSync(f, `setLocal("127.0.0.1:${o.port}")
+      : '';
+  writeFileSync(
+    f,
+    `setLocal("127.0.0.1:${o.port}")
 setSecurityPollSuffix("")
 ${o.agents.map((a) => `newServer({address="${hp(a)}", pool="consul", checkName="janus.service.consul."})`).join('\n')}
 newServer({address="${hp(o.recursor)}", checkName="www.example."})
@@ -191,7 +235,8 @@ addAction({"consul."}, PoolAction("consul"))
 pc = newPacketCache(${o.cacheEntries}, {maxTTL=86400, minTTL=0})
 getPool(""):setCache(pc)
 getPool("consul"):setCache(pc)
-${floor}`);
+${floor}`,
+  );
   return f;
 }
 
@@ -205,7 +250,7 @@ export interface ProxyOptions {
 }
 
 /** The proxy's configuration file (JSON is YAML). */
-export function proxyConf(dir: string, o: ProxyOptions): string {
+function proxyConf(dir: string, o: ProxyOptions): string {
   const f = join(dir, `proxy-${o.port}.yaml`);
   const cfg = {
     listen: [`127.0.0.1:${o.port}`],
@@ -221,7 +266,13 @@ export function proxyConf(dir: string, o: ProxyOptions): string {
 }
 
 export const startAgentStandin = (dir: string, port: number) =>
-  startServer('agent (dnsmasq stand-in)', 'dnsmasq', ['-k', '-C', agentStandinConf(dir, port), '--pid-file='], port, 'janus.service.consul');
+  startServer(
+    'agent (dnsmasq stand-in)',
+    'dnsmasq',
+    ['-k', '-C', agentStandinConf(dir, port), '--pid-file='],
+    port,
+    'janus.service.consul',
+  );
 
 export const startRecursor = (dir: string, port: number) =>
   startServer('recursor (unbound)', 'unbound', ['-d', '-c', recursorConf(dir, port)], port, 'www.example');
@@ -230,12 +281,26 @@ export type AnchorKind = 'dnsmasq' | 'unbound' | 'dnsdist';
 
 export function startAnchor(kind: AnchorKind, dir: string, o: AnchorOptions, probe = 'www.example'): Promise<Server> {
   switch (kind) {
-    case 'dnsmasq': return startServer('dnsmasq', 'dnsmasq', ['-k', '-C', dnsmasqConf(dir, o), '--pid-file='], o.port, probe);
-    case 'unbound': return startServer('unbound', 'unbound', ['-d', '-c', unboundConf(dir, o)], o.port, probe);
-    case 'dnsdist': return startServer('dnsdist', 'dnsdist', ['--supervised', '--disable-syslog', '-C', dnsdistConf(dir, o)], o.port, probe);
+    case 'dnsmasq':
+      return startServer('dnsmasq', 'dnsmasq', ['-k', '-C', dnsmasqConf(dir, o), '--pid-file='], o.port, probe);
+    case 'unbound':
+      return startServer('unbound', 'unbound', ['-d', '-c', unboundConf(dir, o)], o.port, probe);
+    case 'dnsdist':
+      return startServer(
+        'dnsdist',
+        'dnsdist',
+        ['--supervised', '--disable-syslog', '-C', dnsdistConf(dir, o)],
+        o.port,
+        probe,
+      );
   }
 }
 
-export function startProxy(dir: string, o: ProxyOptions, nodeArgs: string[] = [], probe = 'www.example'): Promise<Server> {
+export function startProxy(
+  dir: string,
+  o: ProxyOptions,
+  nodeArgs: string[] = [],
+  probe = 'www.example',
+): Promise<Server> {
   return startServer('proxy', process.execPath, [...nodeArgs, PROXY_CLI, '--config', proxyConf(dir, o)], o.port, probe);
 }

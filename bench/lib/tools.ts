@@ -31,8 +31,15 @@ export async function ensureTools(): Promise<void> {
   for (let attempt = 1; attempt <= 40; attempt++) {
     if (!updated) updated = spawnSync('apt-get', ['-qq', 'update'], { env, stdio: 'ignore' }).status === 0;
     // The packaged services must not start on their default ports (53!) or at all: policy-rc.d says no.
-    const r = spawnSync('sh', ['-c', `printf '#!/bin/sh\\nexit 101\\n' > /tmp/bench-policy-rc.d && chmod +x /tmp/bench-policy-rc.d && ` +
-      `apt-get -qq -y -o Dpkg::Use-Pty=0 install --no-install-recommends ${pkgs.join(' ')}`], { env: { ...env, POLICYRCD: '/tmp/bench-policy-rc.d' }, encoding: 'utf8' });
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `printf '#!/bin/sh\\nexit 101\\n' > /tmp/bench-policy-rc.d && chmod +x /tmp/bench-policy-rc.d && ` +
+          `apt-get -qq -y -o Dpkg::Use-Pty=0 install --no-install-recommends ${pkgs.join(' ')}`,
+      ],
+      { env: { ...env, POLICYRCD: '/tmp/bench-policy-rc.d' }, encoding: 'utf8' },
+    );
     if (r.status === 0 && TOOLS.every((t) => has(t.bin))) return;
     const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
     if (/lock|Could not get lock|is another process using it/i.test(out)) {
@@ -40,7 +47,10 @@ export async function ensureTools(): Promise<void> {
       await sleep(5000);
       continue;
     }
-    if (!updated) { await sleep(2000); continue; }
+    if (!updated) {
+      await sleep(2000);
+      continue;
+    }
     throw Object.assign(new Error(`cannot install ${pkgs.join(' ')}: ${out.slice(-800)}`), { code: 'EBENCH_TOOLS' });
   }
   throw Object.assign(new Error('dpkg lock stayed busy'), { code: 'EBENCH_TOOLS' });
@@ -60,15 +70,26 @@ function firstLine(cmd: string, args: string[], re: RegExp): string {
 }
 
 export interface MachineInfo {
-  date: string; nproc: number; cpuModel: string; memGb: number; kernel: string;
+  date: string;
+  nproc: number;
+  cpuModel: string;
+  memGb: number;
+  kernel: string;
   versions: Record<string, string>;
 }
 
 export function machineInfo(proxyVersion: string): MachineInfo {
   let cpuModel = 'unknown';
-  try { cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpuModel; } catch { /* not Linux */ }
+  try {
+    cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpuModel;
+  } catch {
+    /* not Linux */
+  }
   return {
-    date: new Date().toISOString(), nproc: os.availableParallelism(), cpuModel, memGb: Math.round(os.totalmem() / 2 ** 30),
+    date: new Date().toISOString(),
+    nproc: os.availableParallelism(),
+    cpuModel,
+    memGb: Math.round(os.totalmem() / 2 ** 30),
     kernel: os.release(),
     versions: {
       node: process.version,

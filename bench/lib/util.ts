@@ -45,7 +45,9 @@ export async function freePort(): Promise<number> {
     const srv = net.createServer();
     const port = await new Promise<number>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => resolve((srv.address() as net.AddressInfo).port));
+      srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () =>
+        resolve((srv.address() as net.AddressInfo).port),
+      );
     });
     const udp = dgram.createSocket('udp4');
     const ok = await new Promise<boolean>((resolve) => {

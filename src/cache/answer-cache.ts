@@ -31,7 +31,17 @@ import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
-import { MAX_ROTATIONS, Slab, buildVariant, hitOptions, pick, renderHit, type HitOptions, type Rendering, type Variant } from './render.js';
+import {
+  MAX_ROTATIONS,
+  Slab,
+  buildVariant,
+  hitOptions,
+  pick,
+  renderHit,
+  type HitOptions,
+  type Rendering,
+  type Variant,
+} from './render.js';
 import { type ExchangeResult } from '../upstream/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -47,7 +57,14 @@ export interface ResponseCache {
   /** A finished reply for this client, or null on a miss. Synchronous, raw bytes only. */
   lookup(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
   /** Offers an upstream answer for caching (the cache decides if it may keep it). */
-  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt: number): boolean;
+  store(
+    key: string,
+    q: Query,
+    route: RouteView,
+    canonicalName: string,
+    result: ExchangeResult,
+    startedAt: number,
+  ): boolean;
   /** Renders the entry just stored, whatever its freshness (the miss path's own reply). */
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
   /** A stale answer (RFC 8767) when every upstream failed, or null. */
@@ -57,10 +74,10 @@ export interface ResponseCache {
 export interface CacheSettings {
   maxEntries: number;
   maxBytes: number;
-  consulTtl: number;        // seconds
-  negativeMaxTtl: number;   // seconds
-  maxTtl: number;           // seconds, for recursor and zone answers
-  staleConsul: number;      // seconds an expired Consul entry stays usable as last-known-good
+  consulTtl: number; // seconds
+  negativeMaxTtl: number; // seconds
+  maxTtl: number; // seconds, for recursor and zone answers
+  staleConsul: number; // seconds an expired Consul entry stays usable as last-known-good
   staleRecursors: number;
   udpAnswerLimit: number;
   maxUdpSize: number;
@@ -128,14 +145,14 @@ const SERVICE_TYPES = new Set<number>([TYPE.A, TYPE.AAAA, TYPE.SRV, TYPE.ANY, TY
  * the health watch (or kept as last-known-good for RFC 8767), never served fresh on their own.
  */
 export function cacheableTtl(layout: ReplyLayout, negativeMaxTtl: number): number {
-  if (layout.flags & FLAG.TC) return -1;                       // Truncated: half an answer (RFC 2181 §9).
-  if (layout.extRcode !== 0) return -1;                        // Extended rcodes (BADVERS, BADCOOKIE…) are per exchange.
+  if (layout.flags & FLAG.TC) return -1; // Truncated: half an answer (RFC 2181 §9).
+  if (layout.extRcode !== 0) return -1; // Extended rcodes (BADVERS, BADCOOKIE…) are per exchange.
   const rcode = layout.rcode;
   if (rcode === RCODE.NOERROR && layout.an > 0) return layout.minTtl < 0 ? 0 : layout.minTtl; // Positive: its smallest TTL (RFC 2181 §5.2).
   if (rcode !== RCODE.NOERROR && rcode !== RCODE.NXDOMAIN) return -1; // SERVFAIL, REFUSED, FORMERR, NOTIMP…: never (RFC 2308 §7 allows ≤5 min for SERVFAIL; we choose none).
-  if (layout.negTtl < 0) return -1;                            // NXDOMAIN/NODATA without SOA: not cacheable (RFC 2308 §5).
-  const neg = Math.min(layout.negTtl, negativeMaxTtl);         // RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped by config.
-  return neg > 0 ? neg : -1;                                   // Consul's SOA MINIMUM 0: "no healthy instance" must never stick.
+  if (layout.negTtl < 0) return -1; // NXDOMAIN/NODATA without SOA: not cacheable (RFC 2308 §5).
+  const neg = Math.min(layout.negTtl, negativeMaxTtl); // RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped by config.
+  return neg > 0 ? neg : -1; // Consul's SOA MINIMUM 0: "no healthy instance" must never stick.
 }
 
 export class AnswerCache implements ResponseCache {
@@ -147,8 +164,12 @@ export class AnswerCache implements ResponseCache {
   private readonly hit: HitOptions;
   private readonly slab = new Slab();
 
-  constructor(private readonly s: CacheSettings, private readonly metrics: Metrics, private readonly watch: WatchView | null,
-    private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly s: CacheSettings,
+    private readonly metrics: Metrics,
+    private readonly watch: WatchView | null,
+    private readonly now: () => number = Date.now,
+  ) {
     this.aliases = s.aliases ?? [];
     this.lru = new LRUCache<string, Entry>({
       max: s.maxEntries,
@@ -166,7 +187,9 @@ export class AnswerCache implements ResponseCache {
     this.hit = hitOptions(s.maxUdpSize);
   }
 
-  get size(): number { return this.lru.size; }
+  get size(): number {
+    return this.lru.size;
+  }
 
   // ---- hit path ---------------------------------------------------------------------------------
 
@@ -209,10 +232,19 @@ export class AnswerCache implements ResponseCache {
     if (e === undefined) return null;
     if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
     const v = this.variant(e, route.alias);
-    return v === null ? null : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+    return v === null
+      ? null
+      : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
   }
 
-  store(key: string, q: Query, route: RouteView, canonicalName: string, result: ExchangeResult, startedAt?: number): boolean {
+  store(
+    key: string,
+    q: Query,
+    route: RouteView,
+    canonicalName: string,
+    result: ExchangeResult,
+    startedAt?: number,
+  ): boolean {
     if ('failure' in result) return false;
     const layout = result.layout;
     const now = this.now();
@@ -246,7 +278,10 @@ export class AnswerCache implements ResponseCache {
     if (watchable && this.watch !== null) {
       const since = this.watch.liveSince(service!, dc);
       // Strictly before: an answer fetched in the same millisecond may predate the watch's baseline.
-      if (since > 0 && since < fetchedAt) { liveSince = since; watchedUntil = fetchedAt + this.s.consulTtl * 1000; }
+      if (since > 0 && since < fetchedAt) {
+        liveSince = since;
+        watchedUntil = fetchedAt + this.s.consulTtl * 1000;
+      }
     }
     const ownTtl = consul ? ttl : Math.min(ttl, this.s.maxTtl);
     const ownUntil = fetchedAt + ownTtl * 1000;
@@ -256,8 +291,22 @@ export class AnswerCache implements ResponseCache {
     // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
     const stripped = stripOpt(result.reply, layout);
     const e: Entry = {
-      storedAt: fetchedAt, ownUntil, watchedUntil, liveSince, staleUntil, service, dc, sk,
-      flags: layout.flags, buf: EMPTY, off: 0, len: 0, nTtl: 0, qEnd: layout.qEnd, answers: layout.an, variants: null,
+      storedAt: fetchedAt,
+      ownUntil,
+      watchedUntil,
+      liveSince,
+      staleUntil,
+      service,
+      dc,
+      sk,
+      flags: layout.flags,
+      buf: EMPTY,
+      off: 0,
+      len: 0,
+      nTtl: 0,
+      qEnd: layout.qEnd,
+      answers: layout.an,
+      variants: null,
       size: ENTRY_OVERHEAD,
     };
     // Outside Consul there is no alias, no rotation and no answer limit: the reply as received is
@@ -309,7 +358,14 @@ export class AnswerCache implements ResponseCache {
     if (alias !== null && k === 0) return null;
     let v: Variant;
     try {
-      v = buildVariant(canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)), alias, this.s.domain, this.s.udpAnswerLimit, MAX_ROTATIONS, this.slab);
+      v = buildVariant(
+        canonical ?? decodeMessage(e.buf.subarray(e.off, e.off + e.len)),
+        alias,
+        this.s.domain,
+        this.s.udpAnswerLimit,
+        MAX_ROTATIONS,
+        this.slab,
+      );
     } catch {
       return null;
     }
@@ -363,16 +419,26 @@ export class AnswerCache implements ResponseCache {
       if (!isKeyOf(k, n)) continue;
       const fresh = this.freshUntil(e);
       out.push({
-        key: k, service: e.sk, ageSeconds: Math.floor((now - e.storedAt) / 1000),
-        fresh: now < fresh, watchProtected: fresh > e.ownUntil, freshForSeconds: Math.max(0, Math.floor((fresh - now) / 1000)),
-        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)), answers: e.answers,
-        rcode: e.flags & 0xf, renderings: e.variants === null ? [''] : e.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])), bytes: e.size,
+        key: k,
+        service: e.sk,
+        ageSeconds: Math.floor((now - e.storedAt) / 1000),
+        fresh: now < fresh,
+        watchProtected: fresh > e.ownUntil,
+        freshForSeconds: Math.max(0, Math.floor((fresh - now) / 1000)),
+        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)),
+        answers: e.answers,
+        rcode: e.flags & 0xf,
+        renderings:
+          e.variants === null ? [''] : e.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])),
+        bytes: e.size,
       });
     }
     return out;
   }
 
-  clear(): void { this.lru.clear(); }
+  clear(): void {
+    this.lru.clear();
+  }
 
   private unindex(e: Entry, key: string) {
     if (e.sk === null) return;
@@ -382,4 +448,3 @@ export class AnswerCache implements ResponseCache {
     if (set.size === 0) this.byService.delete(e.sk);
   }
 }
-

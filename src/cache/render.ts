@@ -13,7 +13,15 @@
 import { buildOpt, buildQuestion, scanReply, type Query } from '../dns/wire.js';
 import { HEADER_LEN, EDE, TYPE } from '../dns/constants.js';
 import { replyFlags, truncated, udpLimit } from '../dns/reply.js';
-import { WireError, decodeMessage, encodeMessage, mapNames, readName, type Message, type Record as RR } from '../dns/message.js';
+import {
+  WireError,
+  decodeMessage,
+  encodeMessage,
+  mapNames,
+  readName,
+  type Message,
+  type Record as RR,
+} from '../dns/message.js';
 import { bareLength, isUnder } from '../dns/names.js';
 
 /**
@@ -22,11 +30,20 @@ import { bareLength, isUnder } from '../dns/names.js';
  * numbers and a shared buffer rather than a Buffer view and an array: each JS object per cache
  * entry is heap and GC marking work, and 100k entries made both show.
  */
-export interface Rendering { buf: Buffer; off: number; len: number; nTtl: number; qEnd: number }
+export interface Rendering {
+  buf: Buffer;
+  off: number;
+  len: number;
+  nTtl: number;
+  qEnd: number;
+}
 
 /** `full`: EDNS and TCP clients; `trimmed`: UDP clients without EDNS. Same length, same order. */
-export interface Variant { full: Rendering[]; trimmed: Rendering[]; next: number }
-
+export interface Variant {
+  full: Rendering[];
+  trimmed: Rendering[];
+  next: number;
+}
 
 /**
  * Cache-owned memory for reply bodies and their TTL tables. Small ones are packed into 64 KiB
@@ -49,7 +66,10 @@ export class Slab {
       buf = Buffer.allocUnsafeSlow(need);
       off = 0;
     } else {
-      if (this.used + need > Slab.SIZE) { this.slab = Buffer.allocUnsafeSlow(Slab.SIZE); this.used = 0; }
+      if (this.used + need > Slab.SIZE) {
+        this.slab = Buffer.allocUnsafeSlow(Slab.SIZE);
+        this.used = 0;
+      }
       buf = this.slab;
       off = this.used;
       this.used += (need + 7) & ~7;
@@ -108,12 +128,21 @@ export function hitOptions(maxUdpSize: number): HitOptions {
  * decode, no encode. `upstreamFlags` are the flags the upstream answered with. Null when the
  * client's question has another length than the rendering's.
  */
-export function renderHit(r: Rendering, upstreamFlags: number, storedAt: number, q: Query, query: Buffer, udp: boolean,
-  now: number, stale: boolean, o: HitOptions): Buffer | null {
+export function renderHit(
+  r: Rendering,
+  upstreamFlags: number,
+  storedAt: number,
+  q: Query,
+  query: Buffer,
+  udp: boolean,
+  now: number,
+  stale: boolean,
+  o: HitOptions,
+): Buffer | null {
   // The question is copied byte for byte, so it must have the same length (always, unless the
   // name held escapes the presentation round trip changed): else a miss.
   if (r.qEnd !== q.qEnd) return null;
-  const opt = q.edns ? (stale ? (q.dnssecOk ? o.optStaleDo : o.optStale) : (q.dnssecOk ? o.optDo : o.optPlain)) : null;
+  const opt = q.edns ? (stale ? (q.dnssecOk ? o.optStaleDo : o.optStale) : q.dnssecOk ? o.optDo : o.optPlain) : null;
   const bodyLen = r.len;
   const out = Buffer.allocUnsafe(bodyLen + (opt ? opt.length : 0));
   const src = r.buf;
@@ -131,7 +160,10 @@ export function renderHit(r: Rendering, upstreamFlags: number, storedAt: number,
   } else {
     const age = Math.floor((now - storedAt) / 1000);
     if (age > 0) {
-      for (let t = table; t < end; t += 6) { const v = src.readUInt32BE(t + 2) - age; out.writeUInt32BE(v > 0 ? v : 0, src.readUInt16BE(t)); }
+      for (let t = table; t < end; t += 6) {
+        const v = src.readUInt32BE(t + 2) - age;
+        out.writeUInt32BE(v > 0 ? v : 0, src.readUInt16BE(t));
+      }
     }
   }
   if (opt) {
@@ -139,7 +171,11 @@ export function renderHit(r: Rendering, upstreamFlags: number, storedAt: number,
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
   }
   if (udp && out.length > udpLimit(q, o.maxUdpSize)) {
-    return truncated(out, q, flags, { maxUdpSize: o.maxUdpSize, udp, ede: stale ? { code: EDE.STALE_ANSWER } : undefined });
+    return truncated(out, q, flags, {
+      maxUdpSize: o.maxUdpSize,
+      udp,
+      ede: stale ? { code: EDE.STALE_ANSWER } : undefined,
+    });
   }
   return out;
 }
@@ -151,7 +187,14 @@ export function renderHit(r: Rendering, upstreamFlags: number, storedAt: number,
  * that remain as Consul's syncExtra does (agent/dns.go: the first extra record per target name).
  * Answers holding a CNAME are never rotated: the chain must stay in order.
  */
-export function buildVariant(canonical: Message, alias: string | null, domain: string, limit: number, maxRotations: number, slab: Slab | null): Variant {
+export function buildVariant(
+  canonical: Message,
+  alias: string | null,
+  domain: string,
+  limit: number,
+  maxRotations: number,
+  slab: Slab | null,
+): Variant {
   const n = canonical.answers.length;
   const chain = canonical.answers.some((a) => a.type === TYPE.CNAME);
   const rotations = n <= 1 || chain ? 1 : Math.min(n, maxRotations);
@@ -209,9 +252,19 @@ function aliasQuestion(m: Message, alias: string, domain: string): Buffer {
  * alias, and (`full` false: a UDP client without EDNS) the answers trimmed to `limit` as Consul
  * would. Null if the reply cannot be decoded.
  */
-export function renderOnce(stripped: Buffer, alias: string | null, domain: string, limit: number, full: boolean): Buffer | null {
+export function renderOnce(
+  stripped: Buffer,
+  alias: string | null,
+  domain: string,
+  limit: number,
+  full: boolean,
+): Buffer | null {
   let m: Message;
-  try { m = decodeMessage(stripped); } catch { return null; }
+  try {
+    m = decodeMessage(stripped);
+  } catch {
+    return null;
+  }
   try {
     const v = buildVariant(m, alias, domain, full ? Number.MAX_SAFE_INTEGER : limit, 1, null);
     const r = full ? v.full[0]! : v.trimmed[0]!;
@@ -261,12 +314,19 @@ export function toAliasReply(
     const to = name.slice(0, n - domainLower.length) + alias;
     return to.length === qn && isUnder(to, qn, qLower) ? qname : to;
   });
-  out.questions = [{ name: qname, type: clientQuestion.readUInt16BE(q.end), class: clientQuestion.readUInt16BE(q.end + 2) }];
+  out.questions = [
+    { name: qname, type: clientQuestion.readUInt16BE(q.end), class: clientQuestion.readUInt16BE(q.end + 2) },
+  ];
   return encodeMessage(out, opts);
 }
 
 /** The reverse of toAliasReply, for tests and tools: names under `alias` moved back under `domain`. */
-export function toDomainReply(aliasReply: Buffer | Message, alias: string, domain: string, opts?: { maxSize?: number }): Buffer {
+export function toDomainReply(
+  aliasReply: Buffer | Message,
+  alias: string,
+  domain: string,
+  opts?: { maxSize?: number },
+): Buffer {
   const m = Buffer.isBuffer(aliasReply) ? decodeMessage(aliasReply) : aliasReply;
   return encodeMessage(mapSuffix(m, alias, domain), opts);
 }

@@ -5,8 +5,20 @@
  */
 import { ConfigError, show } from '../errors.js';
 import { TYPE, type TypeName } from '../dns/constants.js';
+import { isDomainName } from '../dns/names.js';
 import { type Config, LOG_LEVELS } from './schema.js';
-import { parseHostPort, formatHostPort, type HostPort, sameIp, isUnspecified, splitHostPort, ipFamily, isHostname, tryParseCidr, ownAddress } from '../net/address.js';
+import {
+  parseHostPort,
+  formatHostPort,
+  type HostPort,
+  sameIp,
+  isUnspecified,
+  splitHostPort,
+  ipFamily,
+  isHostname,
+  tryParseCidr,
+  ownAddress,
+} from '../net/address.js';
 
 // Checks that need more than one key, run on the merged result. `label` maps a key path to the
 // flag or variable that set it.
@@ -14,7 +26,12 @@ import { parseHostPort, formatHostPort, type HostPort, sameIp, isUnspecified, sp
 /** Consul's query keywords (the first label after the domain in agent/dns.go). */
 const CONSUL_KEYWORDS = ['service', 'node', 'query', 'addr', 'connect', 'virtual', 'ingress'];
 
-export function crossChecks(c: Config, aliasesFromUser: boolean, problems: string[], label: (path: string) => string): void {
+export function crossChecks(
+  c: Config,
+  aliasesFromUser: boolean,
+  problems: string[],
+  label: (path: string) => string,
+): void {
   const fail = (path: string, what: string, value: unknown): void => {
     problems.push(`${label(path)}: expected ${what}, got ${show(value)}`);
   };
@@ -22,11 +39,14 @@ export function crossChecks(c: Config, aliasesFromUser: boolean, problems: strin
   // The hedge must fire before a try times out, and a try must fit in the overall deadline.
   const u = c.upstream;
   if (!(u.hedgeMs < u.timeoutMs)) fail('upstream.hedgeMs', `less than upstream.timeoutMs (${u.timeoutMs})`, u.hedgeMs);
-  if (!(u.timeoutMs <= u.deadlineMs)) fail('upstream.timeoutMs', `at most upstream.deadlineMs (${u.deadlineMs})`, u.timeoutMs);
+  if (!(u.timeoutMs <= u.deadlineMs))
+    fail('upstream.timeoutMs', `at most upstream.deadlineMs (${u.deadlineMs})`, u.timeoutMs);
 
   const tls = c.consul.tls;
-  if (tls.certFile !== '' && tls.keyFile === '') fail('consul.tls.keyFile', 'a key file to go with consul.tls.certFile', tls.keyFile);
-  if (tls.keyFile !== '' && tls.certFile === '') fail('consul.tls.certFile', 'a certificate file to go with consul.tls.keyFile', tls.certFile);
+  if (tls.certFile !== '' && tls.keyFile === '')
+    fail('consul.tls.keyFile', 'a key file to go with consul.tls.certFile', tls.keyFile);
+  if (tls.keyFile !== '' && tls.certFile === '')
+    fail('consul.tls.certFile', 'a certificate file to go with consul.tls.keyFile', tls.certFile);
 
   // Aliases. The default alias is a convenience: if it collides with the configured domain (the
   // Starlings clusters ran Consul with domain "starlings") it drops out
@@ -45,7 +65,12 @@ export function crossChecks(c: Config, aliasesFromUser: boolean, problems: strin
       fail(path, `a name that neither equals, contains nor is inside the Consul domain "${domain}"`, alias);
     } else {
       const j = c.consul.aliases.findIndex((other, k) => k < i && overlaps(alias, other));
-      if (j >= 0) fail(path, `a name that neither equals, contains nor is inside consul.aliases[${j}] "${c.consul.aliases[j]}"`, alias);
+      if (j >= 0)
+        fail(
+          path,
+          `a name that neither equals, contains nor is inside consul.aliases[${j}] "${c.consul.aliases[j]}"`,
+          alias,
+        );
     }
   });
 
@@ -137,13 +162,19 @@ const text: Check<string> = (v, at, p) => (typeof v === 'string' ? v : fail(p, a
 
 function int(min: number, max?: number, described?: string): Check<number> {
   const what =
-    described !== undefined ? described
-    : max !== undefined ? `an integer from ${min} to ${max}`
-    : min === 1 ? 'a positive integer'
-    : min === 0 ? 'a non-negative integer'
-    : `an integer of at least ${min}`;
+    described !== undefined
+      ? described
+      : max !== undefined
+        ? `an integer from ${min} to ${max}`
+        : min === 1
+          ? 'a positive integer'
+          : min === 0
+            ? 'a non-negative integer'
+            : `an integer of at least ${min}`;
   return (v, at, p) =>
-    typeof v === 'number' && Number.isInteger(v) && v >= min && (max === undefined || v <= max) ? v : fail(p, at, what, v);
+    typeof v === 'number' && Number.isInteger(v) && v >= min && (max === undefined || v <= max)
+      ? v
+      : fail(p, at, what, v);
 }
 
 /** Milliseconds for a timer: Node turns a delay above 2^31-1 into 1 ms (TimeoutOverflowWarning). */
@@ -163,7 +194,14 @@ export function domainName(kind: 'domain' | 'alias' | 'zone'): Check<string> {
     if (typeof v !== 'string') return fail(p, at, kind === 'zone' ? 'a zone name' : 'a domain name', v);
     const name = normaliseName(v);
     if (name === '' && v !== '') {
-      return fail(p, at, kind === 'zone' ? 'a zone name other than the root (the root goes to the recursors)' : 'a domain name other than the root', v);
+      return fail(
+        p,
+        at,
+        kind === 'zone'
+          ? 'a zone name other than the root (the root goes to the recursors)'
+          : 'a domain name other than the root',
+        v,
+      );
     }
     if (!isDomainName(name)) return fail(p, at, kind === 'zone' ? 'a zone name' : 'a domain name', v);
     return name;
@@ -185,7 +223,8 @@ export function hostPort(meta: string, use: 'bind' | 'send'): Check<string> {
       if (ipFamily(hp.host) === 0) return fail(p, at, 'an IP address to listen on (not a name)', v);
     } else {
       if (hp === 'port' || hp.port === 0) return fail(p, at, 'a port from 1 to 65535', v);
-      if (isUnspecified(hp.host)) return fail(p, at, 'an address to send to (0.0.0.0 and :: mean "any" only for listening)', v);
+      if (isUnspecified(hp.host))
+        return fail(p, at, 'an address to send to (0.0.0.0 and :: mean "any" only for listening)', v);
     }
     return formatHostPort(hp);
   };
@@ -224,8 +263,14 @@ export function httpUrl(meta: string): Check<string> {
     const plain = (url.pathname === '/' || url.pathname === '') && url.search === '' && url.hash === '';
     // The WHATWG parser rewrites odd IPv4 forms ("1.2.3" -> "1.2.0.3"): insist on what was written.
     const asWritten = url.hostname.startsWith('[') || v.toLowerCase().includes(url.hostname);
-    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' ||
-        !plain || !asWritten || (ipFamily(host) === 0 && !isHostname(host))) {
+    if (
+      (url.protocol !== 'http:' && url.protocol !== 'https:') ||
+      url.username !== '' ||
+      url.password !== '' ||
+      !plain ||
+      !asWritten ||
+      (ipFamily(host) === 0 && !isHostname(host))
+    ) {
       return fail(p, at, meta, v);
     }
     if (url.port === '0') return fail(p, at, 'a port from 1 to 65535', v);
@@ -302,8 +347,19 @@ export const FILE_SCHEMA = mapping({
     action: oneOf(['refuse', 'drop'] as const),
   }),
   limits: mapping({
-    rate: mapping({ enabled: bool, qps: positiveNumber, burst: int(1), action: oneOf(['refuse', 'drop', 'tc'] as const) }),
-    tcp: mapping({ maxConnections: int(1), maxPerClient: int(1), idleTimeoutMs: ms, readTimeoutMs: ms, maxPipelined: int(1) }),
+    rate: mapping({
+      enabled: bool,
+      qps: positiveNumber,
+      burst: int(1),
+      action: oneOf(['refuse', 'drop', 'tc'] as const),
+    }),
+    tcp: mapping({
+      maxConnections: int(1),
+      maxPerClient: int(1),
+      idleTimeoutMs: ms,
+      readTimeoutMs: ms,
+      maxPipelined: int(1),
+    }),
   }),
 });
 
@@ -313,13 +369,6 @@ function normaliseName(s: string): string {
   const lower = s.toLowerCase();
   return lower.endsWith('.') ? lower.slice(0, -1) : lower;
 }
-
-/** Letters, digits, hyphen and underscore (service names such as _janus._tcp), RFC 1035 lengths. */
-export function isDomainName(name: string): boolean {
-  return name.length > 0 && name.length <= 253 &&
-    name.split('.').every((label) => /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/.test(label));
-}
-
 
 /** `name` equals `zone` or is inside it. */
 function isWithin(name: string, zone: string): boolean {
@@ -333,14 +382,38 @@ function overlaps(a: string, b: string): boolean {
 // Probe question
 
 /** RR type mnemonics accepted in upstream.recursorProbe (RFC 1035, 3596, 2782, 4034, 9460, 8659). */
-export const RR_TYPES: Readonly<Record<string, number>> = Object.freeze(Object.fromEntries(([
-  'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'NAPTR', 'DS', 'RRSIG', 'NSEC', 'DNSKEY', 'SVCB', 'HTTPS', 'ANY', 'CAA',
-] as const).map((n: TypeName) => [n, TYPE[n]])));
+const RR_TYPES: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(
+    (
+      [
+        'A',
+        'NS',
+        'CNAME',
+        'SOA',
+        'PTR',
+        'MX',
+        'TXT',
+        'AAAA',
+        'SRV',
+        'NAPTR',
+        'DS',
+        'RRSIG',
+        'NSEC',
+        'DNSKEY',
+        'SVCB',
+        'HTTPS',
+        'ANY',
+        'CAA',
+      ] as const
+    ).map((n: TypeName) => [n, TYPE[n]]),
+  ),
+);
 
 /** "NAME TYPE" → name (lowercase, no trailing dot, '' for the root) and numeric type. Throws ConfigError. */
 export function parseProbe(s: string): { name: string; type: number } {
   const p = tryParseProbe(s);
-  if (p === undefined) throw new ConfigError([`expected "NAME TYPE" with a known type (such as ". NS"), got ${show(s)}`]);
+  if (p === undefined)
+    throw new ConfigError([`expected "NAME TYPE" with a known type (such as ". NS"), got ${show(s)}`]);
   return { name: p.name, type: p.type };
 }
 

@@ -1,5 +1,16 @@
 /** The command line: flags to a configuration layer, and the --help text. */
-import { type Layer, INVALID, setPath, type Check, hostPort, recursor, httpUrl, domainName, metricsListen, oneOf } from './checks.js';
+import {
+  type Layer,
+  INVALID,
+  setPath,
+  type Check,
+  hostPort,
+  recursor,
+  httpUrl,
+  domainName,
+  metricsListen,
+  oneOf,
+} from './checks.js';
 import { LOG_LEVELS } from './schema.js';
 import { show } from '../errors.js';
 
@@ -38,11 +49,14 @@ export function parseArgv(argv: string[], problems: string[]): Args {
     let arg = argv[i]!;
     if (arg === '-h') arg = '--help';
     if (arg === '--') {
-      for (const rest of argv.slice(i + 1)) problems.push(`${rest}: unexpected argument (this command takes only flags)`);
+      for (const rest of argv.slice(i + 1))
+        problems.push(`${rest}: unexpected argument (this command takes only flags)`);
       break;
     }
     if (!arg.startsWith('--')) {
-      problems.push(`${arg}: ${arg.startsWith('-') ? 'unknown flag (see --help)' : 'unexpected argument (this command takes only flags)'}`);
+      problems.push(
+        `${arg}: ${arg.startsWith('-') ? 'unknown flag (see --help)' : 'unexpected argument (this command takes only flags)'}`,
+      );
       continue;
     }
     const eq = arg.indexOf('=');
@@ -88,12 +102,15 @@ export function flagsToLayer(args: Args, problems: string[], origins: Map<string
 
   if (args.values.has('--listen')) set('listen', '--listen', each('--listen', hostPort('HOST:PORT', 'bind')));
   if (args.values.has('--agent')) set('consul.agents', '--agent', each('--agent', hostPort('HOST:PORT', 'send')));
-  if (args.values.has('--recursor')) set('recursors', '--recursor', each('--recursor', recursor('HOST:PORT or resolv.conf')));
-  if (args.values.has('--consul-http')) set('consul.http', '--consul-http', each('--consul-http', httpUrl('http(s)://HOST:PORT')));
+  if (args.values.has('--recursor'))
+    set('recursors', '--recursor', each('--recursor', recursor('HOST:PORT or resolv.conf')));
+  if (args.values.has('--consul-http'))
+    set('consul.http', '--consul-http', each('--consul-http', httpUrl('http(s)://HOST:PORT')));
   const domain = last('--domain');
   if (domain !== undefined) set('consul.domain', '--domain', domainName('domain')(domain, '--domain', problems));
   const metrics = last('--metrics');
-  if (metrics !== undefined) set('metrics.listen', '--metrics', metricsListen('HOST:PORT or off')(metrics, '--metrics', problems));
+  if (metrics !== undefined)
+    set('metrics.listen', '--metrics', metricsListen('HOST:PORT or off')(metrics, '--metrics', problems));
   const level = last('--log-level');
   if (level !== undefined) set('log.level', '--log-level', oneOf(LOG_LEVELS)(level, '--log-level', problems));
 

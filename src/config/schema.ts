@@ -6,14 +6,14 @@
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
-export interface TlsConfig {
+interface TlsConfig {
   caFile: string;
   certFile: string;
   keyFile: string;
   insecureSkipVerify: boolean;
 }
 
-export interface ZoneConfig {
+interface ZoneConfig {
   /** Lowercase, no trailing dot, never the root. */
   name: string;
   /** "host:port" (IPv6 as "[::1]:53"; a hostname is resolved at start and on reload). */
@@ -124,8 +124,15 @@ export const DEFAULTS: Config = deepFreeze({
   // As dnsdist's default ACL: loopback, RFC 1918, RFC 6598 (CGNAT), IPv6 ULA and link-local.
   acl: {
     allow: [
-      '127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10',
-      '169.254.0.0/16', 'fc00::/7', 'fe80::/10',
+      '127.0.0.0/8',
+      '::1/128',
+      '10.0.0.0/8',
+      '172.16.0.0/12',
+      '192.168.0.0/16',
+      '100.64.0.0/10',
+      '169.254.0.0/16',
+      'fc00::/7',
+      'fe80::/10',
     ],
     action: 'refuse',
   },
@@ -140,15 +147,19 @@ export const DEFAULTS: Config = deepFreeze({
  * sockets are bound and the logger is made once at start. The running value is kept; a restart
  * applies the new one. Every other key takes effect on reload.
  */
-export const RESTART_ONLY_KEYS: Readonly<Record<string, string>> = Object.freeze({
+const RESTART_ONLY_KEYS: Readonly<Record<string, string>> = Object.freeze({
   listen: 'listen addresses change only on restart',
   'metrics.listen': 'the metrics listen address changes only on restart',
   'log.level': 'the log level changes only on restart',
 });
 
 /** The restart-only keys whose value differs between `running` and `next`, with the running value. */
-export function restartOnlyChanges(running: Config, next: Config): { key: string; running: unknown; warning: string }[] {
-  const at = (c: Config, key: string): unknown => key.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown>)[k], c);
+export function restartOnlyChanges(
+  running: Config,
+  next: Config,
+): { key: string; running: unknown; warning: string }[] {
+  const at = (c: Config, key: string): unknown =>
+    key.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown>)[k], c);
   const out: { key: string; running: unknown; warning: string }[] = [];
   for (const [key, warning] of Object.entries(RESTART_ONLY_KEYS)) {
     const value = at(running, key);

@@ -37,7 +37,6 @@ import { serviceKey } from './service-key.js';
 import type { Log } from '../observability/log.js';
 import { HealthWatchError } from '../errors.js';
 
-
 export interface WatchOptions {
   httpUrls: string[];
   token?: string;
@@ -83,7 +82,9 @@ const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 /** Map → sorted [k, v] pairs, so key order in the JSON never changes the hash. */
 function sortedPairs(v: unknown): [string, unknown][] | null {
   if (!isObj(v)) return null;
-  return Object.keys(v).sort().map((k) => [k, v[k]]);
+  return Object.keys(v)
+    .sort()
+    .map((k) => [k, v[k]]);
 }
 
 /**
@@ -95,29 +96,40 @@ export function dnsWeight(svc: Obj, checks: unknown[]): number {
   let wp = 1;
   let ww = 1;
   const w = svc['Weights'];
-  if (isObj(w)) { // Go: `if node.Service.Weights != nil`, then the fields (zero if absent)
+  if (isObj(w)) {
+    // Go: `if node.Service.Weights != nil`, then the fields (zero if absent)
     wp = typeof w['Passing'] === 'number' ? w['Passing'] : 0;
     ww = typeof w['Warning'] === 'number' ? w['Warning'] : 0;
   }
   const name = str(svc['Service']);
-  let warning = false, critical = false, maint = false;
+  let warning = false,
+    critical = false,
+    maint = false;
   for (const c of checks) {
     if (!isObj(c)) continue;
     const sn = str(c['ServiceName']);
     if (sn !== name && sn !== '') continue; // "c.ServiceName == node.Service.Service || c.ServiceName == \"\""
     const id = str(c['CheckID']);
-    if (id === '_node_maintenance' || id.startsWith('_service_maintenance:')) { maint = true; continue; }
+    if (id === '_node_maintenance' || id.startsWith('_service_maintenance:')) {
+      maint = true;
+      continue;
+    }
     switch (c['Status']) {
-      case 'passing': break;
-      case 'warning': warning = true; break;
-      case 'critical': critical = true; break;
-      default: return 1; // AggregatedStatus "" → "When non-standard status, return 1"
+      case 'passing':
+        break;
+      case 'warning':
+        warning = true;
+        break;
+      case 'critical':
+        critical = true;
+        break;
+      default:
+        return 1; // AggregatedStatus "" → "When non-standard status, return 1"
     }
   }
   if (maint || critical) return 0;
   if (warning) return ww;
   return wp; // passing, or no checks at all: both aggregate to passing
-
 }
 
 /**
@@ -140,14 +152,26 @@ export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; in
     let drop = false;
     for (const c of checks) {
       const st = isObj(c) ? c['Status'] : undefined;
-      if (st === 'critical' || (onlyPassing && st !== 'passing')) { drop = true; break; }
+      if (st === 'critical' || (onlyPassing && st !== 'passing')) {
+        drop = true;
+        break;
+      }
     }
     if (drop) continue;
     const tags = Array.isArray(svc['Tags']) ? (svc['Tags'] as unknown[]).map(String).sort() : [];
-    tuples.push(JSON.stringify([
-      str(node['Node']), str(node['Address']), sortedPairs(node['TaggedAddresses']), sortedPairs(node['Meta']),
-      str(svc['Address']), sortedPairs(svc['TaggedAddresses']), svc['Port'] ?? 0, tags, dnsWeight(svc, checks),
-    ]));
+    tuples.push(
+      JSON.stringify([
+        str(node['Node']),
+        str(node['Address']),
+        sortedPairs(node['TaggedAddresses']),
+        sortedPairs(node['Meta']),
+        str(svc['Address']),
+        sortedPairs(svc['TaggedAddresses']),
+        svc['Port'] ?? 0,
+        tags,
+        dnsWeight(svc, checks),
+      ]),
+    );
   }
   tuples.sort();
   const hash = createHash('sha1').update(tuples.join('\n')).digest('base64');
@@ -177,13 +201,13 @@ type Outcome =
   | { ok: false; err: HealthWatchError; failover: boolean; retrySame: boolean };
 
 class Watch {
-  index = 0;            // last X-Consul-Index; 0 = none yet, or reset after going backwards
-  gotReply = false;     // the baseline view is set
+  index = 0; // last X-Consul-Index; 0 = none yet, or reset after going backwards
+  gotReply = false; // the baseline view is set
   live = false;
   hash = '';
   instances = 0;
   failures = 0;
-  used = false;         // set by ensure/touch; folded into lastUsed by the sweep
+  used = false; // set by ensure/touch; folded into lastUsed by the sweep
   lastUsed: number;
   lastStart = -Infinity;
   stopped = false;
@@ -191,7 +215,12 @@ class Watch {
   wake: (() => void) | null = null;
   req: http.ClientRequest | null = null;
   loop: Promise<void> = Promise.resolve();
-  constructor(readonly key: string, readonly service: string, readonly dc: string | undefined, now: number) {
+  constructor(
+    readonly key: string,
+    readonly service: string,
+    readonly dc: string | undefined,
+    now: number,
+  ) {
     this.lastUsed = now;
   }
 }
@@ -222,14 +251,15 @@ export class HealthWatcher {
   private readonly backoffMax: number;
   private readonly failbackMs: number;
   private readonly sweepMs: number;
-  private preferred = 0;            // index into eps of the URL that last worked
+  private preferred = 0; // index into eps of the URL that last worked
   private preferredSince = 0;
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private capWarned = false;
 
   constructor(private readonly opts: WatchOptions) {
-    if (opts.httpUrls.length === 0) throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', 'consul.http: at least one URL is needed');
+    if (opts.httpUrls.length === 0)
+      throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', 'consul.http: at least one URL is needed');
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     const l = opts.log;
@@ -249,22 +279,37 @@ export class HealthWatcher {
 
   private endpoint(raw: string): Endpoint {
     let url: URL;
-    try { url = new URL(raw); } catch { throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: not a URL: ${raw}`); }
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: not a URL: ${raw}`);
+    }
     const secure = url.protocol === 'https:';
-    if (!secure && url.protocol !== 'http:') throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: expected http:// or https://, got ${raw}`);
+    if (!secure && url.protocol !== 'http:')
+      throw new HealthWatchError('CDP_ERR_CONSUL_BAD_URL', `consul.http: expected http:// or https://, got ${raw}`);
     let agent: http.Agent;
     if (secure) {
       const t = this.opts.tls ?? {};
       const read = (f: string | undefined): Buffer | undefined => {
         if (!f) return undefined;
-        try { return readFileSync(f); } catch (e) {
-          throw new HealthWatchError('CDP_ERR_CONSUL_TLS_FILE', `consul.tls: cannot read ${f}: ${(e as Error).message}`);
+        try {
+          return readFileSync(f);
+        } catch (e) {
+          throw new HealthWatchError(
+            'CDP_ERR_CONSUL_TLS_FILE',
+            `consul.tls: cannot read ${f}: ${(e as Error).message}`,
+          );
         }
       };
-      const ca = read(t.caFile); const cert = read(t.certFile); const key = read(t.keyFile);
+      const ca = read(t.caFile);
+      const cert = read(t.certFile);
+      const key = read(t.keyFile);
       agent = new https.Agent({
-        keepAlive: true, scheduling: 'lifo',
-        ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}),
+        keepAlive: true,
+        scheduling: 'lifo',
+        ...(ca ? { ca } : {}),
+        ...(cert ? { cert } : {}),
+        ...(key ? { key } : {}),
         rejectUnauthorized: !t.insecureSkipVerify,
       });
     } else {
@@ -272,7 +317,10 @@ export class HealthWatcher {
     }
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     return {
-      label: url.origin, mod: secure ? https : http, agent, host,
+      label: url.origin,
+      mod: secure ? https : http,
+      agent,
+      host,
       port: url.port ? Number(url.port) : secure ? 443 : 80,
       base: url.pathname.replace(/\/+$/, ''),
     };
@@ -284,13 +332,19 @@ export class HealthWatcher {
   ensure(service: string, dc?: string): void {
     const key = serviceKey(service, dc);
     const w = this.watches.get(key);
-    if (w) { w.used = true; return; }
+    if (w) {
+      w.used = true;
+      return;
+    }
     if (this.stopped) return;
     if (this.watches.size >= this.opts.maxWatches) {
       this.rejected++;
       if (!this.capWarned) {
         this.capWarned = true;
-        this.log.warn({ service, dc, maxWatches: this.opts.maxWatches }, 'consul watch cap reached; answers for further services keep Consul TTL');
+        this.log.warn(
+          { service, dc, maxWatches: this.opts.maxWatches },
+          'consul watch cap reached; answers for further services keep Consul TTL',
+        );
       }
       return;
     }
@@ -323,12 +377,17 @@ export class HealthWatcher {
     return m;
   }
 
-  get size(): number { return this.watches.size; }
+  get size(): number {
+    return this.watches.size;
+  }
 
   /** Abort every request, clear every timer, close every socket; resolves when all loops ended. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null; }
+    if (this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
     const loops: Promise<void>[] = [];
     for (const w of [...this.watches.values()]) {
       this.retire(w, false);
@@ -345,18 +404,36 @@ export class HealthWatcher {
     w.loop = this.run(w).catch((err: unknown) => {
       if (w.stopped) return;
       w.failures++;
-      this.log.warn({ service: w.service, dc: w.dc, err: String(err) }, 'consul watch loop ended unexpectedly; restarting');
+      this.log.warn(
+        { service: w.service, dc: w.dc, err: String(err) },
+        'consul watch loop ended unexpectedly; restarting',
+      );
       this.setLive(w, false);
-      w.timer = setTimeout(() => { w.timer = null; if (!w.stopped) this.spawn(w); },
-        backoffDelay(w.failures, this.backoffBase, this.backoffMax, this.random));
+      w.timer = setTimeout(
+        () => {
+          w.timer = null;
+          if (!w.stopped) this.spawn(w);
+        },
+        backoffDelay(w.failures, this.backoffBase, this.backoffMax, this.random),
+      );
     });
   }
 
   private retire(w: Watch, notify: boolean): void {
     w.stopped = true;
-    if (w.timer !== null) { clearTimeout(w.timer); w.timer = null; }
-    if (w.wake !== null) { const f = w.wake; w.wake = null; f(); }
-    if (w.req !== null) { w.req.destroy(); w.req = null; }
+    if (w.timer !== null) {
+      clearTimeout(w.timer);
+      w.timer = null;
+    }
+    if (w.wake !== null) {
+      const f = w.wake;
+      w.wake = null;
+      f();
+    }
+    if (w.req !== null) {
+      w.req.destroy();
+      w.req = null;
+    }
     this.watches.delete(w.key);
     if (notify) this.setLive(w, false);
   }
@@ -364,19 +441,30 @@ export class HealthWatcher {
   private sweep(): void {
     const t = this.now();
     for (const w of [...this.watches.values()]) {
-      if (w.used) { w.used = false; w.lastUsed = t; continue; }
+      if (w.used) {
+        w.used = false;
+        w.lastUsed = t;
+        continue;
+      }
       if (t - w.lastUsed >= this.opts.idleMs) {
         this.log.info({ service: w.service, dc: w.dc }, 'consul watch stopped (idle)');
         this.retire(w, true);
       }
     }
-    if (this.watches.size === 0 && this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null; }
+    if (this.watches.size === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
   }
 
   private sleep(w: Watch, ms: number): Promise<void> {
     return new Promise((resolve) => {
       w.wake = resolve;
-      w.timer = setTimeout(() => { w.timer = null; w.wake = null; resolve(); }, ms);
+      w.timer = setTimeout(() => {
+        w.timer = null;
+        w.wake = null;
+        resolve();
+      }, ms);
     });
   }
 
@@ -385,7 +473,11 @@ export class HealthWatcher {
     w.live = live;
     const cb = this.opts.onLiveChange;
     if (cb) {
-      try { cb(w.service, live, w.dc); } catch (e) { this.log.warn({ err: String(e) }, 'onLiveChange threw'); }
+      try {
+        cb(w.service, live, w.dc);
+      } catch (e) {
+        this.log.warn({ err: String(e) }, 'onLiveChange threw');
+      }
     }
   }
 
@@ -395,13 +487,19 @@ export class HealthWatcher {
       // first reaction to a change is never delayed; only a second change within minIntervalMs
       // of the previous request start is seen up to minIntervalMs late.
       const gap = w.lastStart + this.opts.minIntervalMs - this.now();
-      if (gap > 0) { this.throttled++; await this.sleep(w, gap); if (w.stopped) return; }
+      if (gap > 0) {
+        this.throttled++;
+        await this.sleep(w, gap);
+        if (w.stopped) return;
+      }
       w.lastStart = this.now();
       const r = await this.round(w);
       if (w.stopped) return;
       let err: HealthWatchError | null = r.ok ? null : r.err;
       if (r.ok) {
-        try { this.onReply(w, r.index, r.body); } catch (e) {
+        try {
+          this.onReply(w, r.index, r.body);
+        } catch (e) {
           err = e instanceof HealthWatchError ? e : new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', String(e));
         }
       }
@@ -409,7 +507,10 @@ export class HealthWatcher {
         w.failures++;
         this.errors++;
         if (w.live || w.failures === 1) {
-          this.log.warn({ service: w.service, dc: w.dc, code: err.code, err: err.message }, 'consul watch request failed; answers keep Consul TTL');
+          this.log.warn(
+            { service: w.service, dc: w.dc, code: err.code, err: err.message },
+            'consul watch request failed; answers keep Consul TTL',
+          );
         }
         this.setLive(w, false);
         await this.sleep(w, backoffDelay(w.failures, this.backoffBase, this.backoffMax, this.random));
@@ -477,49 +578,63 @@ export class HealthWatcher {
       const fail = (err: HealthWatchError, failover: boolean, retrySame = false): void =>
         finish({ ok: false, err, failover, retrySame });
       let response: http.IncomingMessage | null = null;
-      const req = ep.mod.request({ host: ep.host, port: ep.port, path, method: 'GET', headers, agent: ep.agent }, (res) => {
-        response = res;
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (e) => fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.message}`), true));
-        res.on('aborted', () => fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: response aborted`), true));
-        res.on('end', () => {
-          const status = res.statusCode ?? 0;
-          if (status !== 200) {
-            // 4xx (bad request, ACL denied) would be the same on every agent: no failover. 429
-            // (Consul's rate limit) and 5xx are the agent's own trouble: try the next one.
-            const failover = !(status >= 400 && status < 500 && status !== 429);
-            fail(new HealthWatchError('CDP_ERR_CONSUL_HTTP_STATUS', `${ep.label}: HTTP ${status}`, status), failover);
-            return;
-          }
-          // Without X-Consul-Index we cannot block: polling would be a busy loop, so it is an error
-          // (the consul package ends the watch for good here instead).
-          const raw = res.headers['x-consul-index'];
-          const idx = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
-          if (!Number.isFinite(idx)) {
-            fail(new HealthWatchError('CDP_ERR_CONSUL_NO_INDEX', `${ep.label}: reply without a valid X-Consul-Index`), true);
-            return;
-          }
-          let body: unknown;
-          try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch {
-            fail(new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', `${ep.label}: reply is not JSON`), true);
-            return;
-          }
-          finish({ ok: true, index: idx, body });
-        });
-      });
+      const req = ep.mod.request(
+        { host: ep.host, port: ep.port, path, method: 'GET', headers, agent: ep.agent },
+        (res) => {
+          response = res;
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (e) => fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.message}`), true));
+          res.on('aborted', () =>
+            fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: response aborted`), true),
+          );
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status !== 200) {
+              // 4xx (bad request, ACL denied) would be the same on every agent: no failover. 429
+              // (Consul's rate limit) and 5xx are the agent's own trouble: try the next one.
+              const failover = !(status >= 400 && status < 500 && status !== 429);
+              fail(new HealthWatchError('CDP_ERR_CONSUL_HTTP_STATUS', `${ep.label}: HTTP ${status}`, status), failover);
+              return;
+            }
+            // Without X-Consul-Index we cannot block: polling would be a busy loop, so it is an error
+            // (the consul package ends the watch for good here instead).
+            const raw = res.headers['x-consul-index'];
+            const idx = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+            if (!Number.isFinite(idx)) {
+              fail(
+                new HealthWatchError('CDP_ERR_CONSUL_NO_INDEX', `${ep.label}: reply without a valid X-Consul-Index`),
+                true,
+              );
+              return;
+            }
+            let body: unknown;
+            try {
+              body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch {
+              fail(new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', `${ep.label}: reply is not JSON`), true);
+              return;
+            }
+            finish({ ok: true, index: idx, body });
+          });
+        },
+      );
       w.req = req;
       const timer = setTimeout(() => {
         req.destroy(new HealthWatchError('CDP_ERR_CONSUL_TIMEOUT', `${ep.label}: no reply within ${budget} ms`));
       }, budget);
       req.on('error', (e: Error & { code?: string }) => {
-        if (e instanceof HealthWatchError) { fail(e, true); return; }
+        if (e instanceof HealthWatchError) {
+          fail(e, true);
+          return;
+        }
         const stale = req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE');
         fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.code ?? e.message}`), true, stale);
       });
       // Connection gone before a complete response ('end' reports complete ones).
       req.on('close', () => {
-        if (response === null || !response.complete) fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: connection closed`), true);
+        if (response === null || !response.complete)
+          fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: connection closed`), true);
       });
       req.end();
     });
@@ -547,7 +662,11 @@ export class HealthWatcher {
       w.hash = view.hash;
       this.changes++;
       try {
-        const detail: { instances: number; index: number; receivedAt: number; dc?: string } = { instances: view.instances, index, receivedAt };
+        const detail: { instances: number; index: number; receivedAt: number; dc?: string } = {
+          instances: view.instances,
+          index,
+          receivedAt,
+        };
         if (w.dc) detail.dc = w.dc;
         this.opts.onChange(w.service, detail);
       } catch (e) {

@@ -29,9 +29,14 @@ function parseLocality(labels: string[]): Locality | null {
   for (let i = 0; i < labels.length; i += 2) {
     const value = labels[i] as string;
     switch (labels[i + 1]) {
-      case 'dc': loc.dc = value; break;
-      case 'peer': loc.peer = value; break;
-      default: return null;
+      case 'dc':
+        loc.dc = value;
+        break;
+      case 'peer':
+        loc.peer = value;
+        break;
+      default:
+        return null;
     }
   }
   // "Return error when both datacenter and peer are specified."
@@ -46,7 +51,7 @@ function normDomain(domain: string): string {
   return d;
 }
 
-const OTHER: ConsulLookup = Object.freeze({ kind: 'other' }) as ConsulLookup;
+const OTHER: ConsulLookup = Object.freeze({ kind: 'other' });
 
 /**
  * Parse a canonical (lowercase, no trailing dot) question name under `domain`.
@@ -81,11 +86,15 @@ export function parseConsulName(nameLower: string, domain: string, qtype: number
   for (let i = labels.length - 1; i >= 0; i--) {
     const l = labels[i] as string;
     if (KEYWORDS.has(l)) {
-      kind = l; parts = labels.slice(0, i); suffixes = labels.slice(i + 1);
+      kind = l;
+      parts = labels.slice(0, i);
+      suffixes = labels.slice(i + 1);
       break;
     }
     if (qtype === TYPE.SRV && l.charCodeAt(0) === 0x5f /* _ */) {
-      kind = 'service'; parts = labels.slice(0, i + 1); suffixes = labels.slice(i + 1);
+      kind = 'service';
+      parts = labels.slice(0, i + 1);
+      suffixes = labels.slice(i + 1);
       break;
     }
   }

@@ -50,7 +50,11 @@ export class WireError extends Error {
   }
 }
 
-export interface Question { name: string; type: number; class: number }
+interface Question {
+  name: string;
+  type: number;
+  class: number;
+}
 export interface Record {
   name: string;
   type: number;
@@ -70,13 +74,12 @@ export interface Message {
   additionals: Record[];
 }
 
-
 /** RDATA field kinds of an RdataLayout: a positive number is that many fixed octets. */
 export const FIELD_NAME = -1;
 /** A <character-string>: one length octet and that many octets (RFC 1035 §3.3). */
-export const FIELD_STRING = -2;
+const FIELD_STRING = -2;
 /** Everything up to RDLENGTH. */
-export const FIELD_REST = -3;
+const FIELD_REST = -3;
 
 export interface RdataLayout {
   /** Fixed octet counts, FIELD_NAME, FIELD_STRING or FIELD_REST, in wire order. */
@@ -573,7 +576,8 @@ export function encodeMessage(m: Message, opts?: { maxSize?: number }): Buffer {
   const an = m.answers.length;
   const ns = m.authorities.length;
   const ar = m.additionals.length;
-  if (qd > 0xffff || an > 0xffff || ns > 0xffff || ar > 0xffff) throw new WireError('section with more than 65535 entries');
+  if (qd > 0xffff || an > 0xffff || ns > 0xffff || ar > 0xffff)
+    throw new WireError('section with more than 65535 entries');
   const bound = sizeBound(m);
   const out = bound <= OUT_BUF.length ? OUT_BUF : Buffer.alloc(bound);
   const dict = new Map<number, number>();
@@ -631,7 +635,8 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
     const cutName = cut.name.toLowerCase();
     for (let k = kept - 1; k >= 0; k--) {
       const r = adds[k] as Record;
-      if (r.type !== cut.type || r.class !== cut.class || r.type === TYPE.OPT || r.name.toLowerCase() !== cutName) break;
+      if (r.type !== cut.type || r.class !== cut.class || r.type === TYPE.OPT || r.name.toLowerCase() !== cutName)
+        break;
       kept--;
     }
   }
@@ -672,8 +677,14 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
 function skipRecord(out: Buffer, p: number): number {
   for (;;) {
     const b = out[p] as number;
-    if (b === 0) { p += 1; break; }
-    if ((b & 0xc0) === 0xc0) { p += 2; break; }
+    if (b === 0) {
+      p += 1;
+      break;
+    }
+    if ((b & 0xc0) === 0xc0) {
+      p += 2;
+      break;
+    }
     p += b + 1;
   }
   return p + 10 + u16(out, p + 8);
@@ -734,7 +745,7 @@ export function mapRdataNames(type: number, rdata: Buffer, fn: (name: string) =>
 }
 
 function mapRecords(rs: Record[], fn: (name: string) => string): Record[] {
-  const out: Record[] = new Array(rs.length);
+  const out = new Array<Record>(rs.length);
   for (let k = 0; k < rs.length; k++) {
     const r = rs[k] as Record;
     const name = r.type === TYPE.OPT ? r.name : fn(r.name);

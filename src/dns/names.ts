@@ -23,3 +23,11 @@ export function bareLength(name: string): number {
   return n > 1 && name.charCodeAt(n - 1) === 0x2e && !isEscapedAt(name, n - 1) ? n - 1 : n;
 }
 
+/** Letters, digits, hyphen and underscore (service names such as _janus._tcp), RFC 1035 lengths. */
+export function isDomainName(name: string): boolean {
+  return (
+    name.length > 0 &&
+    name.length <= 253 &&
+    name.split('.').every((label) => /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/.test(label))
+  );
+}

@@ -35,7 +35,7 @@ export function udpLimit(q: Query, maxUdpSize: number): number {
 export function replyFlags(q: Query, upstreamFlags: number): number {
   let f = FLAG.QR | FLAG.RA | (q.flags & (FLAG.RD | FLAG.CD)) | (upstreamFlags & (FLAG.AA | 0xf));
   // RFC 6840 §5.8: set AD only for clients that asked for it (DO or AD).
-  if ((upstreamFlags & FLAG.AD) && (q.dnssecOk || (q.flags & FLAG.AD))) f |= FLAG.AD;
+  if (upstreamFlags & FLAG.AD && (q.dnssecOk || q.flags & FLAG.AD)) f |= FLAG.AD;
   return f;
 }
 

@@ -82,7 +82,10 @@ export function questionName(buf: Buffer, off: number = HEADER_LEN): string {
     let plain = true;
     for (let i = start; i < end; i++) {
       const c = buf[i]!;
-      if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c) { plain = false; break; }
+      if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c) {
+        plain = false;
+        break;
+      }
     }
     let label: string;
     if (plain) {
@@ -103,7 +106,7 @@ export function questionName(buf: Buffer, off: number = HEADER_LEN): string {
  * Skips a (possibly compressed) name in a message. Returns the offset past it, or -1 if it runs
  * off the end, uses a reserved label type, or a pointer that does not point backwards.
  */
-export function skipName(buf: Buffer, off: number): number {
+function skipName(buf: Buffer, off: number): number {
   const start = off;
   let total = 0;
   for (;;) {
@@ -141,12 +144,23 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
   const nameEnd = scanQuestionName(buf, HEADER_LEN);
   if (nameEnd < 0 || nameEnd + 4 > buf.length) return { kind: 'error', rcode: RCODE.FORMERR, q: null, id, flags };
   const q: Query = {
-    id, flags, opcode, qEnd: nameEnd + 4, nameEnd, name: withName ? questionName(buf) : '',
-    qtype: buf.readUInt16BE(nameEnd), qclass: buf.readUInt16BE(nameEnd + 2),
-    edns: false, udpSize: 512, ednsVersion: 0, dnssecOk: false,
+    id,
+    flags,
+    opcode,
+    qEnd: nameEnd + 4,
+    nameEnd,
+    name: withName ? questionName(buf) : '',
+    qtype: buf.readUInt16BE(nameEnd),
+    qclass: buf.readUInt16BE(nameEnd + 2),
+    edns: false,
+    udpSize: 512,
+    ednsVersion: 0,
+    dnssecOk: false,
   };
   // Walk the other sections to find the OPT record (RFC 6891 §6.1.1: at most one, owner root).
-  const an = buf.readUInt16BE(6), ns = buf.readUInt16BE(8), ar = buf.readUInt16BE(10);
+  const an = buf.readUInt16BE(6),
+    ns = buf.readUInt16BE(8),
+    ar = buf.readUInt16BE(10);
   let off = q.qEnd;
   const total = an + ns + ar;
   for (let i = 0; i < total; i++) {
@@ -171,7 +185,8 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
   // TKEY are not something a forwarder serves; MAILA/MAILB are obsolete.
   const t = q.qtype;
   if (t === TYPE.OPT) return { kind: 'error', rcode: RCODE.FORMERR, q, id, flags };
-  if (t === TYPE.AXFR || t === TYPE.IXFR || t === TYPE.TSIG || t === TYPE.TKEY) return { kind: 'error', rcode: RCODE.REFUSED, q, id, flags };
+  if (t === TYPE.AXFR || t === TYPE.IXFR || t === TYPE.TSIG || t === TYPE.TKEY)
+    return { kind: 'error', rcode: RCODE.REFUSED, q, id, flags };
   if (t === TYPE.MAILA || t === TYPE.MAILB) return { kind: 'error', rcode: RCODE.NOTIMP, q, id, flags };
   return { kind: 'query', q };
 }
@@ -180,13 +195,16 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
 export interface ReplyLayout {
   rcode: number;
   flags: number;
-  an: number; ns: number; ar: number;
+  an: number;
+  ns: number;
+  ar: number;
   /** Offset just past the question section. */
   qEnd: number;
   /** Offsets of the TTL field of every record but OPT, in wire order. */
   ttlOffsets: number[];
   /** Start and end of the OPT record, or -1. */
-  optStart: number; optEnd: number;
+  optStart: number;
+  optEnd: number;
   /** Extended rcode bits from OPT (upper 8 bits of the 12-bit rcode). */
   extRcode: number;
   /** For negative caching (RFC 2308 §5): min(SOA TTL, SOA MINIMUM) of the first SOA in authority, or -1. */
@@ -203,7 +221,9 @@ export function scanReply(buf: Buffer): ReplyLayout | null {
   if (buf.length < HEADER_LEN) return null;
   const flags = buf.readUInt16BE(2);
   const qd = buf.readUInt16BE(4);
-  const an = buf.readUInt16BE(6), ns = buf.readUInt16BE(8), ar = buf.readUInt16BE(10);
+  const an = buf.readUInt16BE(6),
+    ns = buf.readUInt16BE(8),
+    ar = buf.readUInt16BE(10);
   let off = HEADER_LEN;
   for (let i = 0; i < qd; i++) {
     off = skipName(buf, off);
@@ -211,8 +231,18 @@ export function scanReply(buf: Buffer): ReplyLayout | null {
     off += 4;
   }
   const layout: ReplyLayout = {
-    rcode: flags & 0xf, flags, an, ns, ar, qEnd: off, ttlOffsets: [], optStart: -1, optEnd: -1,
-    extRcode: 0, negTtl: -1, minTtl: -1,
+    rcode: flags & 0xf,
+    flags,
+    an,
+    ns,
+    ar,
+    qEnd: off,
+    ttlOffsets: [],
+    optStart: -1,
+    optEnd: -1,
+    extRcode: 0,
+    negTtl: -1,
+    minTtl: -1,
   };
   const total = an + ns + ar;
   for (let i = 0; i < total; i++) {
@@ -255,7 +285,8 @@ export function sameQuestion(reply: Buffer, replyQEnd: number, query: Buffer, qE
   if (replyQEnd - HEADER_LEN !== qEnd - HEADER_LEN) return false;
   if (reply.readUInt16BE(4) !== 1) return false;
   for (let i = HEADER_LEN; i < qEnd; i++) {
-    let a = reply[i]!, b = query[i]!;
+    let a = reply[i]!,
+      b = query[i]!;
     if (a === b) continue;
     if (a >= 0x41 && a <= 0x5a) a |= 0x20;
     if (b >= 0x41 && b <= 0x5a) b |= 0x20;
@@ -265,7 +296,12 @@ export function sameQuestion(reply: Buffer, replyQEnd: number, query: Buffer, qE
 }
 
 /** Bytes of an OPT record advertising `udpSize`, with extended rcode bits, DO, and optional EDE. */
-export function buildOpt(udpSize: number, extRcode: number, dnssecOk: boolean, ede?: { code: number; text?: string }): Buffer {
+export function buildOpt(
+  udpSize: number,
+  extRcode: number,
+  dnssecOk: boolean,
+  ede?: { code: number; text?: string },
+): Buffer {
   const text = ede?.text ? Buffer.from(ede.text, 'utf8') : null;
   const optLen = ede ? 4 + 2 + (text ? text.length : 0) : 0;
   const b = Buffer.alloc(11 + optLen);
@@ -297,7 +333,14 @@ export interface ErrorReplyOptions {
  * client sent EDNS, our OPT (with the extended rcode for BADVERS and an EDE when given).
  * NOTIMP echoes ID, opcode and RD and sets nothing else (what BIND does for unknown opcodes).
  */
-export function buildErrorReply(query: Buffer, id: number, flags: number, q: Query | null, rcode: number, opts: ErrorReplyOptions): Buffer {
+export function buildErrorReply(
+  query: Buffer,
+  id: number,
+  flags: number,
+  q: Query | null,
+  rcode: number,
+  opts: ErrorReplyOptions,
+): Buffer {
   const withQuestion = q !== null;
   const qLen = withQuestion ? q.qEnd - HEADER_LEN : 0;
   const opt = q !== null && q.edns ? buildOpt(opts.udpSize, rcode >> 4, q.dnssecOk, opts.ede) : null;
@@ -305,7 +348,7 @@ export function buildErrorReply(query: Buffer, id: number, flags: number, q: Que
   out.writeUInt16BE(id, 0);
   let f = FLAG.QR | (flags & (0x7800 | FLAG.RD)) | (rcode & 0xf);
   if (opts.ra && ((flags >> 11) & 0xf) === 0) f |= FLAG.RA;
-  if (q !== null && rcode !== RCODE.NOTIMP && (flags & FLAG.CD)) f |= FLAG.CD;
+  if (q !== null && rcode !== RCODE.NOTIMP && flags & FLAG.CD) f |= FLAG.CD;
   out.writeUInt16BE(f, 2);
   out.writeUInt16BE(withQuestion ? 1 : 0, 4);
   out.writeUInt16BE(0, 6);
@@ -322,7 +365,14 @@ export function buildErrorReply(query: Buffer, id: number, flags: number, q: Que
  * alias stage), and our own OPT: hop-by-hop options such as cookies are not forwarded (RFC 7873
  * §5.4), and the buffer size is ours (large for the agents, so one reply holds every instance).
  */
-export function buildUpstreamQuery(question: Buffer, qStart: number, qEnd: number, clientFlags: number, dnssecOk: boolean, udpSize: number): Buffer {
+export function buildUpstreamQuery(
+  question: Buffer,
+  qStart: number,
+  qEnd: number,
+  clientFlags: number,
+  dnssecOk: boolean,
+  udpSize: number,
+): Buffer {
   const qLen = qEnd - qStart;
   const out = Buffer.allocUnsafe(HEADER_LEN + qLen + 11);
   out.writeUInt16BE(0, 0); // ID set per try by the pool

@@ -3,7 +3,7 @@
  * CIDR matching, host:port parsing and formatting, loopback tests. Pure: no name is resolved.
  */
 import { ConfigError, show } from '../errors.js';
-import { isDomainName } from '../config/checks.js';
+import { isDomainName } from '../dns/names.js';
 
 export interface HostPort {
   /** IP literal (IPv6 without brackets) or lowercase hostname. */
@@ -96,17 +96,20 @@ export function parseIpWords(address: string, w: Uint32Array): 0 | 4 | 6 {
   const family = parseIpInto(address, scratch);
   if (family === 0) return 0;
   if (family === 4) {
-    w[0] = 0; w[1] = 0; w[2] = 0xffff;
+    w[0] = 0;
+    w[1] = 0;
+    w[2] = 0xffff;
     w[3] = ((scratch[0]! << 24) | (scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!) >>> 0;
     return 4;
   }
   for (let k = 0; k < 4; k++) {
-    w[k] = ((scratch[4 * k]! << 24) | (scratch[4 * k + 1]! << 16) | (scratch[4 * k + 2]! << 8) | scratch[4 * k + 3]!) >>> 0;
+    w[k] =
+      ((scratch[4 * k]! << 24) | (scratch[4 * k + 1]! << 16) | (scratch[4 * k + 2]! << 8) | scratch[4 * k + 3]!) >>> 0;
   }
   return w[0] === 0 && w[1] === 0 && w[2] === 0xffff ? 4 : 6;
 }
 
-export function isMapped(b: Uint8Array): boolean {
+function isMapped(b: Uint8Array): boolean {
   for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
   return b[10] === 0xff && b[11] === 0xff;
 }
@@ -217,7 +220,7 @@ export function ipFamily(s: string): 0 | 4 | 6 {
 }
 
 /** 16 bytes, IPv4 as its mapped form, so 127.0.0.1 and ::ffff:127.0.0.1 compare equal. */
-export function ip16(s: string): Uint8Array | undefined {
+function ip16(s: string): Uint8Array | undefined {
   const b = new Uint8Array(16);
   const family = parseIpInto(s, b);
   if (family === 0) return undefined;
@@ -233,7 +236,10 @@ export function sameIp(a: string, b: string): boolean {
 
 export function isUnspecified(s: string): boolean {
   const b = ip16(s);
-  return b !== undefined && (b.every((v) => v === 0) || (isMapped(b) && b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0));
+  return (
+    b !== undefined &&
+    (b.every((v) => v === 0) || (isMapped(b) && b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0))
+  );
 }
 
 /**

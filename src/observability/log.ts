@@ -8,7 +8,7 @@ import { pino } from 'pino';
 /** The process logger (pino), made once by the CLI; app.ts hands children of it to each module. */
 export type Logger = pino.Logger;
 
-export type LogFn = (obj: object, msg?: string) => void;
+type LogFn = (obj: object, msg?: string) => void;
 
 /**
  * What a module needs of a logger: the Logger satisfies it, and so does a test's recorder. A module

@@ -25,7 +25,7 @@
  *   const u = metrics.upstream('consul', '127.0.0.1:8600'); u.requestsUdp++; u.failures.timeout++;
  *   u.healthy = 0; u.observe(seconds); metrics.pool('recursor').hedged++ (or metrics.hedged(pool));
  *   metrics.invalidationLag(seconds)
- * Gauges read from other modules at scrape time: `metrics.sources.cacheEntries = () => n`, etc.
+ * Gauges read from other modules at scrape time: `sources().cacheEntries = () => n`, etc.
  */
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -46,7 +46,9 @@ const TRANSPORT_NAMES = ['udp', 'tcp'] as const;
 /** code → index of its label in `labels`, `labels.length` ("other") for codes not listed. */
 function labelIndex(labels: readonly (readonly [string, number])[], size: number): Uint8Array {
   const t = new Uint8Array(size).fill(labels.length);
-  labels.forEach(([, code], i) => { t[code] = i; });
+  labels.forEach(([, code], i) => {
+    t[code] = i;
+  });
   return t;
 }
 
@@ -54,10 +56,29 @@ function labelIndex(labels: readonly (readonly [string, number])[], size: number
  * Query types with their own `type` label value; everything else is "other", so a client
  * sending all 65536 types cannot blow up the series count (CoreDNS keeps a similar fixed list).
  */
-export const TYPE_LABELS: readonly (readonly [string, number])[] = ([
-  'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'NAPTR', 'DS', 'RRSIG', 'DNSKEY',
-  'SVCB', 'HTTPS', 'IXFR', 'AXFR', 'ANY', 'CAA',
-] as const).map((n: TypeName) => [n, TYPE[n]] as const);
+const TYPE_LABELS: readonly (readonly [string, number])[] = (
+  [
+    'A',
+    'NS',
+    'CNAME',
+    'SOA',
+    'PTR',
+    'MX',
+    'TXT',
+    'AAAA',
+    'SRV',
+    'NAPTR',
+    'DS',
+    'RRSIG',
+    'DNSKEY',
+    'SVCB',
+    'HTTPS',
+    'IXFR',
+    'AXFR',
+    'ANY',
+    'CAA',
+  ] as const
+).map((n: TypeName) => [n, TYPE[n]] as const);
 const TYPE_NAMES: readonly string[] = [...TYPE_LABELS.map(([n]) => n), 'other'];
 const N_TYPES = TYPE_NAMES.length;
 /** qtype → index into TYPE_NAMES; built once, read with `qtype & 0xffff` on the hot path. */
@@ -121,7 +142,11 @@ export class UpstreamStats {
   requestsUdp = 0;
   requestsTcp = 0;
   readonly failures: Record<FailureReason, number> = {
-    timeout: 0, servfail: 0, refused: 0, mismatch: 0, network: 0,
+    timeout: 0,
+    servfail: 0,
+    refused: 0,
+    mismatch: 0,
+    network: 0,
   };
   /** 1 healthy, 0 marked down. Upstreams start healthy, as CoreDNS's forward plugin does. */
   healthy: 0 | 1 = 1;
@@ -240,38 +265,77 @@ export class Metrics {
         for (const type of TYPE_NAMES) reqLabels.push({ transport, zone, type });
       }
     }
-    cellCounter(registers, 'requests_total', 'DNS queries received, by client transport, zone and query type.',
-      ['transport', 'zone', 'type'], reqLabels, this.requests);
+    cellCounter(
+      registers,
+      'requests_total',
+      'DNS queries received, by client transport, zone and query type.',
+      ['transport', 'zone', 'type'],
+      reqLabels,
+      this.requests,
+    );
     const respLabels: { zone: string; rcode: string; source: string }[] = [];
     for (const zone of this.zones) {
       for (const rcode of RCODE_NAMES) {
         for (const source of SOURCE_NAMES) respLabels.push({ zone, rcode, source });
       }
     }
-    cellCounter(registers, 'responses_total',
+    cellCounter(
+      registers,
+      'responses_total',
       'DNS responses sent, by zone, rcode and where the answer came from (cache, upstream, stale, local).',
-      ['zone', 'rcode', 'source'], respLabels, this.responses);
+      ['zone', 'rcode', 'source'],
+      respLabels,
+      this.responses,
+    );
   }
 
   /** The answer cache. */
   private registerCache(registers: Registry[]): void {
-    const self = this;
-    gaugeFrom(registers, 'cache_entries', 'Entries in the answer cache.', () => self.sources.cacheEntries);
-    counterFrom(registers, 'cache_hits_total', 'Queries answered from a fresh cache entry.', () => self.cacheHits);
-    counterFrom(registers, 'cache_misses_total', 'Cacheable queries not found fresh in the cache (forwarded upstream).', () => self.cacheMisses);
-    counterFrom(registers, 'cache_served_stale_total', 'Queries answered from an expired entry because the upstreams failed (RFC 8767).', () => self.servedStale);
-    labeledCounterFrom(registers, 'cache_evictions_total', 'Cache entries removed, by reason.', 'reason', this.evictions);
+    gaugeFrom(registers, 'cache_entries', 'Entries in the answer cache.', () => this.sources.cacheEntries);
+    counterFrom(registers, 'cache_hits_total', 'Queries answered from a fresh cache entry.', () => this.cacheHits);
+    counterFrom(
+      registers,
+      'cache_misses_total',
+      'Cacheable queries not found fresh in the cache (forwarded upstream).',
+      () => this.cacheMisses,
+    );
+    counterFrom(
+      registers,
+      'cache_served_stale_total',
+      'Queries answered from an expired entry because the upstreams failed (RFC 8767).',
+      () => this.servedStale,
+    );
+    labeledCounterFrom(
+      registers,
+      'cache_evictions_total',
+      'Cache entries removed, by reason.',
+      'reason',
+      this.evictions,
+    );
   }
 
   /** Upstream exchanges, health, hedging and overflow; returns the round-trip histogram. */
   private registerUpstreams(registers: Registry[]): Histogram<'pool' | 'upstream'> {
     const upstreams = this.upstreams;
-    upstreamCounter(registers, upstreams, 'upstream_requests_total',
-      'Queries sent to an upstream (Consul agent, recursor or zone server), by transport.', 'transport',
-      (u) => [['udp', u.requestsUdp], ['tcp', u.requestsTcp]]);
-    upstreamCounter(registers, upstreams, 'upstream_failures_total',
-      'Failed upstream exchanges, by reason (timeout, servfail, refused, mismatch, network).', 'reason',
-      (u) => (Object.keys(u.failures) as FailureReason[]).map((reason) => [reason, u.failures[reason]]));
+    upstreamCounter(
+      registers,
+      upstreams,
+      'upstream_requests_total',
+      'Queries sent to an upstream (Consul agent, recursor or zone server), by transport.',
+      'transport',
+      (u) => [
+        ['udp', u.requestsUdp],
+        ['tcp', u.requestsTcp],
+      ],
+    );
+    upstreamCounter(
+      registers,
+      upstreams,
+      'upstream_failures_total',
+      'Failed upstream exchanges, by reason (timeout, servfail, refused, mismatch, network).',
+      'reason',
+      (u) => (Object.keys(u.failures) as FailureReason[]).map((reason) => [reason, u.failures[reason]]),
+    );
     new Gauge({
       name: PREFIX + 'upstream_healthy',
       help: '1 while the upstream is considered healthy, 0 while it is marked down.',
@@ -315,15 +379,24 @@ export class Metrics {
 
   /** Consul health watches; returns the invalidation-lag histogram. */
   private registerWatches(registers: Registry[]): Histogram {
-    const self = this;
-    gaugeFrom(registers, 'health_watches', 'Consul health watches (blocking queries) currently open.', () => self.sources.healthWatches);
+    // prom-client calls collect() with the metric as `this`: the collectors read our sources through this.
+    const sources = (): MetricSources => this.sources;
+    gaugeFrom(
+      registers,
+      'health_watches',
+      'Consul health watches (blocking queries) currently open.',
+      () => this.sources.healthWatches,
+    );
     new Counter({
       name: PREFIX + 'health_changes_total',
       help: 'Changes in service health reported by the watches.',
       registers,
       collect() {
-        const v = readSource(self.sources.healthChanges);
-        if (v !== undefined) { this.reset(); this.inc(v); }
+        const v = readSource(sources().healthChanges);
+        if (v !== undefined) {
+          this.reset();
+          this.inc(v);
+        }
       },
     });
     const hist = new Histogram({
@@ -338,10 +411,14 @@ export class Metrics {
       labelNames: ['service'],
       registers,
       collect() {
-        const src = self.sources.serviceInstances;
+        const src = sources().serviceInstances;
         if (src === undefined) return;
         let map: Map<string, number>;
-        try { map = src(); } catch { return; }
+        try {
+          map = src();
+        } catch {
+          return;
+        }
         this.reset();
         for (const [service, n] of foldServices(map)) this.set({ service }, n);
       },
@@ -351,16 +428,36 @@ export class Metrics {
 
   /** ACL, rate limit and TCP connection limits. */
   private registerDefences(registers: Registry[]): void {
-    const self = this;
-    labeledCounterFrom(registers, 'acl_refused_total', 'Queries from sources outside acl.allow, by action taken (refuse, drop).', 'action', this.acl);
-    labeledCounterFrom(registers, 'ratelimited_total', 'Queries over the per-client rate limit, by action taken (refuse, drop, tc).', 'action', this.ratelimited);
+    const openConnections = (): number => this.tcpConnections;
+    labeledCounterFrom(
+      registers,
+      'acl_refused_total',
+      'Queries from sources outside acl.allow, by action taken (refuse, drop).',
+      'action',
+      this.acl,
+    );
+    labeledCounterFrom(
+      registers,
+      'ratelimited_total',
+      'Queries over the per-client rate limit, by action taken (refuse, drop, tc).',
+      'action',
+      this.ratelimited,
+    );
     new Gauge({
       name: PREFIX + 'tcp_connections',
       help: 'Client TCP connections currently open.',
       registers,
-      collect() { this.set(self.tcpConnections); },
+      collect() {
+        this.set(openConnections());
+      },
     });
-    labeledCounterFrom(registers, 'tcp_connections_rejected_total', 'Client TCP connections closed at accept, by limit hit (max_connections, max_per_client).', 'reason', this.tcpRejected);
+    labeledCounterFrom(
+      registers,
+      'tcp_connections_rejected_total',
+      'Client TCP connections closed at accept, by limit hit (max_connections, max_per_client).',
+      'reason',
+      this.tcpRejected,
+    );
   }
 
   /*
@@ -473,8 +570,14 @@ function readSource(src: (() => number) | undefined): number | undefined {
  * A counter over cells of a typed array, one label set per cell. Only cells that ever counted are
  * exported: a counter never returns to 0, so series do not flap.
  */
-function cellCounter<L extends string>(registers: Registry[], name: string, help: string, labelNames: L[],
-  labels: Record<L, string>[], cells: Float64Array): void {
+function cellCounter<L extends string>(
+  registers: Registry[],
+  name: string,
+  help: string,
+  labelNames: L[],
+  labels: Record<L, string>[],
+  cells: Float64Array,
+): void {
   new Counter({
     name: PREFIX + name,
     help,
@@ -491,8 +594,14 @@ function cellCounter<L extends string>(registers: Registry[], name: string, help
 }
 
 /** A counter per upstream and one more label, read from each upstream's numbers at scrape time. */
-function upstreamCounter(registers: Registry[], upstreams: Map<string, UpstreamStats>, name: string, help: string,
-  label: string, values: (u: UpstreamStats) => [string, number][]): void {
+function upstreamCounter(
+  registers: Registry[],
+  upstreams: Map<string, UpstreamStats>,
+  name: string,
+  help: string,
+  label: string,
+  values: (u: UpstreamStats) => [string, number][],
+): void {
   new Counter({
     name: PREFIX + name,
     help,
@@ -533,7 +642,11 @@ function counterFrom(registers: Registry[], name: string, help: string, read: ()
 
 /** A counter whose label values are the keys of a plain object of integers (all exported, zeros too). */
 function labeledCounterFrom<K extends string>(
-  registers: Registry[], name: string, help: string, label: string, fields: Record<K, number>,
+  registers: Registry[],
+  name: string,
+  help: string,
+  label: string,
+  fields: Record<K, number>,
 ): void {
   const keys = Object.keys(fields) as K[];
   const labels = keys.map((k) => ({ [label]: k }));

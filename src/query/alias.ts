@@ -38,7 +38,8 @@ export function rewriteQuery(query: Buffer, qStart: number, qEnd: number, canoni
     p += b + 1;
   }
   const nameEnd = p + 1;
-  if (qEnd !== nameEnd && qEnd !== nameEnd + 4) throw new WireError('qEnd is not the end of the question name or question', qEnd);
+  if (qEnd !== nameEnd && qEnd !== nameEnd + 4)
+    throw new WireError('qEnd is not the end of the question name or question', qEnd);
   if (nameEnd + 4 > len) throw new WireError('question runs past the end of the query', nameEnd);
   const wire = nameToWire(canonicalName);
   const out = Buffer.allocUnsafe(len - (nameEnd - qStart) + wire.length);

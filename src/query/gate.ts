@@ -27,14 +27,13 @@ import { FLAG, RCODE } from '../dns/constants.js';
 import { truncated } from '../dns/reply.js';
 
 /** Gate verdicts besides an rcode (> 0): allow, drop silently, answer with an empty TC reply. */
-export const GATE_ALLOW = 0;
+const GATE_ALLOW = 0;
 export const GATE_DROP = -1;
 /**
  * Answer with TC (UDP only). Negative on purpose: a handler that only knows "< 0 means drop" still
  * does something safe with it.
  */
 export const GATE_TC = -2;
-
 
 /** Access control and rate limiting, decided per client address: what the query handler asks. */
 export interface GateCheck {
@@ -51,8 +50,14 @@ export interface GateCounters {
 // ---------------------------------------------------------------------------------------------
 // Access control
 
-interface V4Rule { net: number; mask: number }
-interface V6Rule { net: Uint32Array; mask: Uint32Array }
+interface V4Rule {
+  net: number;
+  mask: number;
+}
+interface V6Rule {
+  net: Uint32Array;
+  mask: Uint32Array;
+}
 
 function maskWord(prefix: number, word: number): number {
   const bits = Math.max(0, Math.min(32, prefix - word * 32));
@@ -67,7 +72,8 @@ export class Acl {
   readonly allowsAll: boolean;
 
   constructor(allow: readonly string[]) {
-    let all4 = false, all6 = false;
+    let all4 = false,
+      all6 = false;
     for (const s of allow) {
       const c = parseCidr(s);
       if (c.family === 4) {
@@ -75,8 +81,12 @@ export class Acl {
         this.v4.push({ net: (c.bytes.readUInt32BE(0) & mask) >>> 0, mask });
         if (c.prefix === 0) all4 = true;
       } else {
-        const net = new Uint32Array(4), mask = new Uint32Array(4);
-        for (let w = 0; w < 4; w++) { mask[w] = maskWord(c.prefix, w); net[w] = (c.bytes.readUInt32BE(w * 4) & mask[w]!) >>> 0; }
+        const net = new Uint32Array(4),
+          mask = new Uint32Array(4);
+        for (let w = 0; w < 4; w++) {
+          mask[w] = maskWord(c.prefix, w);
+          net[w] = (c.bytes.readUInt32BE(w * 4) & mask[w]!) >>> 0;
+        }
         this.v6.push({ net, mask });
         if (c.prefix === 0) all6 = true;
       }
@@ -86,7 +96,7 @@ export class Acl {
 
   /** IPv4 address (as a number) allowed? Also matches IPv6 rules covering its mapped form. */
   allows4(a: number): boolean {
-    for (const r of this.v4) if (((a & r.mask) >>> 0) === r.net) return true;
+    for (const r of this.v4) if ((a & r.mask) >>> 0 === r.net) return true;
     if (this.v6.length) {
       const w = MAPPED;
       w[3] = a;
@@ -97,8 +107,13 @@ export class Acl {
 
   allows6(w: Uint32Array): boolean {
     for (const r of this.v6) {
-      if (((w[0]! & r.mask[0]!) >>> 0) === r.net[0] && ((w[1]! & r.mask[1]!) >>> 0) === r.net[1]
-        && ((w[2]! & r.mask[2]!) >>> 0) === r.net[2] && ((w[3]! & r.mask[3]!) >>> 0) === r.net[3]) return true;
+      if (
+        (w[0]! & r.mask[0]!) >>> 0 === r.net[0] &&
+        (w[1]! & r.mask[1]!) >>> 0 === r.net[1] &&
+        (w[2]! & r.mask[2]!) >>> 0 === r.net[2] &&
+        (w[3]! & r.mask[3]!) >>> 0 === r.net[3]
+      )
+        return true;
     }
     return false;
   }
@@ -127,7 +142,10 @@ export interface RateOptions {
   now?: () => number;
 }
 
-interface Bucket { tokens: number; last: number }
+interface Bucket {
+  tokens: number;
+  last: number;
+}
 
 /** Token buckets keyed by client (see rateKey); `take` says whether one query may pass. */
 export class RateLimiter {
@@ -146,7 +164,9 @@ export class RateLimiter {
     this.now = o.now ?? Date.now;
   }
 
-  get size(): number { return this.buckets.size; }
+  get size(): number {
+    return this.buckets.size;
+  }
 
   take(key: string): boolean {
     const now = this.now();
@@ -205,7 +225,10 @@ export interface GateOptions {
 }
 
 /** What the memo keeps per address: the ACL verdict and the rate key. */
-interface Seen { allowed: boolean; key: string }
+interface Seen {
+  allowed: boolean;
+  key: string;
+}
 
 export class Gate implements GateCheck {
   private readonly acl: Acl | null;
@@ -216,23 +239,31 @@ export class Gate implements GateCheck {
   private readonly rateVerdict: number;
   private readonly rateAction: 'refuse' | 'drop' | 'tc';
 
-  constructor(o: GateOptions, private readonly counters: GateCounters) {
+  constructor(
+    o: GateOptions,
+    private readonly counters: GateCounters,
+  ) {
     const acl = new Acl(o.allow);
     // Decide the fast path once: an allow-everything list is no check at all.
     this.acl = acl.allowsAll ? null : acl;
     this.aclVerdict = o.aclAction === 'drop' ? GATE_DROP : RCODE.REFUSED;
     const r = o.rate;
-    this.limiter = r && r.enabled ? new RateLimiter({ qps: r.qps, burst: r.burst, maxBuckets: o.maxBuckets, now: o.now }) : null;
+    this.limiter =
+      r && r.enabled ? new RateLimiter({ qps: r.qps, burst: r.burst, maxBuckets: o.maxBuckets, now: o.now }) : null;
     this.rateAction = r ? r.action : 'refuse';
     this.rateVerdict = this.rateAction === 'drop' ? GATE_DROP : this.rateAction === 'tc' ? GATE_TC : RCODE.REFUSED;
     this.memoSize = o.memoSize ?? 65_536;
   }
 
   /** True when the gate can never say anything but "allow" (app.ts then skips it). */
-  get inert(): boolean { return this.acl === null && this.limiter === null; }
+  get inert(): boolean {
+    return this.acl === null && this.limiter === null;
+  }
 
   /** Buckets currently held (for tests and the soak report). */
-  get buckets(): number { return this.limiter?.size ?? 0; }
+  get buckets(): number {
+    return this.limiter?.size ?? 0;
+  }
 
   /** 0 allow; REFUSED (5); GATE_DROP (-1); GATE_TC (-2, UDP only). Counts what it refuses. */
   check(address: string, udp: boolean): number {
@@ -243,7 +274,8 @@ export class Gate implements GateCheck {
       this.memo.set(address, seen);
     }
     if (!seen.allowed) {
-      if (this.aclVerdict === GATE_DROP) this.counters.acl.drop++; else this.counters.acl.refuse++;
+      if (this.aclVerdict === GATE_DROP) this.counters.acl.drop++;
+      else this.counters.acl.refuse++;
       return this.aclVerdict;
     }
     const lim = this.limiter;
@@ -262,10 +294,15 @@ export class Gate implements GateCheck {
  * reload); buckets start fresh on reload.
  */
 export function createGate(config: Config, metrics: GateCounters, opts: { now?: () => number } = {}): Gate | null {
-  const g = new Gate({
-    allow: config.acl.allow, aclAction: config.acl.action,
-    rate: config.limits.rate, now: opts.now,
-  }, metrics);
+  const g = new Gate(
+    {
+      allow: config.acl.allow,
+      aclAction: config.acl.action,
+      rate: config.limits.rate,
+      now: opts.now,
+    },
+    metrics,
+  );
   return g.inert ? null : g;
 }
 

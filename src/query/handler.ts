@@ -30,7 +30,7 @@ import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
 
-export interface QueryHandlerSettings {
+interface QueryHandlerSettings {
   domain: string;
   maxUdpSize: number;
   udpAnswerLimit: number;
@@ -101,7 +101,10 @@ export class QueryHandler {
       // Not one of our rcodes: a bug. Answer SERVFAIL if we can read a header, and log the stack.
       this.deps.log.error({ err }, 'query handler failed');
       if (buf.length < HEADER_LEN) return null;
-      return buildErrorReply(buf, buf.readUInt16BE(0), buf.readUInt16BE(2), null, RCODE.SERVFAIL, { udpSize: this.deps.settings.maxUdpSize, ra: true });
+      return buildErrorReply(buf, buf.readUInt16BE(0), buf.readUInt16BE(2), null, RCODE.SERVFAIL, {
+        udpSize: this.deps.settings.maxUdpSize,
+        ra: true,
+      });
     }
   }
 
@@ -117,7 +120,10 @@ export class QueryHandler {
       if (this.deps.gate && this.deps.gate.check(address, udp) !== 0) return null;
       metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
       metrics.response(2, parsed.rcode, SOURCE.local);
-      return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, { udpSize: settings.maxUdpSize, ra: true });
+      return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, {
+        udpSize: settings.maxUdpSize,
+        ra: true,
+      });
     }
     const q = parsed.q;
 
@@ -142,12 +148,14 @@ export class QueryHandler {
     // Our own loop probe came back to us through a recursor: answer it here, never forward it again.
     if (m.probe) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     metrics.request(transport, route.zoneIndex, q.qtype);
-    if (route.kind === 'refused' || q.qclass !== CLASS_IN) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
+    if (route.kind === 'refused' || q.qclass !== CLASS_IN)
+      return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     const canonicalName = m.canonicalName;
 
     // 5. Cache.
-    const bits = (q.dnssecOk ? 2 : 0) | ((q.flags & FLAG.CD) ? 1 : 0);
-    const key = m.keys[bits] ?? (m.keys[bits] = cacheKey(canonicalName, q.qtype, q.dnssecOk, (q.flags & FLAG.CD) !== 0));
+    const bits = (q.dnssecOk ? 2 : 0) | (q.flags & FLAG.CD ? 1 : 0);
+    const key =
+      m.keys[bits] ?? (m.keys[bits] = cacheKey(canonicalName, q.qtype, q.dnssecOk, (q.flags & FLAG.CD) !== 0));
     const cache = this.deps.cache;
     if (cache) {
       const hit = cache.lookup(key, q, buf, route, udp);
@@ -155,7 +163,11 @@ export class QueryHandler {
         if (!known) this.remember(qbytes, m);
         metrics.cacheHits++;
         metrics.response(route.zoneIndex, hit[3]! & 0xf, SOURCE.cache);
-        if (settings.logQueries) this.deps.log.info({ client: address, name: q.name, type: q.qtype, rcode: hit[3]! & 0xf, source: 'cache', ms: 0 }, 'query');
+        if (settings.logQueries)
+          this.deps.log.info(
+            { client: address, name: q.name, type: q.qtype, rcode: hit[3]! & 0xf, source: 'cache', ms: 0 },
+            'query',
+          );
         return hit;
       }
       metrics.cacheMisses++;
@@ -170,11 +182,13 @@ export class QueryHandler {
       const question = m.question ?? buf;
       const qStart = m.question ? 0 : HEADER_LEN;
       const qEnd = m.question ? m.question.length : q.qEnd;
-      const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool.exchange(question, qStart, qEnd, q.flags, q.dnssecOk).then((result) => {
-        if (this.inflight.get(key) === ex) this.inflight.delete(key);
-        const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
-        return { result, stored };
-      });
+      const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool
+        .exchange(question, qStart, qEnd, q.flags, q.dnssecOk)
+        .then((result) => {
+          if (this.inflight.get(key) === ex) this.inflight.delete(key);
+          const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
+          return { result, stored };
+        });
       this.inflight.set(key, ex);
       exchange = ex;
     }
@@ -183,13 +197,32 @@ export class QueryHandler {
     return exchange.then(({ result, stored }) => {
       this.pending--;
       const reply = this.fromUpstream(buf, q, route, result, stored, key, udp);
-      if (t0) this.deps.log.info({ client: address, name: q.name, type: q.qtype, rcode: reply[3]! & 0xf, source: 'failure' in result ? 'local' : 'upstream', ms: Date.now() - t0 }, 'query');
+      if (t0)
+        this.deps.log.info(
+          {
+            client: address,
+            name: q.name,
+            type: q.qtype,
+            rcode: reply[3]! & 0xf,
+            source: 'failure' in result ? 'local' : 'upstream',
+            ms: Date.now() - t0,
+          },
+          'query',
+        );
       return reply;
     });
   }
 
   /** Renders an upstream result for this client: the answer, a stale answer, or SERVFAIL + EDE. */
-  private fromUpstream(buf: Buffer, q: Query, route: Route, r: ExchangeResult, stored: boolean, key: string, udp: boolean): Buffer {
+  private fromUpstream(
+    buf: Buffer,
+    q: Query,
+    route: Route,
+    r: ExchangeResult,
+    stored: boolean,
+    key: string,
+    udp: boolean,
+  ): Buffer {
     const { settings, metrics } = this.deps;
     if ('failure' in r) {
       const stale = this.deps.cache?.stale(key, q, buf, route, udp);
@@ -200,9 +233,10 @@ export class QueryHandler {
       }
       metrics.response(route.zoneIndex, RCODE.SERVFAIL, SOURCE.local);
       // RFC 8914: 22 No Reachable Authority when nobody answered in time, 23 Network Error otherwise.
-      const ede = r.failure === 'timeout'
-        ? { code: EDE.NO_REACHABLE_AUTHORITY, text: `no reply from ${route.pool} upstreams` }
-        : { code: EDE.NETWORK_ERROR, text: `${route.pool} upstreams failed: ${r.failure}` };
+      const ede =
+        r.failure === 'timeout'
+          ? { code: EDE.NO_REACHABLE_AUTHORITY, text: `no reply from ${route.pool} upstreams` }
+          : { code: EDE.NETWORK_ERROR, text: `${route.pool} upstreams failed: ${r.failure}` };
       return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true, ede });
     }
     metrics.response(route.zoneIndex, r.layout.rcode, SOURCE.upstream);
@@ -234,7 +268,11 @@ export class QueryHandler {
     const route = this.deps.router.route(name);
     const domain = this.deps.settings.domain;
     const m: Memo = {
-      name, route, canonicalName: name, question: null, keys: [undefined, undefined, undefined, undefined],
+      name,
+      route,
+      canonicalName: name,
+      question: null,
+      keys: [undefined, undefined, undefined, undefined],
       probe: this.deps.loop?.isProbe(name) ?? false,
     };
     if (route.alias !== null) {

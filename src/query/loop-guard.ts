@@ -31,7 +31,6 @@ export const LOOP_PROBE_ZONE = 'cdp-loop-check';
 /** HINFO (RFC 1035 §3.3.2), what CoreDNS's loop plugin asks. */
 const HINFO = 13;
 
-
 export interface LoopTarget {
   pool: string;
   /** "host:port" as the pool labels it. */
@@ -63,18 +62,29 @@ export interface LoopGuardOptions {
  * (with an Extended DNS Error, or a stale answer) instead of sending the query round the loop.
  */
 export class LoopedPool extends UpstreamPool {
-  constructor(name: string, readonly loopedVia: string) {
+  constructor(
+    name: string,
+    readonly loopedVia: string,
+  ) {
     super(name, [], INERT_OPTIONS, INERT_TRANSPORT);
   }
   override exchange(): Promise<ExchangeResult> {
     return Promise.resolve({ failure: 'network', upstream: this.loopedVia });
   }
-  override startProbes(): void { /* nothing to probe */ }
+  override startProbes(): void {
+    /* nothing to probe */
+  }
 }
 
 const INERT_OPTIONS = {
-  timeoutMs: 1, hedgeMs: 1, deadlineMs: 1, maxFails: 1, probeIntervalMs: 1 << 30,
-  probeQuestion: Buffer.from([0, 0, 2, 0, 1]), udpSize: 512, maxInFlight: 0,
+  timeoutMs: 1,
+  hedgeMs: 1,
+  deadlineMs: 1,
+  maxFails: 1,
+  probeIntervalMs: 1 << 30,
+  probeQuestion: Buffer.from([0, 0, 2, 0, 1]),
+  udpSize: 512,
+  maxInFlight: 0,
 };
 // Never used to send (LoopedPool overrides exchange); opens no socket until a send.
 const INERT_TRANSPORT = new UpstreamSockets(1, 1);
@@ -115,7 +125,9 @@ export class LoopGuard {
   }
 
   /** Pools marked broken so far. */
-  brokenPools(): string[] { return [...this.broken]; }
+  brokenPools(): string[] {
+    return [...this.broken];
+  }
 
   /**
    * Probes every upstream of every pool except 'consul' (the agents), one UDP HINFO question each,
@@ -165,7 +177,11 @@ export class LoopGuard {
         done = true;
         clearTimeout(timer);
         this.sockets = this.sockets.filter((s) => s !== sock);
-        try { sock.close(); } catch { /* closed */ }
+        try {
+          sock.close();
+        } catch {
+          /* closed */
+        }
         resolve(ok);
       };
       const timer = setTimeout(() => finish(false), timeoutMs);
@@ -174,7 +190,9 @@ export class LoopGuard {
       sock.on('message', (m, rinfo) => {
         if (m.length >= HEADER_LEN && m.readUInt16BE(0) === id && rinfo.port === t.port) finish(true);
       });
-      sock.send(msg, t.port, t.host, (err) => { if (err) finish(false); });
+      sock.send(msg, t.port, t.host, (err) => {
+        if (err) finish(false);
+      });
     });
   }
 
@@ -182,8 +200,10 @@ export class LoopGuard {
     if (this.broken.has(t.pool)) return;
     this.broken.add(t.pool);
     this.loops.push({ pool: t.pool, upstream: t.upstream });
-    this.opts.log.error({ pool: t.pool, upstream: t.upstream, probe: t.name },
-      'forwarding loop: a probe sent through this upstream came back to us; answering SERVFAIL for the pool until the configuration is fixed and reloaded');
+    this.opts.log.error(
+      { pool: t.pool, upstream: t.upstream, probe: t.name },
+      'forwarding loop: a probe sent through this upstream came back to us; answering SERVFAIL for the pool until the configuration is fixed and reloaded',
+    );
     const pools = this.pools;
     const old = pools?.get(t.pool);
     if (pools && old && !(old instanceof LoopedPool)) {
@@ -196,7 +216,13 @@ export class LoopGuard {
   /** Stops waiting for probes (on reload the new configuration gets a new guard). */
   close(): void {
     this.closed = true;
-    for (const s of this.sockets) { try { s.close(); } catch { /* closed */ } }
+    for (const s of this.sockets) {
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+    }
     this.sockets = [];
   }
 }

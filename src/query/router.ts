@@ -6,7 +6,7 @@
  * recursors. Built once per configuration; a lookup walks the name's suffixes from the longest.
  */
 
-export type RouteKind = 'consul' | 'zone' | 'recursor' | 'refused';
+type RouteKind = 'consul' | 'zone' | 'recursor' | 'refused';
 
 export interface Route {
   kind: RouteKind;
@@ -37,9 +37,12 @@ export class Router {
     this.zoneLabels = ['consul', 'alias', 'recursor', ...cfg.zones];
     const consul: Route = { kind: 'consul', zoneLabel: 'consul', zoneIndex: 0, pool: 'consul', alias: null };
     this.table.set(cfg.domain, consul);
-    for (const a of cfg.aliases) this.table.set(a, { kind: 'consul', zoneLabel: 'alias', zoneIndex: 1, pool: 'consul', alias: a });
+    for (const a of cfg.aliases)
+      this.table.set(a, { kind: 'consul', zoneLabel: 'alias', zoneIndex: 1, pool: 'consul', alias: a });
     for (const r of cfg.reverseZones) this.table.set(r, consul);
-    cfg.zones.forEach((z, i) => this.table.set(z, { kind: 'zone', zoneLabel: z, zoneIndex: 3 + i, pool: 'zone:' + z, alias: null }));
+    cfg.zones.forEach((z, i) =>
+      this.table.set(z, { kind: 'zone', zoneLabel: z, zoneIndex: 3 + i, pool: 'zone:' + z, alias: null }),
+    );
     this.root = cfg.hasRecursors
       ? { kind: 'recursor', zoneLabel: 'recursor', zoneIndex: 2, pool: 'recursor', alias: null }
       : { kind: 'refused', zoneLabel: 'recursor', zoneIndex: 2, pool: '', alias: null };

@@ -22,7 +22,6 @@ import { formatHostPort, isLoopback } from '../net/address.js';
 import type { Log } from '../observability/log.js';
 import { AdminError } from '../errors.js';
 
-
 export interface AdminCache {
   count(): number;
   entries(name: string): unknown[];
@@ -171,7 +170,11 @@ export function startAdmin(listen: { host: string; port: number }, hooks: AdminH
   });
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new AdminError(`admin listener: cannot listen on ${listen.host}:${listen.port}: ${err.message}`, err.code, { cause: err }));
+      reject(
+        new AdminError(`admin listener: cannot listen on ${listen.host}:${listen.port}: ${err.message}`, err.code, {
+          cause: err,
+        }),
+      );
     };
     server.once('error', onError);
     server.listen(listen.port, listen.host, () => {

@@ -9,7 +9,10 @@ export class RandomIds {
   private pos = this.buf.length;
 
   next(): number {
-    if (this.pos >= this.buf.length) { randomFillSync(this.buf); this.pos = 0; }
+    if (this.pos >= this.buf.length) {
+      randomFillSync(this.buf);
+      this.pos = 0;
+    }
     const v = this.buf.readUInt16BE(this.pos);
     this.pos += 2;
     return v;

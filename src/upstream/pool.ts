@@ -20,7 +20,12 @@ import type { ExchangeResult, Failure, Logger, PoolObserver, PoolOptions, Upstre
 import type { ReplyLayout } from '../dns/wire.js';
 
 /** One try of an exchange at one upstream. */
-interface Try { u: Upstream; at: number; done: boolean; counted: boolean }
+interface Try {
+  u: Upstream;
+  at: number;
+  done: boolean;
+  counted: boolean;
+}
 
 class Upstream {
   readonly label: string;
@@ -29,15 +34,24 @@ class Upstream {
   lastOkAt = 0;
   tcp: TcpConnection;
   readonly family: 4 | 6;
-  constructor(readonly host: string, readonly port: number, ids: RandomIds) {
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    ids: RandomIds,
+  ) {
     this.family = net.isIPv6(host) ? 6 : 4;
     this.label = formatHostPort({ host, port });
     this.tcp = new TcpConnection(host, port, ids);
   }
 }
 
-export const NULL_OBSERVER: PoolObserver = {
-  request() {}, failure() {}, duration() {}, hedged() {}, health() {}, overflow() {},
+const NULL_OBSERVER: PoolObserver = {
+  request() {},
+  failure() {},
+  duration() {},
+  hedged() {},
+  health() {},
+  overflow() {},
 };
 
 export class UpstreamPool {
@@ -46,9 +60,14 @@ export class UpstreamPool {
   private probeTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
-  constructor(readonly name: string, addrs: UpstreamAddress[], private readonly opts: PoolOptions,
-    private readonly transport: UpstreamSockets, private readonly observer: PoolObserver = NULL_OBSERVER,
-    private readonly log?: Logger) {
+  constructor(
+    readonly name: string,
+    addrs: UpstreamAddress[],
+    private readonly opts: PoolOptions,
+    private readonly transport: UpstreamSockets,
+    private readonly observer: PoolObserver = NULL_OBSERVER,
+    private readonly log?: Logger,
+  ) {
     this.upstreams = addrs.map((a) => new Upstream(a.host, a.port, transport.ids));
   }
 
@@ -67,7 +86,13 @@ export class UpstreamPool {
    * Asks the pool one question. `question` holds the name/type/class bytes in [qStart, qEnd).
    * Resolves, never rejects: with an accepted answer, or with the reason the last try failed.
    */
-  exchange(question: Buffer, qStart: number, qEnd: number, clientFlags: number, dnssecOk: boolean): Promise<ExchangeResult> {
+  exchange(
+    question: Buffer,
+    qStart: number,
+    qEnd: number,
+    clientFlags: number,
+    dnssecOk: boolean,
+  ): Promise<ExchangeResult> {
     if (this.inFlight >= this.opts.maxInFlight) {
       this.observer.overflow(this.name);
       return Promise.resolve({ failure: 'overflow' });
@@ -103,34 +128,46 @@ export class UpstreamPool {
         const remaining = this.opts.deadlineMs - (now - started);
         const t: Try = { u, at: now, done: false, counted: false };
         running.push(t);
-        this.ask(t, Buffer.from(queryTemplate), qEndInQuery, Math.max(1, Math.min(this.opts.timeoutMs, remaining)), (r) => {
-          outstanding--;
-          t.done = true;
-          if (finished) return;
-          if ('reply' in r) {
-            // Someone else answered while an earlier upstream stayed silent past hedgeMs: count that
-            // as its failure now rather than at its timeout, so maxFails marks a silent agent down
-            // after a couple of queries instead of after maxFails whole timeouts of hedging.
-            const late = Date.now() - this.opts.hedgeMs;
-            for (const o of running) {
-              if (o !== t && !o.done && !o.counted && o.at <= late) { o.counted = true; this.markFailure(o.u, 'timeout'); }
+        this.ask(
+          t,
+          Buffer.from(queryTemplate),
+          qEndInQuery,
+          Math.max(1, Math.min(this.opts.timeoutMs, remaining)),
+          (r) => {
+            outstanding--;
+            t.done = true;
+            if (finished) return;
+            if ('reply' in r) {
+              // Someone else answered while an earlier upstream stayed silent past hedgeMs: count that
+              // as its failure now rather than at its timeout, so maxFails marks a silent agent down
+              // after a couple of queries instead of after maxFails whole timeouts of hedging.
+              const late = Date.now() - this.opts.hedgeMs;
+              for (const o of running) {
+                if (o !== t && !o.done && !o.counted && o.at <= late) {
+                  o.counted = true;
+                  this.markFailure(o.u, 'timeout');
+                }
+              }
+              finish(r);
+              return;
             }
-            finish(r);
-            return;
-          }
-          lastFailure = r;
-          // Fail over at once unless another try is still running (it may yet answer).
-          if (outstanding === 0) {
-            if (tries >= maxTries) finish(lastFailure);
-            else launch();
-          }
-        });
+            lastFailure = r;
+            // Fail over at once unless another try is still running (it may yet answer).
+            if (outstanding === 0) {
+              if (tries >= maxTries) finish(lastFailure);
+              else launch();
+            }
+          },
+        );
         if (hedge) clearTimeout(hedge);
         if (tries < order.length) {
           // A silent upstream should cost hedgeMs, not a whole timeout: ask the next one too.
           hedge = setTimeout(() => {
             hedge = null;
-            if (!finished) { this.observer.hedged(this.name); launch(); }
+            if (!finished) {
+              this.observer.hedged(this.name);
+              launch();
+            }
           }, this.opts.hedgeMs);
         }
       };
@@ -151,7 +188,7 @@ export class UpstreamPool {
     this.observer.request(this.name, u.label, 'udp');
     const sockets = u.family === 6 ? this.transport.udp6 : this.transport.udp4;
     sockets.send(u.host, u.port, query, qEnd, timeoutMs, (reply, layout, reason) => {
-      if (reply && layout && (layout.flags & FLAG.TC)) {
+      if (reply && layout && layout.flags & FLAG.TC) {
         // RFC 7766 §5: a truncated UDP answer is retried over TCP to the same server.
         this.observer.request(this.name, u.label, 'tcp');
         u.tcp.send(Buffer.from(query), qEnd, timeoutMs, (r2, l2, reason2) => this.settle(t, t0, r2, l2, reason2, cb));
@@ -161,7 +198,14 @@ export class UpstreamPool {
     });
   }
 
-  private settle(t: Try, t0: bigint, reply: Buffer | null, layout: ReplyLayout | null, reason: FailureReason | null, cb: (r: ExchangeResult) => void) {
+  private settle(
+    t: Try,
+    t0: bigint,
+    reply: Buffer | null,
+    layout: ReplyLayout | null,
+    reason: FailureReason | null,
+    cb: (r: ExchangeResult) => void,
+  ) {
     const u = t.u;
     if (reply && layout) {
       this.observer.duration(this.name, u.label, Number(process.hrtime.bigint() - t0) / 1e9);
@@ -222,7 +266,9 @@ export class UpstreamPool {
     const after = () => {
       if (--remaining > 0) return;
       const anyDown = this.upstreams.some((u) => u.down);
-      this.scheduleProbe(anyDown ? Math.max(200, Math.floor(this.opts.probeIntervalMs / 5)) : this.opts.probeIntervalMs);
+      this.scheduleProbe(
+        anyDown ? Math.max(200, Math.floor(this.opts.probeIntervalMs / 5)) : this.opts.probeIntervalMs,
+      );
     };
     const q = this.opts.probeQuestion;
     for (const u of this.upstreams) {
@@ -243,4 +289,3 @@ export class UpstreamPool {
     for (const u of this.upstreams) u.tcp.close();
   }
 }
-

@@ -13,7 +13,11 @@ export class TcpConnection {
   private pending = new Map<number, Pending>();
   private buf: Buffer = Buffer.alloc(0);
   private idle: NodeJS.Timeout | null = null;
-  constructor(private readonly host: string, private readonly port: number, private readonly ids: RandomIds) {}
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly ids: RandomIds,
+  ) {}
 
   send(query: Buffer, qEnd: number, timeoutMs: number, done: Pending['done']): void {
     if (!this.sock) this.connect();
@@ -21,11 +25,23 @@ export class TcpConnection {
     while (this.pending.has(id)) id = this.ids.next();
     query.writeUInt16BE(id, 0);
     const p: Pending = {
-      id, host: this.host, port: this.port, query, qEnd, done,
-      timer: setTimeout(() => { this.pending.delete(id); done(null, null, 'timeout'); this.armIdle(); }, timeoutMs),
+      id,
+      host: this.host,
+      port: this.port,
+      query,
+      qEnd,
+      done,
+      timer: setTimeout(() => {
+        this.pending.delete(id);
+        done(null, null, 'timeout');
+        this.armIdle();
+      }, timeoutMs),
     };
     this.pending.set(id, p);
-    if (this.idle) { clearTimeout(this.idle); this.idle = null; }
+    if (this.idle) {
+      clearTimeout(this.idle);
+      this.idle = null;
+    }
     const frame = Buffer.allocUnsafe(2 + query.length);
     frame.writeUInt16BE(query.length, 0);
     query.copy(frame, 2);
@@ -54,7 +70,7 @@ export class TcpConnection {
       if (msg.length < HEADER_LEN) continue;
       const p = this.pending.get(msg.readUInt16BE(0));
       if (!p) continue;
-      const layout = (msg.readUInt16BE(2) & FLAG.QR) ? scanReply(msg) : null;
+      const layout = msg.readUInt16BE(2) & FLAG.QR ? scanReply(msg) : null;
       if (!layout || !sameQuestion(msg, layout.qEnd, p.query, p.qEnd)) continue;
       this.pending.delete(p.id);
       clearTimeout(p.timer);
@@ -72,14 +88,23 @@ export class TcpConnection {
   private fail(s: net.Socket) {
     if (this.sock !== s) return;
     this.sock = null;
-    if (this.idle) { clearTimeout(this.idle); this.idle = null; }
+    if (this.idle) {
+      clearTimeout(this.idle);
+      this.idle = null;
+    }
     const pend = [...this.pending.values()];
     this.pending.clear();
-    for (const p of pend) { clearTimeout(p.timer); p.done(null, null, 'network'); }
+    for (const p of pend) {
+      clearTimeout(p.timer);
+      p.done(null, null, 'network');
+    }
   }
 
   close(): void {
     const s = this.sock;
-    if (s) { this.fail(s); s.destroy(); }
+    if (s) {
+      this.fail(s);
+      s.destroy();
+    }
   }
 }

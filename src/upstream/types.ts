@@ -5,8 +5,10 @@ import type { Log } from '../observability/log.js';
 
 export type Logger = Pick<Log, 'info' | 'warn' | 'debug'>;
 
-export interface UpstreamAddress { host: string; port: number }
-
+export interface UpstreamAddress {
+  host: string;
+  port: number;
+}
 
 /** Hooks the pool calls so the metrics module can count without the pool knowing about it. */
 export interface PoolObserver {
@@ -31,10 +33,16 @@ export interface PoolOptions {
   maxInFlight: number;
 }
 
-export interface Answer { reply: Buffer; layout: ReplyLayout; upstream: string }
-export interface Failure { failure: FailureReason | 'overflow'; upstream?: string }
+export interface Answer {
+  reply: Buffer;
+  layout: ReplyLayout;
+  upstream: string;
+}
+export interface Failure {
+  failure: FailureReason | 'overflow';
+  upstream?: string;
+}
 export type ExchangeResult = Answer | Failure;
-
 
 /**
  * One pending UDP or TCP question. `done` is called once, with a reply or a failure reason.

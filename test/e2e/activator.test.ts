@@ -18,15 +18,31 @@ const CHILD = fileURLToPath(new URL('../fixtures/activated-child.js', import.met
 const isListening = (pid: number) => (l: ChildLine) => l.json?.msg === 'listening' && l.json.pid === pid;
 
 /** One UDP query on a connected socket: the reply, or the error (ECONNREFUSED when nothing is bound). */
-function udpAsk(port: number, id: number, timeoutMs = 5000): Promise<{ reply?: Buffer; error?: string; sentAt: number; sentAtWall: number }> {
+function udpAsk(
+  port: number,
+  id: number,
+  timeoutMs = 5000,
+): Promise<{ reply?: Buffer; error?: string; sentAt: number; sentAtWall: number }> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     const out = { sentAt: 0, sentAtWall: 0 };
-    const done = (v: { reply?: Buffer; error?: string }) => { clearTimeout(timer); try { s.close(); } catch { /* closed */ } resolve({ ...out, ...v }); };
+    const done = (v: { reply?: Buffer; error?: string }) => {
+      clearTimeout(timer);
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+      resolve({ ...out, ...v });
+    };
     const timer = setTimeout(() => done({ error: 'timeout' }), timeoutMs);
     s.on('error', (e: NodeJS.ErrnoException) => done({ error: e.code ?? e.message }));
     s.on('message', (m) => done({ reply: m }));
-    s.connect(port, '127.0.0.1', () => { out.sentAt = performance.now(); out.sentAtWall = Date.now(); s.send(queryMessage(id, 'x.example.', TYPE.A)); });
+    s.connect(port, '127.0.0.1', () => {
+      out.sentAt = performance.now();
+      out.sentAtWall = Date.now();
+      s.send(queryMessage(id, 'x.example.', TYPE.A));
+    });
   });
 }
 
@@ -37,7 +53,10 @@ function tcpAsk(port: number, id: number): Promise<Buffer> {
     let buf = Buffer.alloc(0);
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) { s.destroy(); resolve(buf.subarray(2, 2 + buf.readUInt16BE(0))); }
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        s.destroy();
+        resolve(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      }
     });
     s.on('error', reject);
   });
@@ -57,7 +76,7 @@ test('activator: the child gets fds 3 and 4, LISTEN_FDS=2, LISTEN_FDNAMES=dns:dn
   assert.equal(l.json!.tcp, `127.0.0.1:${a.port}`);
   const u = await udpAsk(a.port!, 7);
   assert.equal(u.reply?.readUInt16BE(0), 7);
-  assert.equal(answeredBy(u.reply!), String(pid));
+  assert.equal(answeredBy(u.reply), String(pid));
   const m = await tcpAsk(a.port!, 8);
   assert.equal(m.readUInt16BE(0), 8);
   assert.equal(answeredBy(m), String(pid));
@@ -81,10 +100,16 @@ test('activator: datagrams and connections during a restart are queued and answe
   const replies = await Promise.all(udp);
   for (const u of replies) {
     assert.equal(u.error, undefined, 'no query refused or lost');
-    assert.ok(u.sentAtWall <= (listening.json!.takingAt as number), 'sent in the gap, before the new child touched its sockets');
+    assert.ok(
+      u.sentAtWall <= (listening.json!.takingAt as number),
+      'sent in the gap, before the new child touched its sockets',
+    );
     assert.equal(answeredBy(u.reply!), String(r.newPid));
   }
-  assert.deepEqual(replies.map((u) => u.reply!.readUInt16BE(0)), Array.from({ length: 20 }, (_, i) => 100 + i));
+  assert.deepEqual(
+    replies.map((u) => u.reply!.readUInt16BE(0)),
+    Array.from({ length: 20 }, (_, i) => 100 + i),
+  );
   assert.equal(answeredBy(await tcp), String(r.newPid));
   assert.deepEqual(listening.json!.env, { LISTEN_FDS: '2', LISTEN_FDNAMES: 'dns:dns', LISTEN_PID: String(r.newPid) });
 });

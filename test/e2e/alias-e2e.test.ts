@@ -19,7 +19,14 @@ before(async () => {
   // Yorc registers without an address: SRV targets are then <node>.node.<dc>.consul.
   sim.register({ id: 'yorc-1', name: 'yorc', node: 'janus-1', port: 8800, tags: ['server', 'server1'] });
   sim.register({ id: 'yorc-2', name: 'yorc', node: 'janus-2', port: 8800, tags: ['server', 'server2'] });
-  proxy = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--consul-http', `http://127.0.0.1:${sim.httpPort}`, '--metrics', 'off']);
+  proxy = await startProxy([
+    '--agent',
+    `127.0.0.1:${sim.dnsPort}`,
+    '--consul-http',
+    `http://127.0.0.1:${sim.httpPort}`,
+    '--metrics',
+    'off',
+  ]);
 });
 
 after(async () => {
@@ -37,7 +44,9 @@ function allNames(r: DigResult): string[] {
       if (rec.type === 'CNAME' || rec.type === 'NS' || rec.type === 'PTR') names.push(rec.data);
     }
   };
-  section(r.answer); section(r.authority); section(r.additional);
+  section(r.answer);
+  section(r.authority);
+  section(r.additional);
   return names;
 }
 
@@ -47,9 +56,14 @@ function assertOnlyStarlings(r: DigResult): void {
   }
 }
 
-const norm = (recs: DigRecord[]) => recs.map((a) => `${a.type} ${a.data.replace(/consul\.$/i, 'X.').replace(/starlings\.$/i, 'X.')}`).sort();
+const norm = (recs: DigRecord[]) =>
+  recs.map((a) => `${a.type} ${a.data.replace(/consul\.$/i, 'X.').replace(/starlings\.$/i, 'X.')}`).sort();
 
-for (const [label, extra] of [['UDP', []], ['TCP', ['+tcp']], ['UDP without EDNS', ['+noedns']]] as const) {
+for (const [label, extra] of [
+  ['UDP', []],
+  ['TCP', ['+tcp']],
+  ['UDP without EDNS', ['+noedns']],
+] as const) {
   test(`janus.service.starlings A over ${label}: the agent's addresses, only starlings names`, async () => {
     const want = await dig([...agent(), 'janus.service.consul', ...extra]);
     const r = await dig([...at(), 'janus.service.starlings', ...extra]);
@@ -66,7 +80,10 @@ test('SRV with .addr. targets (+additional): targets and glue under starlings', 
   assert.equal(r.status, 'NOERROR');
   assert.deepEqual(norm(r.answer), norm(want.answer));
   assert.match(r.answer[0]!.data, /\.addr\.dc1\.starlings\.$/);
-  assert.deepEqual(norm(r.additional).filter((x) => x.startsWith('A ')), norm(want.additional).filter((x) => x.startsWith('A ')));
+  assert.deepEqual(
+    norm(r.additional).filter((x) => x.startsWith('A ')),
+    norm(want.additional).filter((x) => x.startsWith('A ')),
+  );
   assertOnlyStarlings(r);
 });
 
@@ -75,7 +92,10 @@ test('SRV with node targets: <node>.node.dc1.starlings., resolvable through the 
   assert.equal(r.status, 'NOERROR');
   const targets = r.answer.map((a) => a.data.split(/\s+/)[3]!).sort();
   assert.deepEqual(targets, ['janus-1.node.dc1.starlings.', 'janus-2.node.dc1.starlings.']);
-  assert.ok(r.additional.some((a) => a.type === 'TXT'), 'node-meta TXT kept in Additional');
+  assert.ok(
+    r.additional.some((a) => a.type === 'TXT'),
+    'node-meta TXT kept in Additional',
+  );
   assertOnlyStarlings(r);
   const node = await dig([...at(), targets[0]!]);
   assert.equal(node.status, 'NOERROR');
@@ -85,7 +105,10 @@ test('SRV with node targets: <node>.node.dc1.starlings., resolvable through the 
 
 test('tag lookup, datacenter-qualified names, .addr. and node lookups under the alias', async () => {
   const tag = await dig([...at(), 'server1.janus.service.starlings']);
-  assert.deepEqual(tag.answer.map((a) => a.data), ['127.0.0.11']);
+  assert.deepEqual(
+    tag.answer.map((a) => a.data),
+    ['127.0.0.11'],
+  );
   const dc = await dig([...at(), 'janus.service.dc1.starlings']);
   assert.equal(dc.answer.length, 2);
   const addr = await dig([...at(), '7f00000b.addr.dc1.starlings']);
@@ -99,7 +122,7 @@ test('AAAA on an IPv4-only service: NODATA with the SOA of starlings.', async ()
   assert.equal(r.answer.length, 0);
   assert.equal(r.authority[0]?.type, 'SOA');
   assert.equal(r.authority[0]?.name, 'starlings.');
-  assert.match(r.authority[0]!.data, /^ns\.starlings\. hostmaster\.starlings\. /);
+  assert.match(r.authority[0].data, /^ns\.starlings\. hostmaster\.starlings\. /);
 });
 
 test('NXDOMAIN carries the SOA of starlings.', async () => {

@@ -15,21 +15,39 @@ import { startProxy, type ProxyProc } from '../support/proc.js';
 import { waitFor } from '../support/wait.js';
 
 let sim: Sim;
-after(async () => { await sim?.stop(); });
-before(async () => { sim = await startJanusCluster(); });
+after(async () => {
+  await sim?.stop();
+});
+before(async () => {
+  sim = await startJanusCluster();
+});
 
 /** A proxy on `s` with a config file; probes are made rare so sim.queries counts client misses only. */
 async function proxyFor(s: Sim, yaml = '', extra: string[] = []): Promise<ProxyProc> {
   const q0 = s.queries;
-  const p = await startProxy(['--agent', `127.0.0.1:${s.dnsPort}`, '--consul-http', `http://127.0.0.1:${s.httpPort}`, '--metrics', 'off', ...extra],
-    { config: `upstream:\n  probeIntervalMs: 3600000\n${yaml}` });
+  const p = await startProxy(
+    [
+      '--agent',
+      `127.0.0.1:${s.dnsPort}`,
+      '--consul-http',
+      `http://127.0.0.1:${s.httpPort}`,
+      '--metrics',
+      'off',
+      ...extra,
+    ],
+    { config: `upstream:\n  probeIntervalMs: 3600000\n${yaml}` },
+  );
   // The pool probes each agent once at start; let that land before tests count agent queries.
   await waitFor(() => s.queries > q0, { timeoutMs: 10_000, what: 'the start-up probe to reach the agent' });
   return p;
 }
 
 const ask = (p: ProxyProc, ...args: string[]) => dig([`@${p.host}`, '-p', String(p.port), ...args]);
-const addrs = (r: DigResult) => r.answer.filter((a) => a.type === 'A').map((a) => a.data).sort();
+const addrs = (r: DigResult) =>
+  r.answer
+    .filter((a) => a.type === 'A')
+    .map((a) => a.data)
+    .sort();
 
 /**
  * Waits until `name` is answered from the cache: a query that reaches the agent zero times. The
@@ -37,16 +55,26 @@ const addrs = (r: DigResult) => r.answer.filter((a) => a.type === 'A').map((a) =
  * (it may predate the watch's baseline), so the miss after the watch went live is the one kept.
  */
 async function primed(s: Sim, p: ProxyProc, ...args: string[]): Promise<void> {
-  await waitFor(async () => {
-    const q0 = s.queries;
-    const r = await ask(p, ...args);
-    return r.status === 'NOERROR' && s.queries === q0;
-  }, { timeoutMs: 15_000, intervalMs: 50, what: `${args.join(' ')} answered from the cache` });
+  await waitFor(
+    async () => {
+      const q0 = s.queries;
+      const r = await ask(p, ...args);
+      return r.status === 'NOERROR' && s.queries === q0;
+    },
+    { timeoutMs: 15_000, intervalMs: 50, what: `${args.join(' ')} answered from the cache` },
+  );
 }
 
 function register(s: Sim, name: string, n: number, base: number) {
   for (let i = 1; i <= n; i++) {
-    s.register({ id: `${name}-${i}`, name, node: `${name}-n${i}`, nodeAddress: `127.0.${base}.${i}`, port: 8000 + i, tags: ['t', `t${i}`] });
+    s.register({
+      id: `${name}-${i}`,
+      name,
+      node: `${name}-n${i}`,
+      nodeAddress: `127.0.${base}.${i}`,
+      port: 8000 + i,
+      tags: ['t', `t${i}`],
+    });
   }
 }
 
@@ -57,10 +85,16 @@ test('after the watch is live, repeated queries (canonical, alias, any case) rea
   await primed(sim, p, 'rep.service.consul');
   const q0 = sim.queries;
   for (let i = 0; i < 15; i++) {
-    const r = await ask(p, i % 3 === 0 ? 'rep.service.consul' : i % 3 === 1 ? 'rep.service.starlings' : 'rEp.SeRvIcE.StArLiNgS');
+    const r = await ask(
+      p,
+      i % 3 === 0 ? 'rep.service.consul' : i % 3 === 1 ? 'rep.service.starlings' : 'rEp.SeRvIcE.StArLiNgS',
+    );
     assert.equal(r.status, 'NOERROR');
     assert.deepEqual(addrs(r), ['127.0.50.1', '127.0.50.2']);
-    assert.ok(r.answer.every((a) => a.ttl === 0), "clients see Consul's TTL 0");
+    assert.ok(
+      r.answer.every((a) => a.ttl === 0),
+      "clients see Consul's TTL 0",
+    );
   }
   assert.equal(sim.queries, q0, 'fifteen queries, alias and canonical sharing one entry: no agent query');
 });
@@ -70,8 +104,12 @@ test('critical removes an instance from every form as soon as the watch returns;
   const p = await proxyFor(sim);
   t.after(() => p.stop());
   const forms: string[][] = [
-    ['flip.service.consul'], ['flip.service.starlings'], ['flip.service.dc1.consul'], ['t.flip.service.consul'],
-    ['_flip._tcp.service.consul', 'SRV'], ['_flip._t.service.starlings', 'SRV'],
+    ['flip.service.consul'],
+    ['flip.service.starlings'],
+    ['flip.service.dc1.consul'],
+    ['t.flip.service.consul'],
+    ['_flip._tcp.service.consul', 'SRV'],
+    ['_flip._t.service.starlings', 'SRV'],
   ];
   for (const f of forms) await primed(sim, p, ...f);
   const has1 = async (f: string[]) => {
@@ -82,12 +120,14 @@ test('critical removes an instance from every form as soon as the watch returns;
   for (const f of forms) assert.ok(await has1(f), `${f.join(' ')} has flip-1 before`);
 
   sim.setHealth('flip-1', 'critical');
-  for (const f of forms) await waitFor(async () => !(await has1(f)), { timeoutMs: 10_000, what: `${f.join(' ')} without flip-1` });
+  for (const f of forms)
+    await waitFor(async () => !(await has1(f)), { timeoutMs: 10_000, what: `${f.join(' ')} without flip-1` });
   for (const f of forms) await primed(sim, p, ...f); // and cached again, without it
   for (const f of forms) assert.ok(!(await has1(f)));
 
   sim.setHealth('flip-1', 'warning');
-  for (const f of forms) await waitFor(() => has1(f), { timeoutMs: 10_000, what: `${f.join(' ')} with flip-1 (warning is served)` });
+  for (const f of forms)
+    await waitFor(() => has1(f), { timeoutMs: 10_000, what: `${f.join(' ')} with flip-1 (warning is served)` });
   await primed(sim, p, 'flip.service.consul');
   sim.setHealth('flip-1', 'passing');
   const q0 = sim.queries;
@@ -125,7 +165,7 @@ test('SERVFAIL and truncated agent replies are never cached', async (t) => {
   }
   await s.setFault({ dns: 'truncated' });
   const tc = await ask(p, 'sf.service.consul', 'AAAA', '+ignore');
-  assert.ok(!tc.flags.includes('tc'), 'the agent\'s TC reply was retried over TCP, not passed on');
+  assert.ok(!tc.flags.includes('tc'), "the agent's TC reply was retried over TCP, not passed on");
   const full = await ask(p, 'sf.service.consul', 'SRV', '+ignore');
   assert.equal(full.status, 'NOERROR');
   assert.equal(full.answer.length, 2, 'the whole answer (from the TCP retry), not the empty TC one');
@@ -153,7 +193,10 @@ test("HTTP API down: answers follow Consul's TTL (0: every query reaches the age
   const q0 = s.queries;
   for (let i = 0; i < 5; i++) {
     const r = await ask(p, 'longer.service.starlings');
-    assert.ok(r.answer.every((a) => a.ttl <= 30), 'aged TTL, never more than Consul gave');
+    assert.ok(
+      r.answer.every((a) => a.ttl <= 30),
+      'aged TTL, never more than Consul gave',
+    );
   }
   assert.equal(s.queries, q0, 'held for its own 30 s');
 });
@@ -169,18 +212,31 @@ test('agents down: stale answers carry TTL 30 and EDE 3; never after a health ch
   await primed(s, p, 'gone.service.consul');
   await s.setFault({ dns: 'refuse' });
   let r: DigResult | null = null;
-  await waitFor(async () => {
-    r = await ask(p, 'old.service.consul', '+time=5');
-    return r.opt?.ede?.code === 3;
-  }, { timeoutMs: 15_000, what: 'a stale answer once consulTtl (1 s) ended' });
-  const st = r! as DigResult;
+  await waitFor(
+    async () => {
+      r = await ask(p, 'old.service.consul', '+time=5');
+      return r.opt?.ede?.code === 3;
+    },
+    { timeoutMs: 15_000, what: 'a stale answer once consulTtl (1 s) ended' },
+  );
+  const st = r!;
   assert.equal(st.status, 'NOERROR');
   assert.deepEqual(addrs(st), ['127.0.56.1', '127.0.56.2']);
-  assert.ok(st.answer.every((a) => a.ttl === 30), 'RFC 8767: TTL 30');
+  assert.ok(
+    st.answer.every((a) => a.ttl === 30),
+    'RFC 8767: TTL 30',
+  );
   // A health change while the agents are down: that entry must not come back as stale.
   s.setHealth('gone-1', 'critical');
-  await waitFor(async () => (await ask(p, 'gone.service.consul', '+time=5')).status === 'SERVFAIL', { timeoutMs: 15_000, what: 'SERVFAIL for the service whose health changed' });
-  assert.equal((await ask(p, 'old.service.consul', '+time=5')).opt?.ede?.code, 3, 'the other service is still served stale');
+  await waitFor(async () => (await ask(p, 'gone.service.consul', '+time=5')).status === 'SERVFAIL', {
+    timeoutMs: 15_000,
+    what: 'SERVFAIL for the service whose health changed',
+  });
+  assert.equal(
+    (await ask(p, 'old.service.consul', '+time=5')).opt?.ede?.code,
+    3,
+    'the other service is still served stale',
+  );
 });
 
 test('identical misses in flight share one agent exchange: its failure is counted once, not per client', async (t) => {

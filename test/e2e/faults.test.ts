@@ -31,13 +31,19 @@ after(async () => {
 });
 
 async function proxyWith(t: { after(fn: () => unknown): void }, args: string[]): Promise<ProxyProc> {
-  const p = await startProxy(['--metrics', 'off', ...args], { config: 'upstream:\n  timeoutMs: 400\n  deadlineMs: 1500\n  probeIntervalMs: 1000\n' });
+  const p = await startProxy(['--metrics', 'off', ...args], {
+    config: 'upstream:\n  timeoutMs: 400\n  deadlineMs: 1500\n  probeIntervalMs: 1000\n',
+  });
   t.after(() => p.stop());
   return p;
 }
 
 const ask = (p: ProxyProc, ...args: string[]): Promise<DigResult> => dig([`@127.0.0.1`, '-p', String(p.port), ...args]);
-const addrs = (r: DigResult) => r.answer.filter((a) => a.type === 'A').map((a) => a.data).sort();
+const addrs = (r: DigResult) =>
+  r.answer
+    .filter((a) => a.type === 'A')
+    .map((a) => a.data)
+    .sort();
 const JANUS = ['127.0.0.11', '127.0.0.12'];
 
 // --- Agent faults with a healthy second agent: answers keep coming -------------------------------
@@ -61,7 +67,12 @@ for (const c of failoverCases) {
     const before = bad.queries;
     const p = await proxyWith(t, ['--agent', `127.0.0.1:${bad.dnsPort}`, '--agent', `127.0.0.1:${healthy.dnsPort}`]);
     // Distinct names and types: each one is a cache miss that has to go upstream.
-    for (const [name, type] of [['janus.service.consul', 'A'], ['server1.janus.service.consul', 'A'], ['janus.service.starlings', 'A'], ['server2.janus.service.consul', 'SRV']] as const) {
+    for (const [name, type] of [
+      ['janus.service.consul', 'A'],
+      ['server1.janus.service.consul', 'A'],
+      ['janus.service.starlings', 'A'],
+      ['server2.janus.service.consul', 'SRV'],
+    ] as const) {
       const r = await ask(p, name, type);
       assert.equal(r.status, 'NOERROR', `${name} ${type}: ${r.raw}`);
       if (type === 'A') assert.deepEqual(addrs(r), name.startsWith('server1') ? ['127.0.0.11'] : JANUS);
@@ -96,7 +107,10 @@ for (const fault of ['wrongid', 'wrongquestion', 'garbage'] as const) {
     assert.equal(r.status, 'SERVFAIL', r.raw);
     assert.equal(r.answer.length, 0);
     await only.setFault({ dns: null });
-    await waitFor(async () => (await ask(p, 'janus.service.consul')).status === 'NOERROR', { timeoutMs: 10_000, what: 'recovery' });
+    await waitFor(async () => (await ask(p, 'janus.service.consul')).status === 'NOERROR', {
+      timeoutMs: 10_000,
+      what: 'recovery',
+    });
     assert.deepEqual(addrs(await ask(p, 'janus.service.consul')), JANUS);
     if (fault === 'wrongquestion') {
       // The spoofed reply was for wrong-question.janus...: had it been cached, it would answer now.
@@ -113,7 +127,14 @@ for (const fault of ['wrongid', 'wrongquestion', 'garbage'] as const) {
 async function startSpoofAgent(): Promise<{ port: number; spoof: boolean; close(): void }> {
   const sock = dgram.createSocket('udp4');
   const other = dgram.createSocket('udp4');
-  const state = { port: 0, spoof: true, close: () => { sock.close(); other.close(); } };
+  const state = {
+    port: 0,
+    spoof: true,
+    close: () => {
+      sock.close();
+      other.close();
+    },
+  };
   sock.on('message', (q, rinfo) => {
     if (q.length < 17) return;
     // Reply: header + question + one A record (pointer to the question name), no OPT.
@@ -122,7 +143,10 @@ async function startSpoofAgent(): Promise<{ port: number; spoof: boolean; close(
     end += 5;
     const head = Buffer.from(q.subarray(0, end));
     head.writeUInt16BE(0x8580, 2);
-    head.writeUInt16BE(1, 4); head.writeUInt16BE(1, 6); head.writeUInt16BE(0, 8); head.writeUInt16BE(0, 10);
+    head.writeUInt16BE(1, 4);
+    head.writeUInt16BE(1, 6);
+    head.writeUInt16BE(0, 8);
+    head.writeUInt16BE(0, 10);
     const ip = state.spoof ? [6, 6, 6, 6] : [192, 0, 2, 99];
     const rr = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, ...ip]);
     (state.spoof ? other : sock).send(Buffer.concat([head, rr]), rinfo.port, rinfo.address);
@@ -141,7 +165,10 @@ test('spoof: a reply from the wrong source address never reaches the client or t
   assert.equal(r.status, 'SERVFAIL');
   assert.ok(!r.raw.includes('6.6.6.6'));
   s.spoof = false;
-  await waitFor(async () => (await ask(p, 'x.service.consul')).status === 'NOERROR', { timeoutMs: 10_000, what: 'recovery' });
+  await waitFor(async () => (await ask(p, 'x.service.consul')).status === 'NOERROR', {
+    timeoutMs: 10_000,
+    what: 'recovery',
+  });
   assert.deepEqual(addrs(await ask(p, 'x.service.consul')), ['192.0.2.99']);
 });
 
@@ -157,7 +184,14 @@ test('fault: recursor down → SERVFAIL with an EDE within the deadline; a secon
   assert.ok(r.opt?.ede, 'Extended DNS Error present');
   assert.ok(ms < 5000, `answered before the client gave up (${ms} ms)`);
   assert.equal((await ask(p, 'janus.service.consul')).status, 'NOERROR');
-  const p2 = await proxyWith(t, ['--agent', `127.0.0.1:${healthy.dnsPort}`, '--recursor', `127.0.0.1:${dead}`, '--recursor', `127.0.0.1:${unbound.port}`]);
+  const p2 = await proxyWith(t, [
+    '--agent',
+    `127.0.0.1:${healthy.dnsPort}`,
+    '--recursor',
+    `127.0.0.1:${dead}`,
+    '--recursor',
+    `127.0.0.1:${unbound.port}`,
+  ]);
   for (const n of ['www.example', 'api.example']) {
     const ok = await ask(p2, n);
     assert.equal(ok.status, 'NOERROR');
@@ -172,7 +206,12 @@ for (const http of ['500', 'refuse'] as const) {
     const agent = await startJanusCluster();
     t.after(() => agent.stop());
     await agent.setFault({ http });
-    const p = await proxyWith(t, ['--agent', `127.0.0.1:${agent.dnsPort}`, '--consul-http', `http://127.0.0.1:${agent.httpPort}`]);
+    const p = await proxyWith(t, [
+      '--agent',
+      `127.0.0.1:${agent.dnsPort}`,
+      '--consul-http',
+      `http://127.0.0.1:${agent.httpPort}`,
+    ]);
     const before = agent.queries;
     for (let i = 0; i < 4; i++) {
       const r = await ask(p, 'janus.service.consul');
@@ -187,13 +226,21 @@ for (const http of ['500', 'refuse'] as const) {
 test('contrast: with the HTTP API healthy, a watched service is answered from the cache', async (t) => {
   const agent = await startJanusCluster();
   t.after(() => agent.stop());
-  const p = await proxyWith(t, ['--agent', `127.0.0.1:${agent.dnsPort}`, '--consul-http', `http://127.0.0.1:${agent.httpPort}`]);
+  const p = await proxyWith(t, [
+    '--agent',
+    `127.0.0.1:${agent.dnsPort}`,
+    '--consul-http',
+    `http://127.0.0.1:${agent.httpPort}`,
+  ]);
   // Once the watch is live, an answer is held: three queries in a row cost the agent nothing.
-  await waitFor(async () => {
-    const before = agent.queries;
-    for (let i = 0; i < 3; i++) assert.equal((await ask(p, 'janus.service.consul')).status, 'NOERROR');
-    return agent.queries === before;
-  }, { timeoutMs: 10_000, what: 'cache hits for a watched service' });
+  await waitFor(
+    async () => {
+      const before = agent.queries;
+      for (let i = 0; i < 3; i++) assert.equal((await ask(p, 'janus.service.consul')).status, 'NOERROR');
+      return agent.queries === before;
+    },
+    { timeoutMs: 10_000, what: 'cache hits for a watched service' },
+  );
 });
 
 // --- Everything down ---------------------------------------------------------------------------------
@@ -201,12 +248,23 @@ test('contrast: with the HTTP API healthy, a watched service is answered from th
 test('fault: everything down → SERVFAIL within the deadline for every name, then recovery when one agent returns', async (t) => {
   const a = await startJanusCluster();
   const b = await startJanusCluster();
-  t.after(async () => { await a.stop(); await b.stop(); });
+  t.after(async () => {
+    await a.stop();
+    await b.stop();
+  });
   await a.setFault({ dns: 'silent', http: 'refuse' });
   await b.setFault({ dns: 'refuse', http: '500' });
   const deadRecursor = await freePort();
-  const p = await proxyWith(t, ['--agent', `127.0.0.1:${a.dnsPort}`, '--agent', `127.0.0.1:${b.dnsPort}`,
-    '--recursor', `127.0.0.1:${deadRecursor}`, '--consul-http', `http://127.0.0.1:${a.httpPort}`]);
+  const p = await proxyWith(t, [
+    '--agent',
+    `127.0.0.1:${a.dnsPort}`,
+    '--agent',
+    `127.0.0.1:${b.dnsPort}`,
+    '--recursor',
+    `127.0.0.1:${deadRecursor}`,
+    '--consul-http',
+    `http://127.0.0.1:${a.httpPort}`,
+  ]);
   for (const name of ['janus.service.consul', 'janus.service.starlings', 'www.example']) {
     const t0 = Date.now();
     const r = await ask(p, name, '+time=5');
@@ -216,7 +274,9 @@ test('fault: everything down → SERVFAIL within the deadline for every name, th
     assert.ok(ms < 4000, `${name}: SERVFAIL in ${ms} ms (deadline 1500)`);
   }
   await b.setFault({ dns: null });
-  await waitFor(async () => (await ask(p, 'janus.service.consul')).status === 'NOERROR', { timeoutMs: 15_000, what: 'recovery through the returning agent' });
+  await waitFor(async () => (await ask(p, 'janus.service.consul')).status === 'NOERROR', {
+    timeoutMs: 15_000,
+    what: 'recovery through the returning agent',
+  });
   assert.deepEqual(addrs(await ask(p, 'janus.service.consul')), JANUS);
 });
-

@@ -38,21 +38,51 @@ test('address parsing: IPv4, IPv6 with ::, zones and embedded IPv4; junk rejecte
   const v4 = (s: string): number => (parseIpWords(s, w) === 4 ? w[3]! : -1);
   assert.equal(v4('10.1.2.3'), 0x0a010203);
   assert.equal(v4('255.255.255.255'), 0xffffffff);
-  for (const bad of ['1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '', 'a.b.c.d', '1.2.3.4 ']) assert.equal(parseIpWords(bad, w), 0, bad);
-  assert.ok(parseIpWords('::1', w)); assert.deepEqual([...w], [0, 0, 0, 1]);
-  assert.ok(parseIpWords('fe80::1%eth0', w)); assert.equal(w[0], 0xfe800000);
-  assert.ok(parseIpWords('::ffff:10.0.0.1', w)); assert.deepEqual([...w], [0, 0, 0xffff, 0x0a000001]);
-  assert.ok(parseIpWords('2001:db8:1:2:3:4:5:6', w)); assert.deepEqual([...w], [0x20010db8, 0x00010002, 0x00030004, 0x00050006]);
-  for (const bad of ['1:2:3', ':::1', '1::2::3', 'g::1', '12345::1', '1:2:3:4:5:6:7:8:9', '1:']) assert.equal(parseIpWords(bad, w), 0, bad);
+  for (const bad of ['1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '', 'a.b.c.d', '1.2.3.4 '])
+    assert.equal(parseIpWords(bad, w), 0, bad);
+  assert.ok(parseIpWords('::1', w));
+  assert.deepEqual([...w], [0, 0, 0, 1]);
+  assert.ok(parseIpWords('fe80::1%eth0', w));
+  assert.equal(w[0], 0xfe800000);
+  assert.ok(parseIpWords('::ffff:10.0.0.1', w));
+  assert.deepEqual([...w], [0, 0, 0xffff, 0x0a000001]);
+  assert.ok(parseIpWords('2001:db8:1:2:3:4:5:6', w));
+  assert.deepEqual([...w], [0x20010db8, 0x00010002, 0x00030004, 0x00050006]);
+  for (const bad of ['1:2:3', ':::1', '1::2::3', 'g::1', '12345::1', '1:2:3:4:5:6:7:8:9', '1:'])
+    assert.equal(parseIpWords(bad, w), 0, bad);
 });
 
-test('default ACL is dnsdist\'s: loopback, RFC 1918, RFC 6598, link-local, ULA; nothing else', () => {
+test("default ACL is dnsdist's: loopback, RFC 1918, RFC 6598, link-local, ULA; nothing else", () => {
   const acl = new Acl(DEFAULTS.acl.allow);
-  for (const ok of ['127.0.0.1', '127.9.9.9', '10.200.0.1', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1',
-    '100.127.255.255', '169.254.3.4', '::1', 'fd00::53', 'fc12::1', 'fe80::1%eth0', '::ffff:10.0.0.1', '::ffff:127.0.0.1']) {
+  for (const ok of [
+    '127.0.0.1',
+    '127.9.9.9',
+    '10.200.0.1',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.168.1.1',
+    '100.64.0.1',
+    '100.127.255.255',
+    '169.254.3.4',
+    '::1',
+    'fd00::53',
+    'fc12::1',
+    'fe80::1%eth0',
+    '::ffff:10.0.0.1',
+    '::ffff:127.0.0.1',
+  ]) {
     assert.ok(acl.allows(ok), ok);
   }
-  for (const no of ['8.8.8.8', '172.32.0.1', '100.128.0.1', '192.169.0.1', '2001:db8::1', '::ffff:8.8.8.8', '::', 'not-an-ip']) {
+  for (const no of [
+    '8.8.8.8',
+    '172.32.0.1',
+    '100.128.0.1',
+    '192.169.0.1',
+    '2001:db8::1',
+    '::ffff:8.8.8.8',
+    '::',
+    'not-an-ip',
+  ]) {
     assert.ok(!acl.allows(no), no);
   }
 });
@@ -66,8 +96,14 @@ test('a configured allow list replaces the default entirely, loopback included',
   // An IPv6 rule covering the mapped range admits IPv4 clients.
   assert.ok(new Acl(['::ffff:0:0/96']).allows('192.0.2.1'));
   const c = counters();
-  assert.equal(new Gate({ allow: ['10.0.0.0/8'], aclAction: 'refuse', rate: null }, c).check('127.0.0.1', true), RCODE.REFUSED);
-  assert.equal(new Gate({ allow: ['10.0.0.0/8'], aclAction: 'drop', rate: null }, c).check('127.0.0.1', false), GATE_DROP);
+  assert.equal(
+    new Gate({ allow: ['10.0.0.0/8'], aclAction: 'refuse', rate: null }, c).check('127.0.0.1', true),
+    RCODE.REFUSED,
+  );
+  assert.equal(
+    new Gate({ allow: ['10.0.0.0/8'], aclAction: 'drop', rate: null }, c).check('127.0.0.1', false),
+    GATE_DROP,
+  );
   assert.deepEqual(c.acl, { refuse: 1, drop: 1 });
   // Allow-all and no limits: nothing to check, no gate.
   const open = { ...DEFAULTS, acl: { allow: ['0.0.0.0/0', '::/0'], action: 'refuse' as const } } as Config;
@@ -81,9 +117,16 @@ test('token bucket: burst, refill at qps, one bucket per IPv4 /32 and per IPv6 /
   const k = '192.0.2.1';
   assert.deepEqual([lim.take(k), lim.take(k), lim.take(k), lim.take(k)], [true, true, true, false]);
   assert.ok(lim.take('192.0.2.2'), 'another /32 has its own bucket');
-  now += 499; assert.equal(lim.take(k), false);
-  now += 1; assert.equal(lim.take(k), true, '2 qps: one token every 500 ms');
-  now += 60_000; assert.deepEqual([lim.take(k), lim.take(k), lim.take(k), lim.take(k)], [true, true, true, false], 'refills to burst, no more');
+  now += 499;
+  assert.equal(lim.take(k), false);
+  now += 1;
+  assert.equal(lim.take(k), true, '2 qps: one token every 500 ms');
+  now += 60_000;
+  assert.deepEqual(
+    [lim.take(k), lim.take(k), lim.take(k), lim.take(k)],
+    [true, true, true, false],
+    'refills to burst, no more',
+  );
   assert.equal(rateKey('2001:db8:1:2:aaaa::1'), rateKey('2001:db8:1:2:bbbb::2'));
   assert.notEqual(rateKey('2001:db8:1:2::1'), rateKey('2001:db8:1:3::1'));
   assert.equal(rateKey('::ffff:192.0.2.1'), '192.0.2.1', 'IPv4-mapped clients share the IPv4 bucket');
@@ -93,7 +136,15 @@ test('rate actions: refuse, drop, and tc for UDP only (TCP is never limited by t
   let now = 0;
   for (const action of ['refuse', 'drop', 'tc'] as const) {
     const c = counters();
-    const g = new Gate({ allow: DEFAULTS.acl.allow, aclAction: 'refuse', rate: { enabled: true, qps: 1, burst: 2, action }, now: () => now }, c);
+    const g = new Gate(
+      {
+        allow: DEFAULTS.acl.allow,
+        aclAction: 'refuse',
+        rate: { enabled: true, qps: 1, burst: 2, action },
+        now: () => now,
+      },
+      c,
+    );
     assert.equal(g.check('10.0.0.1', true), 0);
     assert.equal(g.check('10.0.0.1', true), 0);
     const want = action === 'refuse' ? RCODE.REFUSED : action === 'drop' ? GATE_DROP : GATE_TC;
@@ -102,14 +153,30 @@ test('rate actions: refuse, drop, and tc for UDP only (TCP is never limited by t
     assert.equal(c.ratelimited[action], action === 'tc' ? 1 : 2);
     now += 10_000;
   }
-  const off = new Gate({ allow: DEFAULTS.acl.allow, aclAction: 'refuse', rate: { ...DEFAULTS.limits.rate } }, counters());
+  const off = new Gate(
+    { allow: DEFAULTS.acl.allow, aclAction: 'refuse', rate: { ...DEFAULTS.limits.rate } },
+    counters(),
+  );
   for (let i = 0; i < 1000; i++) assert.equal(off.check('10.0.0.1', true), 0, 'limits are off by default');
 });
 
 test('memory stays bounded under a flood from many sources', () => {
   let now = 0;
-  const g = new Gate({ allow: ['0.0.0.0/0', '::/0'], aclAction: 'refuse', rate: { enabled: true, qps: 10, burst: 20, action: 'drop' }, memoSize: 500, maxBuckets: 1000, now: () => now }, counters());
-  for (let i = 0; i < 50_000; i++) { g.check(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, true); if (i % 100 === 0) now++; }
+  const g = new Gate(
+    {
+      allow: ['0.0.0.0/0', '::/0'],
+      aclAction: 'refuse',
+      rate: { enabled: true, qps: 10, burst: 20, action: 'drop' },
+      memoSize: 500,
+      maxBuckets: 1000,
+      now: () => now,
+    },
+    counters(),
+  );
+  for (let i = 0; i < 50_000; i++) {
+    g.check(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, true);
+    if (i % 100 === 0) now++;
+  }
   assert.ok(g.buckets <= 1000, `buckets ${g.buckets}`);
   // A client hammering throughout is still limited after the sweeps.
   let passed = 0;
@@ -117,7 +184,7 @@ test('memory stays bounded under a flood from many sources', () => {
   assert.equal(passed, 20, 'burst, then limited');
 });
 
-test('the TC reply is the client\'s header and question with TC, QR and RA, no records', () => {
+test("the TC reply is the client's header and question with TC, QR and RA, no records", () => {
   const q = Buffer.from('abcd01000001000000000000' + '03777777076578616d706c6500' + '00010001', 'hex');
   const p = parseQuery(q);
   assert.equal(p.kind, 'query');
@@ -136,7 +203,11 @@ test('the TC reply is the client\'s header and question with TC, QR and RA, no r
 /** A validated Config from flags and, optionally, a YAML file's text (loadConfig reads it through `readFile`). */
 function configFrom(args: string[], yaml = ''): Config {
   const file = yaml ? ['--config', 'test.yaml'] : [];
-  return loadConfig({ argv: ['--listen', '127.0.0.1:0', '--metrics', 'off', ...file, ...args], env: {}, readFile: () => yaml }).config;
+  return loadConfig({
+    argv: ['--listen', '127.0.0.1:0', '--metrics', 'off', ...file, ...args],
+    env: {},
+    readFile: () => yaml,
+  }).config;
 }
 
 async function withApp(config: Config): Promise<{ app: App; port: number }> {
@@ -162,19 +233,28 @@ test('ACL on a running proxy: a source outside acl.allow gets REFUSED (or nothin
   assert.equal(inside.answer.length, 2);
   assert.equal(app.metrics.acl.refuse, 2);
 
-  const dropCfg = configFrom(['--agent', `127.0.0.1:${sim.dnsPort}`], 'acl:\n  allow: ["127.0.0.2/32"]\n  action: drop\n');
+  const dropCfg = configFrom(
+    ['--agent', `127.0.0.1:${sim.dnsPort}`],
+    'acl:\n  allow: ["127.0.0.2/32"]\n  action: drop\n',
+  );
   const d = await withApp(dropCfg);
   t.after(() => d.app.close());
   const silent = await dig(['@127.0.0.1', '-p', String(d.port), '-b', '127.0.0.1', 'janus.service.consul', '+time=1']);
   assert.equal(silent.status, null, 'dropped: no reply at all');
   assert.equal(d.app.metrics.acl.drop, 1);
-  assert.equal((await dig(['@127.0.0.1', '-p', String(d.port), '-b', '127.0.0.2', 'janus.service.consul'])).status, 'NOERROR');
+  assert.equal(
+    (await dig(['@127.0.0.1', '-p', String(d.port), '-b', '127.0.0.2', 'janus.service.consul'])).status,
+    'NOERROR',
+  );
 });
 
 test('rate limit tc on a running proxy: UDP over the rate gets TC, dig retries over TCP and gets the answer', async (t) => {
   const sim = await startJanusCluster();
   t.after(() => sim.stop());
-  const cfg = configFrom(['--agent', `127.0.0.1:${sim.dnsPort}`], 'limits:\n  rate: {enabled: true, qps: 1, burst: 2, action: tc}\n');
+  const cfg = configFrom(
+    ['--agent', `127.0.0.1:${sim.dnsPort}`],
+    'limits:\n  rate: {enabled: true, qps: 1, burst: 2, action: tc}\n',
+  );
   const { app, port } = await withApp(cfg);
   t.after(() => app.close());
   const at = ['@127.0.0.1', '-p', String(port), '-b', '127.0.0.3'];
@@ -198,17 +278,38 @@ async function startForwarder(): Promise<{ port: number; target: number; sock: d
   const sock = dgram.createSocket('udp4');
   const out = dgram.createSocket('udp4');
   const waiting = new Map<number, dgram.RemoteInfo>();
-  const f = { port: 0, target: 0, sock, close: () => { sock.close(); out.close(); } };
+  const f = {
+    port: 0,
+    target: 0,
+    sock,
+    close: () => {
+      sock.close();
+      out.close();
+    },
+  };
   const held: [Buffer, dgram.RemoteInfo][] = [];
-  const forward = (m: Buffer, r: dgram.RemoteInfo) => { waiting.set(m.readUInt16BE(0), r); out.send(m, f.target, '127.0.0.1'); };
-  sock.on('message', (m, r) => { if (m.length < 12) return; if (f.target) forward(m, r); else held.push([m, r]); });
-  out.on('message', (m) => { const r = waiting.get(m.readUInt16BE(0)); if (r) sock.send(m, r.port, r.address); });
+  const forward = (m: Buffer, r: dgram.RemoteInfo) => {
+    waiting.set(m.readUInt16BE(0), r);
+    out.send(m, f.target, '127.0.0.1');
+  };
+  sock.on('message', (m, r) => {
+    if (m.length < 12) return;
+    if (f.target) forward(m, r);
+    else held.push([m, r]);
+  });
+  out.on('message', (m) => {
+    const r = waiting.get(m.readUInt16BE(0));
+    if (r) sock.send(m, r.port, r.address);
+  });
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
   await new Promise<void>((r) => out.bind(0, '127.0.0.1', () => r()));
   f.port = sock.address().port;
   Object.defineProperty(f, 'target', {
     get: () => tgt,
-    set: (v: number) => { tgt = v; for (const [m, r] of held.splice(0)) forward(m, r); },
+    set: (v: number) => {
+      tgt = v;
+      for (const [m, r] of held.splice(0)) forward(m, r);
+    },
   });
   let tgt = 0;
   return f;
@@ -217,7 +318,10 @@ async function startForwarder(): Promise<{ port: number; target: number; sock: d
 test('loop guard: a recursor that forwards back to us is found, its pool answers SERVFAIL at once; .consul unaffected', async (t) => {
   const sim = await startJanusCluster();
   const fwd = await startForwarder();
-  t.after(async () => { fwd.close(); await sim.stop(); });
+  t.after(async () => {
+    fwd.close();
+    await sim.stop();
+  });
   const cfg = configFrom(['--agent', `127.0.0.1:${sim.dnsPort}`, '--recursor', `127.0.0.1:${fwd.port}`]);
   const { app, port } = await withApp(cfg);
   t.after(() => app.close());
@@ -225,7 +329,9 @@ test('loop guard: a recursor that forwards back to us is found, its pool answers
   assert.ok(deps.loop, 'the app has a loop guard');
   // The guard probed at start; the forwarder held the probe until it knows where "back to us" is.
   fwd.target = port;
-  await waitFor(() => deps.pools.get('recursor') instanceof LoopedPool, { what: 'the recursor pool marked as looping' });
+  await waitFor(() => deps.pools.get('recursor') instanceof LoopedPool, {
+    what: 'the recursor pool marked as looping',
+  });
   const t0 = Date.now();
   const r = await dig(['@127.0.0.1', '-p', String(port), 'www.example', '+time=5']);
   assert.equal(r.status, 'SERVFAIL');
@@ -237,9 +343,14 @@ test('loop guard: a recursor that forwards back to us is found, its pool answers
 test('loop guard: a real recursor (unbound) is not a loop', async (t) => {
   const sim = await startJanusCluster();
   const ub = await startUnbound();
-  t.after(async () => { await ub.stop(); await sim.stop(); });
-  const cfg = configFrom(['--agent', `127.0.0.1:${sim.dnsPort}`, '--recursor', `127.0.0.1:${ub.port}`],
-    `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${ub.port}"]\n`);
+  t.after(async () => {
+    await ub.stop();
+    await sim.stop();
+  });
+  const cfg = configFrom(
+    ['--agent', `127.0.0.1:${sim.dnsPort}`, '--recursor', `127.0.0.1:${ub.port}`],
+    `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${ub.port}"]\n`,
+  );
   const { app, port } = await withApp(cfg);
   t.after(() => app.close());
   const deps = (app.proxy as unknown as { deps: QueryHandlerDeps }).deps;
@@ -255,22 +366,36 @@ test('loop guard: a real recursor (unbound) is not a loop', async (t) => {
 
 function corpusQueries(): Buffer[] {
   const dir = new URL('../../../test/fixtures/corpus/queries-dig/', import.meta.url);
-  const names = ['a-janus.service.starlings.bin', 'aaaa-mixedcase-JaNuS.SeRvIcE.CoNsUl.bin', 'srv-noedns-_janus._tcp.service.consul.bin',
-    'cookie-example.org.bin', 'nsid-subnet-example.org.bin', 'opcode15-header-only.bin', 'soa-bufsize512-consul.bin', 'edns-version1-example.org.bin'];
+  const names = [
+    'a-janus.service.starlings.bin',
+    'aaaa-mixedcase-JaNuS.SeRvIcE.CoNsUl.bin',
+    'srv-noedns-_janus._tcp.service.consul.bin',
+    'cookie-example.org.bin',
+    'nsid-subnet-example.org.bin',
+    'opcode15-header-only.bin',
+    'soa-bufsize512-consul.bin',
+    'edns-version1-example.org.bin',
+  ];
   return names.map((n) => readFileSync(new URL(n, dir)));
 }
 
 test('bounded network fuzz: 3,000 random and mutated packets over UDP and TCP; the proxy still answers', async (t) => {
   const sim = await startJanusCluster();
   const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await sim.stop(); });
+  t.after(async () => {
+    await p.stop();
+    await sim.stop();
+  });
   const seeds = corpusQueries();
   const rng = new Rng(0x5eed);
   const sock = dgram.createSocket('udp4');
   let replies = 0;
-  sock.on('message', () => { replies++; });
+  sock.on('message', () => {
+    replies++;
+  });
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  const packet = () => rng.bool(0.2) ? Buffer.from(Array.from({ length: rng.int(80) }, () => rng.int(256))) : mutate(rng.pick(seeds), rng);
+  const packet = () =>
+    rng.bool(0.2) ? Buffer.from(Array.from({ length: rng.int(80) }, () => rng.int(256))) : mutate(rng.pick(seeds), rng);
   for (let i = 0; i < 2500; i++) {
     sock.send(packet(), p.port, '127.0.0.1');
     if (i % 50 === 49) await new Promise((r) => setImmediate(r));
@@ -281,7 +406,9 @@ test('bounded network fuzz: 3,000 random and mutated packets over UDP and TCP; t
       const s = net.connect(p.port, '127.0.0.1');
       s.on('error', () => resolve());
       s.on('close', () => resolve());
-      s.on('data', () => { /* replies ignored */ });
+      s.on('data', () => {
+        /* replies ignored */
+      });
       s.on('connect', () => {
         const frames: Buffer[] = [];
         for (let i = 0; i < 50; i++) {
@@ -308,9 +435,19 @@ test('bounded network fuzz: 3,000 random and mutated packets over UDP and TCP; t
 
 test('CLI: a source outside acl.allow gets REFUSED', async (t) => {
   const sim = await startJanusCluster();
-  const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off'], { config: 'acl:\n  allow: ["127.0.0.2/32"]\n' });
-  t.after(async () => { await p.stop(); await sim.stop(); });
-  assert.equal((await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.1', 'janus.service.consul'])).status, 'REFUSED');
-  assert.equal((await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.2', 'janus.service.consul'])).status, 'NOERROR');
+  const p = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off'], {
+    config: 'acl:\n  allow: ["127.0.0.2/32"]\n',
+  });
+  t.after(async () => {
+    await p.stop();
+    await sim.stop();
+  });
+  assert.equal(
+    (await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.1', 'janus.service.consul'])).status,
+    'REFUSED',
+  );
+  assert.equal(
+    (await dig(['@127.0.0.1', '-p', String(p.port), '-b', '127.0.0.2', 'janus.service.consul'])).status,
+    'NOERROR',
+  );
 });
-

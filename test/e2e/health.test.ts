@@ -22,33 +22,98 @@ import { serviceKey } from '../../src/consul/service-key.js';
 // helpers
 
 /** The shared waitFor, with this file's (condition, what, timeout) argument order. */
-const waitUntil = (fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> => waitFor(fn, { what, timeoutMs, intervalMs: 5 });
+const waitUntil = (fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> =>
+  waitFor(fn, { what, timeoutMs, intervalMs: 5 });
 
 type Status = 'passing' | 'warning' | 'critical';
 interface InstSpec {
-  node: string; addr: string; port: number; status?: Status; nodeStatus?: Status;
-  tags?: string[]; weights?: { Passing: number; Warning: number }; svcAddr?: string; output?: string;
+  node: string;
+  addr: string;
+  port: number;
+  status?: Status;
+  nodeStatus?: Status;
+  tags?: string[];
+  weights?: { Passing: number; Warning: number };
+  svcAddr?: string;
+  output?: string;
   extraChecks?: { CheckID: string; Status: Status; ServiceName?: string }[];
 }
 /** One /v1/health/service entry, shaped like Consul's (health.mdx). */
 function inst(service: string, s: InstSpec): unknown {
   const id = `${service}-${s.node}-${s.port}`;
   return {
-    Node: { ID: `id-${s.node}`, Node: s.node, Address: s.addr, Datacenter: 'dc1',
-      TaggedAddresses: { lan: s.addr, wan: s.addr }, Meta: { 'consul-network-segment': '' }, CreateIndex: 5, ModifyIndex: 5 },
-    Service: { ID: id, Service: service, Tags: s.tags ?? [], Address: s.svcAddr ?? '', Meta: {}, Port: s.port,
-      Weights: s.weights ?? { Passing: 1, Warning: 1 }, EnableTagOverride: false, CreateIndex: 7, ModifyIndex: 7 },
+    Node: {
+      ID: `id-${s.node}`,
+      Node: s.node,
+      Address: s.addr,
+      Datacenter: 'dc1',
+      TaggedAddresses: { lan: s.addr, wan: s.addr },
+      Meta: { 'consul-network-segment': '' },
+      CreateIndex: 5,
+      ModifyIndex: 5,
+    },
+    Service: {
+      ID: id,
+      Service: service,
+      Tags: s.tags ?? [],
+      Address: s.svcAddr ?? '',
+      Meta: {},
+      Port: s.port,
+      Weights: s.weights ?? { Passing: 1, Warning: 1 },
+      EnableTagOverride: false,
+      CreateIndex: 7,
+      ModifyIndex: 7,
+    },
     Checks: [
-      { Node: s.node, CheckID: 'serfHealth', Name: 'Serf Health Status', Status: s.nodeStatus ?? 'passing', Notes: '',
-        Output: 'Agent alive and reachable', ServiceID: '', ServiceName: '', ServiceTags: [], Type: '', CreateIndex: 5, ModifyIndex: 5 },
-      { Node: s.node, CheckID: `service:${id}`, Name: 'check', Status: s.status ?? 'passing', Notes: '',
-        Output: s.output ?? 'ok', ServiceID: id, ServiceName: service, ServiceTags: s.tags ?? [], Type: 'ttl', CreateIndex: 7, ModifyIndex: 7 },
-      ...(s.extraChecks ?? []).map((c) => ({ Node: s.node, ServiceID: '', ServiceName: '', Output: '', Notes: '', ...c })),
+      {
+        Node: s.node,
+        CheckID: 'serfHealth',
+        Name: 'Serf Health Status',
+        Status: s.nodeStatus ?? 'passing',
+        Notes: '',
+        Output: 'Agent alive and reachable',
+        ServiceID: '',
+        ServiceName: '',
+        ServiceTags: [],
+        Type: '',
+        CreateIndex: 5,
+        ModifyIndex: 5,
+      },
+      {
+        Node: s.node,
+        CheckID: `service:${id}`,
+        Name: 'check',
+        Status: s.status ?? 'passing',
+        Notes: '',
+        Output: s.output ?? 'ok',
+        ServiceID: id,
+        ServiceName: service,
+        ServiceTags: s.tags ?? [],
+        Type: 'ttl',
+        CreateIndex: 7,
+        ModifyIndex: 7,
+      },
+      ...(s.extraChecks ?? []).map((c) => ({
+        Node: s.node,
+        ServiceID: '',
+        ServiceName: '',
+        Output: '',
+        Notes: '',
+        ...c,
+      })),
     ],
   };
 }
 
-interface Seen { path: string; service: string; index: number | null; wait: string | null; dc: string | null; token: string | undefined; at: number }
+interface Seen {
+  path: string;
+  service: string;
+  index: number | null;
+  wait: string | null;
+  dc: string | null;
+  token: string | undefined;
+  at: number;
+}
 
 /** Fake Consul HTTP API: blocking /v1/health/service/<name>. */
 class FakeConsul {
@@ -66,8 +131,14 @@ class FakeConsul {
   constructor(tls?: { key: Buffer; cert: Buffer }) {
     const h = (req: http.IncomingMessage, res: http.ServerResponse): void => this.handle(req, res);
     this.server = tls ? https.createServer(tls, h) : http.createServer(h);
-    this.server.on('connection', (s: net.Socket) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
-    this.server.on('secureConnection', (s: net.Socket) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
+    this.server.on('connection', (s: net.Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    this.server.on('secureConnection', (s: net.Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
   }
 
   async listen(port = 0): Promise<this> {
@@ -75,40 +146,102 @@ class FakeConsul {
     this.port = (this.server.address() as net.AddressInfo).port;
     return this;
   }
-  get url(): string { return `${this.server instanceof https.Server ? 'https' : 'http'}://127.0.0.1:${this.port}`; }
+  get url(): string {
+    return `${this.server instanceof https.Server ? 'https' : 'http'}://127.0.0.1:${this.port}`;
+  }
 
   /** A write: new index, blocked queries return. */
-  set(service: string, entries: unknown[]): void { this.data.set(service, entries); this.write(); }
-  write(): void { this.index++; this.wake(); }
+  set(service: string, entries: unknown[]): void {
+    this.data.set(service, entries);
+    this.write();
+  }
+  write(): void {
+    this.index++;
+    this.wake();
+  }
   /** Index goes backwards (snapshot restore). Wakes blocked queries so they see it. */
-  restore(toIndex: number): void { this.index = toIndex; for (const w of [...this.waiters]) { this.waiters.delete(w); w.fire(); } }
-  private wake(): void { for (const w of [...this.waiters]) if (this.index > w.min) { this.waiters.delete(w); w.fire(); } }
-  requests(service?: string): Seen[] { return service ? this.seen.filter((s) => s.service === service) : this.seen; }
+  restore(toIndex: number): void {
+    this.index = toIndex;
+    for (const w of [...this.waiters]) {
+      this.waiters.delete(w);
+      w.fire();
+    }
+  }
+  private wake(): void {
+    for (const w of [...this.waiters])
+      if (this.index > w.min) {
+        this.waiters.delete(w);
+        w.fire();
+      }
+  }
+  requests(service?: string): Seen[] {
+    return service ? this.seen.filter((s) => s.service === service) : this.seen;
+  }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const u = new URL(req.url ?? '/', 'http://x');
     const m = /^\/v1\/health\/service\/([^/]+)$/.exec(u.pathname);
     const idx = u.searchParams.get('index');
-    const seen: Seen = { path: req.url ?? '', service: m ? decodeURIComponent(m[1] as string) : '', index: idx === null ? null : Number(idx),
-      wait: u.searchParams.get('wait'), dc: u.searchParams.get('dc'), token: req.headers['x-consul-token'] as string | undefined, at: Date.now() };
+    const seen: Seen = {
+      path: req.url ?? '',
+      service: m ? decodeURIComponent(m[1] as string) : '',
+      index: idx === null ? null : Number(idx),
+      wait: u.searchParams.get('wait'),
+      dc: u.searchParams.get('dc'),
+      token: req.headers['x-consul-token'] as string | undefined,
+      at: Date.now(),
+    };
     this.seen.push(seen);
     if (this.fault === 'hang') return; // never answered; destroyed by close()
-    if (this.fault === '500') { res.writeHead(500, { 'content-type': 'text/plain' }); res.end('rpc error: No cluster leader'); return; }
-    if (!m) { res.writeHead(404); res.end(); return; }
+    if (this.fault === '500') {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('rpc error: No cluster leader');
+      return;
+    }
+    if (!m) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
     const reply = (): void => {
-      if (this.fault === '500') { res.writeHead(500, { 'content-type': 'text/plain' }); res.end('rpc error: No cluster leader'); return; }
+      if (this.fault === '500') {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('rpc error: No cluster leader');
+        return;
+      }
       const headers: Record<string, string> = { 'content-type': 'application/json', 'x-consul-knownleader': 'true' };
       if (this.fault !== 'noindex') headers['x-consul-index'] = String(this.index);
       res.writeHead(200, headers);
       res.end(JSON.stringify(this.data.get(seen.service) ?? []));
     };
-    if (this.fault === 'spin') { this.index++; reply(); return; }
-    if (idx === null || this.index > Number(idx)) { reply(); return; }
-    const waitMs = /^(\d+)s$/.test(seen.wait ?? '') ? Number(/^(\d+)s$/.exec(seen.wait as string)?.[1]) * 1000 : 300_000;
-    const w = { min: Number(idx), fire: (): void => { clearTimeout(timer); reply(); } };
-    const timer = setTimeout(() => { this.waiters.delete(w); reply(); }, waitMs);
+    if (this.fault === 'spin') {
+      this.index++;
+      reply();
+      return;
+    }
+    if (idx === null || this.index > Number(idx)) {
+      reply();
+      return;
+    }
+    const waitMs = /^(\d+)s$/.test(seen.wait ?? '')
+      ? Number(/^(\d+)s$/.exec(seen.wait as string)?.[1]) * 1000
+      : 300_000;
+    const w = {
+      min: Number(idx),
+      fire: (): void => {
+        clearTimeout(timer);
+        reply();
+      },
+    };
+    const timer = setTimeout(() => {
+      this.waiters.delete(w);
+      reply();
+    }, waitMs);
     this.waiters.add(w);
-    res.on('close', () => { clearTimeout(timer); this.waiters.delete(w); });
+    res.on('close', () => {
+      clearTimeout(timer);
+      this.waiters.delete(w);
+    });
   }
 
   async close(): Promise<void> {
@@ -128,13 +261,24 @@ async function closedPort(): Promise<number> {
   return p;
 }
 
-interface Harness { w: HealthWatcher; changes: { service: string; instances: number; index: number; at: number; dc?: string }[]; live: [string, boolean][] }
+interface Harness {
+  w: HealthWatcher;
+  changes: { service: string; instances: number; index: number; at: number; dc?: string }[];
+  live: [string, boolean][];
+}
 function watcher(urls: string[], over: Partial<WatchOptions> = {}): Harness {
   const changes: Harness['changes'] = [];
   const live: Harness['live'] = [];
   const w = new HealthWatcher({
-    httpUrls: urls, onlyPassing: false, minIntervalMs: 10, idleMs: 300_000, maxWatches: 256, waitSeconds: 5,
-    backoffBaseMs: 20, backoffMaxMs: 200, timeoutMarginMs: 1000,
+    httpUrls: urls,
+    onlyPassing: false,
+    minIntervalMs: 10,
+    idleMs: 300_000,
+    maxWatches: 256,
+    waitSeconds: 5,
+    backoffBaseMs: 20,
+    backoffMaxMs: 200,
+    timeoutMarginMs: 1000,
     onChange: (service, d) => {
       const c: Harness['changes'][number] = { service, instances: d.instances, index: d.index, at: performance.now() };
       if (d.dc !== undefined) c.dc = d.dc;
@@ -161,7 +305,9 @@ test('dnsView: any critical check hides the instance, node checks included', () 
   assert.equal(dnsView(two('passing', { nodeStatus: 'critical' }), false).instances, 1, 'serfHealth critical');
   const maint = two('passing', { extraChecks: [{ CheckID: '_node_maintenance', Status: 'critical' }] });
   assert.equal(dnsView(maint, false).instances, 1, '_node_maintenance');
-  const smaint = two('passing', { extraChecks: [{ CheckID: '_service_maintenance:web-n1-80', Status: 'critical', ServiceName: 'web' }] });
+  const smaint = two('passing', {
+    extraChecks: [{ CheckID: '_service_maintenance:web-n1-80', Status: 'critical', ServiceName: 'web' }],
+  });
   assert.equal(dnsView(smaint, false).instances, 1, '_service_maintenance');
   assert.equal(dnsView([], false).instances, 0);
   assert.throws(() => dnsView({}, false), { code: 'CDP_ERR_CONSUL_BAD_BODY' });
@@ -174,13 +320,16 @@ test('dnsView: warning is served unless onlyPassing; weight follows Weights.Warn
   assert.equal(warn.hash, pass.hash, 'passing→warning with equal weights: DNS shows the same thing');
   assert.equal(dnsView(two('warning'), true).instances, 1, 'only_passing drops warning');
   const w = { Passing: 10, Warning: 1 };
-  assert.notEqual(dnsView(two('warning', { weights: w }), false).hash, dnsView(two('passing', { weights: w }), false).hash,
-    'SRV weight changes 10→1');
+  assert.notEqual(
+    dnsView(two('warning', { weights: w }), false).hash,
+    dnsView(two('passing', { weights: w }), false).hash,
+    'SRV weight changes 10→1',
+  );
   // findWeight: maintenance or critical → 0, unknown status → 1, no checks → Passing weight.
   const svc = { Service: 'web', Weights: { Passing: 7, Warning: 3 } };
   assert.equal(dnsWeight(svc, []), 7);
   assert.equal(dnsWeight(svc, [{ Status: 'warning', ServiceName: 'web' }]), 3);
-  assert.equal(dnsWeight(svc, [{ Status: 'warning', ServiceName: 'other' }]), 7, 'other services\' checks do not count');
+  assert.equal(dnsWeight(svc, [{ Status: 'warning', ServiceName: 'other' }]), 7, "other services' checks do not count");
   assert.equal(dnsWeight(svc, [{ Status: 'bogus', ServiceName: '' }]), 1);
   assert.equal(dnsWeight(svc, [{ CheckID: '_node_maintenance', Status: 'critical' }]), 0);
   assert.equal(dnsWeight({ Service: 'web' }, []), 1, 'no Weights: 1/1');
@@ -195,15 +344,34 @@ test('dnsView: order, check output and indexes are not DNS-visible; address, por
   assert.notEqual(dnsView(two('passing', { addr: '10.0.0.9' }), false).hash, base, 'node address');
   assert.notEqual(dnsView(two('passing', { svcAddr: '10.1.1.1' }), false).hash, base, 'service address');
   assert.notEqual(dnsView(two('passing', { tags: ['primary'] }), false).hash, base, 'tags');
-  assert.equal(dnsView(two('passing', { tags: ['a', 'b'] }), false).hash, dnsView(two('passing', { tags: ['b', 'a'] }), false).hash, 'tag order');
+  assert.equal(
+    dnsView(two('passing', { tags: ['a', 'b'] }), false).hash,
+    dnsView(two('passing', { tags: ['b', 'a'] }), false).hash,
+    'tag order',
+  );
 });
 
 test('backoffDelay: exponential, capped, jittered within [d/2, d]', () => {
-  assert.equal(backoffDelay(1, 100, 1000, () => 0), 50);
-  assert.equal(backoffDelay(1, 100, 1000, () => 1), 100);
-  assert.equal(backoffDelay(3, 100, 1000, () => 0), 200);
-  assert.equal(backoffDelay(20, 100, 1000, () => 0.5), 750);
-  assert.equal(backoffDelay(10_000, 250, 30_000, () => 1), 30_000);
+  assert.equal(
+    backoffDelay(1, 100, 1000, () => 0),
+    50,
+  );
+  assert.equal(
+    backoffDelay(1, 100, 1000, () => 1),
+    100,
+  );
+  assert.equal(
+    backoffDelay(3, 100, 1000, () => 0),
+    200,
+  );
+  assert.equal(
+    backoffDelay(20, 100, 1000, () => 0.5),
+    750,
+  );
+  assert.equal(
+    backoffDelay(10_000, 250, 30_000, () => 1),
+    30_000,
+  );
   assert.equal(serviceKey('web'), 'web');
   assert.equal(serviceKey('web', 'dc2'), 'web@dc2');
 });
@@ -215,7 +383,10 @@ test('first reply makes the watch live without onChange; a critical instance cal
   const c = await new FakeConsul().listen();
   c.set('web', two());
   const h = watcher([c.url], { token: 's3cr3t' });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
 
   assert.equal(h.w.isLive('web'), false);
   h.w.ensure('web');
@@ -240,7 +411,13 @@ test('first reply makes the watch live without onChange; a critical instance cal
   assert.equal(h.changes[0]?.index, c.index);
   assert.equal(h.w.changes, 1);
   assert.ok(c.requests('web').every((s) => s.token === 's3cr3t'));
-  assert.ok(c.requests('web').slice(1).every((s) => s.index !== null && s.index >= 1 && s.wait === '5s'), 'blocking with wait after the first reply');
+  assert.ok(
+    c
+      .requests('web')
+      .slice(1)
+      .every((s) => s.index !== null && s.index >= 1 && s.wait === '5s'),
+    'blocking with wait after the first reply',
+  );
 
   // Back to passing: a change again.
   c.set('web', two());
@@ -252,7 +429,10 @@ test('warning with equal weights and an index bump change nothing DNS-visible: n
   const c = await new FakeConsul().listen();
   c.set('web', two());
   const h = watcher([c.url]);
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live');
 
@@ -280,7 +460,10 @@ test('onlyPassing: warning hides the instance', async (t) => {
   const c = await new FakeConsul().listen();
   c.set('web', two());
   const h = watcher([c.url], { onlyPassing: true });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live');
   c.set('web', two('warning'));
@@ -293,17 +476,28 @@ test('index going backwards resets to 0: next request blocks on index 1, not 0; 
   c.index = 500;
   c.set('web', two());
   const h = watcher([c.url]);
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => c.requests('web').some((s) => s.index === 501), 'blocked on 501');
   const before = c.requests('web').length;
   c.restore(7); // snapshot restore: same data, lower index
   await waitUntil(() => c.requests('web').some((s) => s.index === 7), 'blocked on the restored index');
-  const after = c.requests('web').slice(before).map((s) => s.index);
+  const after = c
+    .requests('web')
+    .slice(before)
+    .map((s) => s.index);
   assert.deepEqual(after.slice(0, 2), [1, 7], 'reset: index=1 (never 0), then the new index');
   assert.equal(h.w.resets, 1);
   assert.equal(h.changes.length, 0, 'same data after reset: no change (the consul package emits twice here)');
-  assert.ok(c.requests('web').slice(1).every((s) => s.index !== 0));
+  assert.ok(
+    c
+      .requests('web')
+      .slice(1)
+      .every((s) => s.index !== 0),
+  );
   // And changes keep flowing after the reset.
   c.set('web', two('critical'));
   await waitUntil(() => h.changes.length === 1, 'change after reset');
@@ -314,7 +508,10 @@ test('HTTP 500: not live, jittered exponential backoff; recovery makes it live a
   c.set('web', two());
   let r = 0;
   const h = watcher([c.url], { backoffBaseMs: 40, backoffMaxMs: 320, random: () => [0, 1, 0.5][r++ % 3] as number });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live');
   await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
@@ -325,14 +522,21 @@ test('HTTP 500: not live, jittered exponential backoff; recovery makes it live a
   await waitUntil(() => !h.w.isLive('web'), 'not live after 500');
   assert.deepEqual(h.live.at(-1), ['web', false]);
   await waitUntil(() => c.requests('web').length >= n0 + 6, 'six failing requests');
-  const at = c.requests('web').slice(n0).map((s) => s.at);
+  const at = c
+    .requests('web')
+    .slice(n0)
+    .map((s) => s.at);
   const gaps = at.slice(1).map((v, i) => v - (at[i] as number));
   // The woken blocked request is failure 1 (delay 20 ms). Failures 2..6 then wait d/2 + random·d/2 with
   // d = 40·2^(n-1) capped at 320 and random 1, 0.5, 0, 1, 0.5: 80, 120, 160, 320, 240 ms.
   const expected = [80, 120, 160, 320, 240];
   // Lower bounds only (a loaded machine can only make gaps longer); server-side arrival times, so
   // allow for connection latency differences.
-  gaps.slice(0, 5).forEach((g, i) => assert.ok(g >= (expected[i] as number) * 0.8, `gap ${i} = ${g.toFixed(1)} ms ≥ 0.8 × ${expected[i]} ms`));
+  gaps
+    .slice(0, 5)
+    .forEach((g, i) =>
+      assert.ok(g >= (expected[i] as number) * 0.8, `gap ${i} = ${g.toFixed(1)} ms ≥ 0.8 × ${expected[i]} ms`),
+    );
   t.diagnostic(`backoff gaps (ms): ${gaps.map((g) => g.toFixed(0)).join(' ')}`);
   assert.equal(h.changes.length, 0);
   assert.ok(h.w.errors >= 5);
@@ -348,7 +552,10 @@ test('reply without X-Consul-Index is an error (no busy loop), not the end of th
   c.set('web', two());
   c.fault = 'noindex';
   const h = watcher([c.url]);
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => c.requests('web').length >= 3, 'retries');
   assert.equal(h.w.isLive('web'), false);
@@ -363,10 +570,18 @@ test('fails over to the second URL when the first refuses, and goes back to the 
   const a = new FakeConsul();
   a.set('web', two());
   const h = watcher([`http://127.0.0.1:${port}`, b.url], { failbackMs: 150, probeWaitSeconds: 1, waitSeconds: 1 });
-  t.after(async () => { await h.w.stop(); await b.close(); await a.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await b.close();
+    await a.close();
+  });
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live via the second URL');
-  assert.equal(h.live.filter(([, l]) => !l).length, 0, 'a refused first URL with a working second never made the watch not-live');
+  assert.equal(
+    h.live.filter(([, l]) => !l).length,
+    0,
+    'a refused first URL with a working second never made the watch not-live',
+  );
   await waitUntil(() => b.requests('web').some((s) => s.index === b.index), 'blocking on the second URL');
   b.set('web', two('critical'));
   await waitUntil(() => h.changes.length === 1, 'change seen through the second URL');
@@ -386,7 +601,11 @@ test('a hung agent is abandoned after the request budget and the next URL is use
   const b = await new FakeConsul().listen();
   b.set('web', two());
   const h = watcher([a.url, b.url], { timeoutMarginMs: 150 });
-  t.after(async () => { await h.w.stop(); await a.close(); await b.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await a.close();
+    await b.close();
+  });
   const t0 = performance.now();
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live via the second URL');
@@ -398,7 +617,10 @@ test('datacenter: ?dc= is sent and watches are keyed per dc', async (t) => {
   const c = await new FakeConsul().listen();
   c.set('web', two());
   const h = watcher([c.url]);
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web', 'dc2');
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web', 'dc2') && h.w.isLive('web'), 'both live');
@@ -416,7 +638,10 @@ test('idle watches stop; touch() keeps a watch alive', async (t) => {
   c.set('web', two());
   c.set('api', two());
   const h = watcher([c.url], { idleMs: 120 });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   h.w.ensure('api');
   await waitUntil(() => h.w.isLive('web') && h.w.isLive('api'), 'live');
@@ -424,10 +649,15 @@ test('idle watches stop; touch() keeps a watch alive', async (t) => {
   const touching = setInterval(() => h.w.touch('api'), 10);
   try {
     await waitUntil(() => h.w.size === 1, 'idle web watch stopped');
-  } finally { clearInterval(touching); }
+  } finally {
+    clearInterval(touching);
+  }
   assert.equal(h.w.isLive('web'), false);
   assert.equal(h.w.isLive('api'), true, 'touched watch still running');
-  assert.ok(h.live.some(([s, l]) => s === 'web' && !l), 'onLiveChange(false) on idle stop');
+  assert.ok(
+    h.live.some(([s, l]) => s === 'web' && !l),
+    'onLiveChange(false) on idle stop',
+  );
   await waitUntil(() => h.w.size === 0, 'untouched api watch stops too');
   h.w.touch('web'); // touch of a stopped watch is a no-op
   assert.equal(h.w.size, 0);
@@ -437,8 +667,14 @@ test('maxWatches: beyond the cap no watch starts and isLive stays false', async 
   const c = await new FakeConsul().listen();
   for (const s of ['a', 'b', 'c']) c.set(s, two());
   const h = watcher([c.url], { maxWatches: 2 });
-  t.after(async () => { await h.w.stop(); await c.close(); });
-  h.w.ensure('a'); h.w.ensure('b'); h.w.ensure('c'); h.w.ensure('a');
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
+  h.w.ensure('a');
+  h.w.ensure('b');
+  h.w.ensure('c');
+  h.w.ensure('a');
   assert.equal(h.w.size, 2);
   assert.equal(h.w.rejected, 1);
   await waitUntil(() => h.w.isLive('a') && h.w.isLive('b'), 'a and b live');
@@ -452,7 +688,10 @@ test('minimum interval: a server that answers at once with a new index each time
   c.fault = 'spin';
   const minIntervalMs = 50;
   const h = watcher([c.url], { minIntervalMs });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   const t0 = performance.now();
   h.w.ensure('web');
   await waitUntil(() => c.requests('web').length >= 8, 'eight requests');
@@ -469,7 +708,10 @@ test('minimum interval never delays the first reaction: after a long block the n
   c.set('web', two());
   const minIntervalMs = 200;
   const h = watcher([c.url], { minIntervalMs });
-  t.after(async () => { await h.w.stop(); await c.close(); });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
   h.w.ensure('web');
   // The request right after the (non-blocking) first reply is held back: the first started < 200 ms ago.
   await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
@@ -492,24 +734,56 @@ test('https with caFile: TLS options reach the agent; a wrong CA fails, insecure
   const dir = mkdtempSync(join(tmpdir(), 'health-tls-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')],
-    { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
   } catch {
     t.skip('openssl not available');
     return;
   }
-  const c = await new FakeConsul({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }).listen();
+  const c = await new FakeConsul({
+    key: readFileSync(join(dir, 'key.pem')),
+    cert: readFileSync(join(dir, 'cert.pem')),
+  }).listen();
   c.set('web', two());
   const good = watcher([c.url], { tls: { caFile: join(dir, 'cert.pem') } });
   const bad = watcher([c.url]);
   const skip = watcher([c.url], { tls: { insecureSkipVerify: true } });
-  t.after(async () => { await good.w.stop(); await bad.w.stop(); await skip.w.stop(); await c.close(); });
-  good.w.ensure('web'); bad.w.ensure('web'); skip.w.ensure('web');
+  t.after(async () => {
+    await good.w.stop();
+    await bad.w.stop();
+    await skip.w.stop();
+    await c.close();
+  });
+  good.w.ensure('web');
+  bad.w.ensure('web');
+  skip.w.ensure('web');
   await waitUntil(() => good.w.isLive('web') && skip.w.isLive('web'), 'live over TLS');
   await waitUntil(() => bad.w.errors >= 1, 'untrusted certificate refused');
   assert.equal(bad.w.isLive('web'), false);
-  assert.throws(() => watcher(['https://127.0.0.1:1'], { tls: { caFile: join(dir, 'missing.pem') } }), { code: 'CDP_ERR_CONSUL_TLS_FILE' });
+  assert.throws(() => watcher(['https://127.0.0.1:1'], { tls: { caFile: join(dir, 'missing.pem') } }), {
+    code: 'CDP_ERR_CONSUL_TLS_FILE',
+  });
 });
 
 test('stop() aborts blocked requests and leaves no timers or sockets behind', async () => {
@@ -517,7 +791,9 @@ test('stop() aborts blocked requests and leaves no timers or sockets behind', as
   for (const s of ['a', 'b', 'c']) c.set(s, two());
   const h = watcher([c.url]);
   const before = new Set(process.getActiveResourcesInfo());
-  h.w.ensure('a'); h.w.ensure('b'); h.w.ensure('c');
+  h.w.ensure('a');
+  h.w.ensure('b');
+  h.w.ensure('c');
   await waitUntil(() => ['a', 'b', 'c'].every((s) => c.requests(s).some((x) => x.index === c.index)), 'all blocking');
   await h.w.stop();
   assert.equal(h.w.size, 0);
@@ -525,22 +801,44 @@ test('stop() aborts blocked requests and leaves no timers or sockets behind', as
   h.w.ensure('d'); // after stop: nothing starts
   assert.equal(h.w.size, 0);
   await c.close();
-  await waitUntil(() => {
-    const r = process.getActiveResourcesInfo();
-    return !r.includes('TCPSocketWrap') && r.filter((x) => x === 'Timeout').length <= [...before].filter((x) => x === 'Timeout').length;
-  }, 'no sockets or extra timers', 2000);
+  await waitUntil(
+    () => {
+      const r = process.getActiveResourcesInfo();
+      return (
+        !r.includes('TCPSocketWrap') &&
+        r.filter((x) => x === 'Timeout').length <= [...before].filter((x) => x === 'Timeout').length
+      );
+    },
+    'no sockets or extra timers',
+    2000,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
 // Against the team's Consul simulator (test/support/consul-sim/)
 
-async function simWatch(t: { after: (fn: () => Promise<void>) => void }, over: Partial<WatchOptions> = {}, simOpts: Parameters<typeof startSim>[0] = {}) {
+async function simWatch(
+  t: { after: (fn: () => Promise<void>) => void },
+  over: Partial<WatchOptions> = {},
+  simOpts: Parameters<typeof startSim>[0] = {},
+) {
   const sim = await startSim(simOpts);
   for (const n of [1, 2, 3]) {
-    sim.register({ id: `web-${n}`, name: 'web', node: `node-${n}`, nodeAddress: `127.0.0.${10 + n}`, port: 8080, tags: ['v1'], status: 'passing' });
+    sim.register({
+      id: `web-${n}`,
+      name: 'web',
+      node: `node-${n}`,
+      nodeAddress: `127.0.0.${10 + n}`,
+      port: 8080,
+      tags: ['v1'],
+      status: 'passing',
+    });
   }
   const h = watcher([`http://127.0.0.1:${sim.httpPort}`], over);
-  t.after(async () => { await h.w.stop(); await sim.stop(); });
+  t.after(async () => {
+    await h.w.stop();
+    await sim.stop();
+  });
   h.w.ensure('web');
   await waitUntil(() => h.w.isLive('web'), 'live against the simulator');
   return { sim, h };
@@ -564,7 +862,9 @@ test('simulator: critical/passing flips are reported within one round trip (lag 
     await waitUntil(() => sim.httpRequests > reqs, 'next blocking request');
   }
   lags.sort((a, b) => a - b);
-  t.diagnostic(`simulator setHealth → onChange lag over 20 flips: median ${(lags[10] as number).toFixed(2)} ms, worst ${(lags[19] as number).toFixed(2)} ms`);
+  t.diagnostic(
+    `simulator setHealth → onChange lag over 20 flips: median ${(lags[10] as number).toFixed(2)} ms, worst ${(lags[19] as number).toFixed(2)} ms`,
+  );
 
   const n = h.changes.length;
   let before = sim.httpRequests;

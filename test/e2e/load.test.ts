@@ -24,7 +24,12 @@ function answer(q: Buffer): Buffer {
   return r;
 }
 
-interface Responder { port: number; udpSeen: number; tcpSeen: number; close(): Promise<void> }
+interface Responder {
+  port: number;
+  udpSeen: number;
+  tcpSeen: number;
+  close(): Promise<void>;
+}
 
 /**
  * Names `drop-*` get no answer. Over TCP, the first time it reads `close-*` it closes the
@@ -59,8 +64,15 @@ async function startResponder(port = 0): Promise<Responder> {
         seenOnce.add(name);
         const r = answer(q);
         const framed = Buffer.concat([Buffer.from([r.length >> 8, r.length & 0xff]), r]);
-        if (name.startsWith('close-') && first) { s.end(); return; }
-        if (name.startsWith('mid-') && first) { s.write(framed.subarray(0, 5)); setTimeout(() => s.destroy(), 50); return; }
+        if (name.startsWith('close-') && first) {
+          s.end();
+          return;
+        }
+        if (name.startsWith('mid-') && first) {
+          s.write(framed.subarray(0, 5));
+          setTimeout(() => s.destroy(), 50);
+          return;
+        }
         s.write(framed);
       }
     });
@@ -68,11 +80,18 @@ async function startResponder(port = 0): Promise<Responder> {
   await new Promise<void>((res) => tcp.listen(udp.address().port, '127.0.0.1', () => res()));
   return {
     port: udp.address().port,
-    get udpSeen() { return state.udpSeen; },
-    get tcpSeen() { return state.tcpSeen; },
+    get udpSeen() {
+      return state.udpSeen;
+    },
+    get tcpSeen() {
+      return state.tcpSeen;
+    },
     async close() {
       for (const c of conns) c.destroy();
-      await Promise.all([new Promise<void>((r) => udp.close(() => r())), new Promise<void>((r) => tcp.close(() => r()))]);
+      await Promise.all([
+        new Promise<void>((r) => udp.close(() => r())),
+        new Promise<void>((r) => tcp.close(() => r())),
+      ]);
     },
   };
 }
@@ -82,7 +101,14 @@ const q = (name: string) => queryMessage(0, `${name}.example.`, TYPE.A);
 test('UDP load: dropped queries are unanswered, the rest answered, each counted once', async (t) => {
   const r = await startResponder();
   t.after(() => r.close());
-  const load = udpLoad({ host: '127.0.0.1', port: r.port, qps: 200, durationMs: 500, timeoutMs: 600, query: (n) => q(n % 10 === 3 ? `drop-${n}` : `ok-${n}`) });
+  const load = udpLoad({
+    host: '127.0.0.1',
+    port: r.port,
+    qps: 200,
+    durationMs: 500,
+    timeoutMs: 600,
+    query: (n) => q(n % 10 === 3 ? `drop-${n}` : `ok-${n}`),
+  });
   const s = await load.done;
   assert.equal(s.sent, 100);
   assert.equal(r.udpSeen, 100);
@@ -96,7 +122,14 @@ test('UDP load: dropped queries are unanswered, the rest answered, each counted 
 
 test('UDP load: a port nothing is bound to counts every query refused (ICMP), none unanswered', async () => {
   const port = await freePort();
-  const s = await udpLoad({ host: '127.0.0.1', port, qps: 100, durationMs: 200, timeoutMs: 1000, query: (n) => q(`ok-${n}`) }).done;
+  const s = await udpLoad({
+    host: '127.0.0.1',
+    port,
+    qps: 100,
+    durationMs: 200,
+    timeoutMs: 1000,
+    query: (n) => q(`ok-${n}`),
+  }).done;
   assert.equal(s.sent, 20);
   assert.equal(s.refused, 20);
   assert.equal(s.unanswered, 0);
@@ -123,8 +156,10 @@ test('TCP client: pipelines, resends only what was outstanding at a close, count
   assert.equal(close.resends, 1);
   assert.equal(drop.outcome, 'unanswered');
   assert.equal(drop.resends, 1);
-  assert.deepEqual([s.answered, s.unanswered, s.resends, s.closes, s.closesWithOutstanding, s.closesMidAnswer, s.connects],
-    [11, 1, 2, 1, 1, 0, 2]);
+  assert.deepEqual(
+    [s.answered, s.unanswered, s.resends, s.closes, s.closesWithOutstanding, s.closesMidAnswer, s.connects],
+    [11, 1, 2, 1, 1, 0, 2],
+  );
 
   const mid = c.send(q('mid-c'));
   await c.whenIdle();

@@ -19,7 +19,15 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MetricsError } from '../../src/errors.js';
-import { Metrics, SOURCE, TRANSPORT, PREFIX, DROPPED_DEFAULT_METRICS, MAX_SERVICE_LABELS, foldServices } from '../../src/observability/metrics.js';
+import {
+  Metrics,
+  SOURCE,
+  TRANSPORT,
+  PREFIX,
+  DROPPED_DEFAULT_METRICS,
+  MAX_SERVICE_LABELS,
+  foldServices,
+} from '../../src/observability/metrics.js';
 import { AdminError } from '../../src/errors.js';
 import { startAdmin, createAdminHandler, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
 import { isLoopback } from '../../src/net/address.js';
@@ -32,7 +40,11 @@ const ZONES = ['consul', 'alias', 'recursor', 'corp.'];
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-interface Resp { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Resp {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
 function httpCall(address: string, method: string, path: string): Promise<Resp> {
   const i = address.lastIndexOf(':');
@@ -42,7 +54,9 @@ function httpCall(address: string, method: string, path: string): Promise<Resp> 
     const req = request({ host, port, method, path, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -51,14 +65,21 @@ function httpCall(address: string, method: string, path: string): Promise<Resp> 
   });
 }
 
-interface Family { type: string; help: string; samples: Map<string, number> }
+interface Family {
+  type: string;
+  help: string;
+  samples: Map<string, number>;
+}
 
 /** Prometheus text format → families keyed by name; sample keys are `name{k="v",...}` with sorted labels. */
 function parseExposition(text: string): Map<string, Family> {
   const fams = new Map<string, Family>();
   const fam = (name: string): Family => {
     let f = fams.get(name);
-    if (f === undefined) { f = { type: 'untyped', help: '', samples: new Map() }; fams.set(name, f); }
+    if (f === undefined) {
+      f = { type: 'untyped', help: '', samples: new Map() };
+      fams.set(name, f);
+    }
     return f;
   };
   let current = '';
@@ -73,18 +94,27 @@ function parseExposition(text: string): Map<string, Family> {
     }
     m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     assert.ok(m, `unparsable exposition line: ${line}`);
-    const labels = [...(m[2] ?? '').matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)].map((x) => `${x[1]}="${x[2]}"`).sort();
+    const labels = [...(m[2] ?? '').matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)]
+      .map((x) => `${x[1]}="${x[2]}"`)
+      .sort();
     fam(current).samples.set(`${m[1]}{${labels.join(',')}}`, Number(m[3]));
   }
   return fams;
 }
 
 function key(name: string, labels: Record<string, string> = {}): string {
-  const l = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort();
+  const l = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort();
   return `${name}{${l.join(',')}}`;
 }
 
-function sample(fams: Map<string, Family>, family: string, labels: Record<string, string> = {}, series = family): number | undefined {
+function sample(
+  fams: Map<string, Family>,
+  family: string,
+  labels: Record<string, string> = {},
+  series = family,
+): number | undefined {
   return fams.get(PREFIX + family)?.samples.get(key(PREFIX + series, labels));
 }
 
@@ -117,7 +147,10 @@ function readmeMetricRows(): Map<string, { type: string; labels: string[] }> {
 }
 
 function dashboardExprs(): string[] {
-  const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: { targets?: { expr?: string }[] }[]; templating: { list: { definition?: string }[] } };
+  const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
+    panels: { targets?: { expr?: string }[] }[];
+    templating: { list: { definition?: string }[] };
+  };
   const exprs: string[] = [];
   for (const p of dash.panels) for (const t of p.targets ?? []) if (t.expr) exprs.push(t.expr);
   return exprs;
@@ -129,19 +162,19 @@ function loadedMetrics(): Metrics {
   const consul = m.zoneIndex('consul');
   const recursor = m.zoneIndex('recursor');
   const corp = m.zoneIndex('corp.');
-  for (let i = 0; i < 3; i++) m.request(TRANSPORT.udp, consul, 1);      // A
-  m.request(TRANSPORT.tcp, consul, 33);                                  // SRV
-  m.request(TRANSPORT.udp, recursor, 28);                                // AAAA
-  m.request(TRANSPORT.udp, recursor, 99);                                // SPF: not in the list
-  m.request(TRANSPORT.udp, recursor, 65535);                             // other too
-  m.request(TRANSPORT.tcp, corp, 65);                                    // HTTPS
+  for (let i = 0; i < 3; i++) m.request(TRANSPORT.udp, consul, 1); // A
+  m.request(TRANSPORT.tcp, consul, 33); // SRV
+  m.request(TRANSPORT.udp, recursor, 28); // AAAA
+  m.request(TRANSPORT.udp, recursor, 99); // SPF: not in the list
+  m.request(TRANSPORT.udp, recursor, 65535); // other too
+  m.request(TRANSPORT.tcp, corp, 65); // HTTPS
   m.response(consul, 0, SOURCE.cache);
   m.response(consul, 0, SOURCE.cache);
-  m.response(consul, 3, SOURCE.upstream);                                // NXDOMAIN
-  m.response(recursor, 2, SOURCE.stale);                                 // SERVFAIL
-  m.response(recursor, 16, SOURCE.upstream);                             // BADVERS (extended)
-  m.response(corp, 9, SOURCE.local);                                     // NOTAUTH → other
-  m.response(corp, 5, SOURCE.local);                                     // REFUSED
+  m.response(consul, 3, SOURCE.upstream); // NXDOMAIN
+  m.response(recursor, 2, SOURCE.stale); // SERVFAIL
+  m.response(recursor, 16, SOURCE.upstream); // BADVERS (extended)
+  m.response(corp, 9, SOURCE.local); // NOTAUTH → other
+  m.response(corp, 5, SOURCE.local); // REFUSED
   m.cacheHits += 7;
   m.cacheMisses += 4;
   m.servedStale++;
@@ -172,14 +205,22 @@ function loadedMetrics(): Metrics {
   m.sources.cacheEntries = () => 42;
   m.sources.healthWatches = () => 3;
   m.sources.healthChanges = () => 11;
-  m.sources.serviceInstances = () => new Map([['web', 3], ['db', 2]]);
+  m.sources.serviceInstances = () =>
+    new Map([
+      ['web', 3],
+      ['db', 2],
+    ]);
   return m;
 }
 
 const noCache: AdminHooks['cache'] = undefined;
 
 /** What the registry holds, with the fields prom-client's typings leave out. */
-interface RegisteredMetric { name: string; labelNames: string[]; get(): Promise<{ type: string }> }
+interface RegisteredMetric {
+  name: string;
+  labelNames: string[];
+  get(): Promise<{ type: string }>;
+}
 function registered(m: Metrics): RegisteredMetric[] {
   return m.registry.getMetricsAsArray() as unknown as RegisteredMetric[];
 }
@@ -279,12 +320,17 @@ test('a scrape over HTTP shows exactly the counts recorded', async (t) => {
   assert.equal(sample(f2, 'cache_hits_total'), 8);
   assert.equal(sample(f2, 'upstream_hedged_total', { pool: 'consul' }), 2);
   assert.equal(sample(f2, 'service_instances', { service: 'web' }), 1);
-  assert.equal(sample(f2, 'service_instances', { service: 'db' }), undefined, 'a service gone from the cache is no longer exported');
+  assert.equal(
+    sample(f2, 'service_instances', { service: 'db' }),
+    undefined,
+    'a service gone from the cache is no longer exported',
+  );
 });
 
 test('promtool check metrics accepts the exposition', async (t) => {
   const m = loadedMetrics();
-  m.sources.serviceInstances = () => new Map(Array.from({ length: 150 }, (_, i) => [`svc-${i}`, i + 1] as [string, number]));
+  m.sources.serviceInstances = () =>
+    new Map(Array.from({ length: 150 }, (_, i) => [`svc-${i}`, i + 1] as [string, number]));
   const text = await m.metricsText();
   const r = promtool(['check', 'metrics'], text);
   if (r === null) return promtoolMissing(t);
@@ -305,13 +351,20 @@ test('service_instances names the 100 largest services and folds the rest into _
   assert.equal(sample(f, 'service_instances', { service: 'svc-050' }), undefined);
   assert.equal(sample(f, 'service_instances', { service: '_other' }), (50 * 51) / 2);
   // Exactly 100 services: nothing folded, no _other.
-  assert.equal(foldServices(new Map(Array.from({ length: 100 }, (_, i) => [`s${i}`, 1] as [string, number]))).length, 100);
+  assert.equal(
+    foldServices(new Map(Array.from({ length: 100 }, (_, i) => [`s${i}`, 1] as [string, number]))).length,
+    100,
+  );
 });
 
 test('a failing source does not break the scrape', async () => {
   const m = new Metrics({ version: 'x', zones: ['consul'] });
-  m.sources.cacheEntries = () => { throw new Error('boom'); };
-  m.sources.serviceInstances = () => { throw new Error('boom'); };
+  m.sources.cacheEntries = () => {
+    throw new Error('boom');
+  };
+  m.sources.serviceInstances = () => {
+    throw new Error('boom');
+  };
   m.cacheHits = 1;
   const f = parseExposition(await m.metricsText());
   assert.equal(sample(f, 'cache_hits_total'), 1);
@@ -330,7 +383,10 @@ test('disabled metrics: counting calls are no-ops and nothing is registered', as
 });
 
 test('bad zone lists are refused with a code', () => {
-  assert.throws(() => new Metrics({ version: 'x', zones: [] }), (e: unknown) => e instanceof MetricsError && e.code === 'CDP_ERR_METRICS_CONFIG');
+  assert.throws(
+    () => new Metrics({ version: 'x', zones: [] }),
+    (e: unknown) => e instanceof MetricsError && e.code === 'CDP_ERR_METRICS_CONFIG',
+  );
   assert.throws(() => new Metrics({ version: 'x', zones: ['consul', 'consul'] }), { code: 'CDP_ERR_METRICS_CONFIG' });
 });
 
@@ -342,8 +398,13 @@ test('the README metric table lists exactly the exported metrics, with their typ
   const exported = new Map(registered(m).map((x) => [x.name, x]));
   const rows = readmeMetricRows();
   // Linux-only process metrics (prom-client reads /proc) may be absent elsewhere.
-  const linuxOnly = new Set(['process_open_fds', 'process_max_fds', 'process_virtual_memory_bytes', 'process_heap_bytes'].map((n) => PREFIX + n));
-  for (const name of exported.keys()) assert.ok(rows.has(name), `metric ${name} is exported but missing from the README table`);
+  const linuxOnly = new Set(
+    ['process_open_fds', 'process_max_fds', 'process_virtual_memory_bytes', 'process_heap_bytes'].map(
+      (n) => PREFIX + n,
+    ),
+  );
+  for (const name of exported.keys())
+    assert.ok(rows.has(name), `metric ${name} is exported but missing from the README table`);
   for (const [name, row] of rows) {
     const x = exported.get(name);
     if (x === undefined && process.platform !== 'linux' && linuxOnly.has(name)) continue;
@@ -356,7 +417,9 @@ test('the README metric table lists exactly the exported metrics, with their typ
 
 test('every metric the Grafana dashboard queries exists', async () => {
   const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
-    schemaVersion: number; uid: string; panels: { id: number; type: string; datasource?: { uid: string }; targets?: { expr: string }[] }[];
+    schemaVersion: number;
+    uid: string;
+    panels: { id: number; type: string; datasource?: { uid: string }; targets?: { expr: string }[] }[];
     templating: { list: { name: string; type: string; query: unknown; definition?: string }[] };
   };
   assert.ok(dash.schemaVersion >= 36, 'schemaVersion for Grafana 9+');
@@ -364,7 +427,9 @@ test('every metric the Grafana dashboard queries exists', async () => {
   assert.ok(ds && ds.type === 'datasource' && ds.query === 'prometheus', 'a Prometheus datasource variable');
   const ids = dash.panels.map((p) => p.id);
   assert.equal(new Set(ids).size, ids.length, 'panel ids are unique');
-  for (const p of dash.panels) if (p.type !== 'row') assert.equal(p.datasource?.uid, '${datasource}', `panel ${p.id} uses the datasource variable`);
+  for (const p of dash.panels)
+    if (p.type !== 'row')
+      assert.equal(p.datasource?.uid, '${datasource}', `panel ${p.id} uses the datasource variable`);
 
   const m = loadedMetrics();
   const families = new Map<string, string>();
@@ -380,9 +445,20 @@ test('every metric the Grafana dashboard queries exists', async () => {
     assert.ok(ok, `the dashboard queries ${name}, which is not exported`);
   }
   // The topics the issue asks for are all on the board.
-  for (const n of ['requests_total', 'responses_total', 'cache_hits_total', 'upstream_healthy', 'upstream_request_duration_seconds_bucket',
-    'upstream_hedged_total', 'health_watches', 'health_changes_total', 'service_instances', 'invalidation_lag_seconds_bucket',
-    'nodejs_eventloop_lag_p99_seconds', 'process_resident_memory_bytes']) {
+  for (const n of [
+    'requests_total',
+    'responses_total',
+    'cache_hits_total',
+    'upstream_healthy',
+    'upstream_request_duration_seconds_bucket',
+    'upstream_hedged_total',
+    'health_watches',
+    'health_changes_total',
+    'service_instances',
+    'invalidation_lag_seconds_bucket',
+    'nodejs_eventloop_lag_p99_seconds',
+    'process_resident_memory_bytes',
+  ]) {
     assert.ok(used.has(PREFIX + n), `the dashboard shows ${n}`);
   }
 });
@@ -392,7 +468,9 @@ test('the dashboard PromQL parses (promtool check rules)', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cdp-dash-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'rules.yml');
-  const rules = exprs.map((e, i) => `      - record: dashboard:expr_${i}\n        expr: ${JSON.stringify(e)}`).join('\n');
+  const rules = exprs
+    .map((e, i) => `      - record: dashboard:expr_${i}\n        expr: ${JSON.stringify(e)}`)
+    .join('\n');
   writeFileSync(file, `groups:\n  - name: dashboard\n    rules:\n${rules}\n`);
   const r = promtool(['check', 'rules', file]);
   if (r === null) return promtoolMissing(t);
@@ -404,7 +482,10 @@ test('the dashboard PromQL parses (promtool check rules)', (t) => {
 
 test('/health is 200 while serving and 503 while draining; HEAD works', async (t) => {
   let draining = false;
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { draining: () => draining }));
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { draining: () => draining }),
+  );
   t.after(() => admin.close());
   let r = await httpCall(admin.address, 'GET', '/health');
   assert.equal(r.status, 200);
@@ -417,13 +498,24 @@ test('/health is 200 while serving and 503 while draining; HEAD works', async (t
 });
 
 test('/ready follows the hook: 503 with a reason, then 200', async (t) => {
-  let state: ReturnType<AdminHooks['ready']> = { ok: false, reason: 'no agent answered a probe', detail: { agents: ['127.0.0.1:8600'] } };
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { ready: () => state }));
+  let state: ReturnType<AdminHooks['ready']> = {
+    ok: false,
+    reason: 'no agent answered a probe',
+    detail: { agents: ['127.0.0.1:8600'] },
+  };
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { ready: () => state }),
+  );
   t.after(() => admin.close());
   let r = await httpCall(admin.address, 'GET', '/ready');
   assert.equal(r.status, 503);
   assert.match(String(r.headers['content-type']), /^application\/json/);
-  assert.deepEqual(JSON.parse(r.body), { ready: false, reason: 'no agent answered a probe', detail: { agents: ['127.0.0.1:8600'] } });
+  assert.deepEqual(JSON.parse(r.body), {
+    ready: false,
+    reason: 'no agent answered a probe',
+    detail: { agents: ['127.0.0.1:8600'] },
+  });
   state = { ok: true };
   r = await httpCall(admin.address, 'GET', '/ready');
   assert.equal(r.status, 200);
@@ -436,13 +528,19 @@ function fakeCache(): AdminCache & { flushes: { name?: string; service?: string 
     flushes,
     count: () => 12,
     entries: (name) => (name === 'web.service.consul.' ? [{ type: 'A', ttl: 30 }] : []),
-    flush: (sel) => { flushes.push(sel); return sel.name ? 1 : sel.service ? 4 : 12; },
+    flush: (sel) => {
+      flushes.push(sel);
+      return sel.name ? 1 : sel.service ? 4 : 12;
+    },
   };
 }
 
 test('cache endpoints over loopback: count, entries for a name, flush by name, service or all', async (t) => {
   const cache = fakeCache();
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { cache }));
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { cache }),
+  );
   t.after(() => admin.close());
   let r = await httpCall(admin.address, 'GET', '/cache');
   assert.equal(r.status, 200);
@@ -463,7 +561,10 @@ test('cache endpoints over loopback: count, entries for a name, flush by name, s
 });
 
 test('unknown paths 404, wrong methods 405 with Allow, cache disabled 404', async (t) => {
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false })));
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false })),
+  );
   t.after(() => admin.close());
   assert.equal((await httpCall(admin.address, 'GET', '/nope')).status, 404);
   assert.equal((await httpCall(admin.address, 'GET', '//metrics')).status, 404);
@@ -474,14 +575,19 @@ test('unknown paths 404, wrong methods 405 with Allow, cache disabled 404', asyn
 });
 
 test('malformed HTTP gets 400 and the listener keeps serving', async (t) => {
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false })));
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false })),
+  );
   t.after(() => admin.close());
   const port = Number(admin.address.split(':')[1]);
   const reply = await new Promise<string>((resolve, reject) => {
     const s = connect(port, '127.0.0.1', () => s.write('GARBAGE \x00\x01 nonsense\r\n\r\n'));
     let buf = '';
     s.setEncoding('utf8');
-    s.on('data', (d: string) => { buf += d; });
+    s.on('data', (d: string) => {
+      buf += d;
+    });
     s.on('end', () => resolve(buf));
     s.on('close', () => resolve(buf));
     s.on('error', reject);
@@ -492,34 +598,78 @@ test('malformed HTTP gets 400 and the listener keeps serving', async (t) => {
 });
 
 test('a failing hook becomes a 500, not a crash', async (t) => {
-  const admin = await startAdmin({ host: '127.0.0.1', port: 0 }, hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), {
-    ready: () => { throw new Error('boom'); },
-    log: { info: () => {}, warn: () => {} },
-  }));
+  const admin = await startAdmin(
+    { host: '127.0.0.1', port: 0 },
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), {
+      ready: () => {
+        throw new Error('boom');
+      },
+      log: { info: () => {}, warn: () => {} },
+    }),
+  );
   t.after(() => admin.close());
   assert.equal((await httpCall(admin.address, 'GET', '/ready')).status, 500);
   assert.equal((await httpCall(admin.address, 'GET', '/health')).status, 200);
 });
 
 test('isLoopback: 127/8, ::1 and IPv4-mapped 127.x only', () => {
-  for (const a of ['127.0.0.1', '127.255.3.4', '::1', '::ffff:127.0.0.1', '::FFFF:127.1.2.3', '0:0:0:0:0:0:0:1', '0:0:0:0:0:ffff:127.0.0.1']) {
+  for (const a of [
+    '127.0.0.1',
+    '127.255.3.4',
+    '::1',
+    '::ffff:127.0.0.1',
+    '::FFFF:127.1.2.3',
+    '0:0:0:0:0:0:0:1',
+    '0:0:0:0:0:ffff:127.0.0.1',
+  ]) {
     assert.equal(isLoopback(a), true, a);
   }
-  for (const a of ['10.0.0.1', '128.0.0.1', '1.127.0.0', '::ffff:10.0.0.1', '::2', 'fe80::1%lo', '', undefined, null, 'localhost', '127.0.0.1.evil', '::ffff:127.0.0.256']) {
+  for (const a of [
+    '10.0.0.1',
+    '128.0.0.1',
+    '1.127.0.0',
+    '::ffff:10.0.0.1',
+    '::2',
+    'fe80::1%lo',
+    '',
+    undefined,
+    null,
+    'localhost',
+    '127.0.0.1.evil',
+    '::ffff:127.0.0.256',
+  ]) {
     assert.equal(isLoopback(a), false, String(a));
   }
 });
 
 /** Drive the handler directly with a fake request whose socket reports `remoteAddress`. */
-function callHandler(h: AdminHooks, method: string, url: string, remoteAddress: string): Promise<{ status: number; body: string }> {
+function callHandler(
+  h: AdminHooks,
+  method: string,
+  url: string,
+  remoteAddress: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
-    const req = Object.assign(Readable.from([]), { method, url, headers: {}, socket: { remoteAddress } }) as unknown as IncomingMessage;
+    const req = Object.assign(Readable.from([]), {
+      method,
+      url,
+      headers: {},
+      socket: { remoteAddress },
+    }) as unknown as IncomingMessage;
     let status = 0;
     const res: { headersSent: boolean; writeHead(s: number): unknown; end(b?: string): void; destroy(): void } = {
       headersSent: false,
-      writeHead(s: number) { status = s; res.headersSent = true; return res; },
-      end(body?: string) { resolve({ status, body: body ?? '' }); },
-      destroy() { resolve({ status: -1, body: '' }); },
+      writeHead(s: number) {
+        status = s;
+        res.headersSent = true;
+        return res;
+      },
+      end(body?: string) {
+        resolve({ status, body: body ?? '' });
+      },
+      destroy() {
+        resolve({ status: -1, body: '' });
+      },
     };
     createAdminHandler(h)(req, res as unknown as ServerResponse);
   });
@@ -542,17 +692,25 @@ test('cache endpoints refuse a non-loopback client (handler called with a faked 
 
 test('cache endpoints refuse a non-loopback client (real socket, remote address overridden)', async (t) => {
   const cache = fakeCache();
-  const handler = createAdminHandler(hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { cache }));
+  const handler = createAdminHandler(
+    hooks(new Metrics({ version: 'x', zones: ['consul'], enabled: false }), { cache }),
+  );
   const server: Server = createServer((req, res) => {
     Object.defineProperty(req.socket, 'remoteAddress', { value: '203.0.113.9', configurable: true });
     handler(req, res);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
   const addr = server.address() as { port: number };
   const r = await httpCall(`127.0.0.1:${addr.port}`, 'POST', '/cache/flush');
   assert.equal(r.status, 403);
-  assert.equal(JSON.parse(r.body).error, 'forbidden');
+  assert.equal((JSON.parse(r.body) as { error: string }).error, 'forbidden');
   assert.equal(cache.flushes.length, 0);
 });
 
@@ -561,8 +719,10 @@ test('startAdmin reports a busy port as AdminError with the system code; IPv6 ad
   const first = await startAdmin({ host: '127.0.0.1', port: 0 }, h);
   t.after(() => first.close());
   const port = Number(first.address.split(':')[1]);
-  await assert.rejects(startAdmin({ host: '127.0.0.1', port }, h), (e: unknown) =>
-    e instanceof AdminError && e.code === 'CDP_ERR_ADMIN_LISTEN' && e.syscallCode === 'EADDRINUSE');
+  await assert.rejects(
+    startAdmin({ host: '127.0.0.1', port }, h),
+    (e: unknown) => e instanceof AdminError && e.code === 'CDP_ERR_ADMIN_LISTEN' && e.syscallCode === 'EADDRINUSE',
+  );
   let v6;
   try {
     v6 = await startAdmin({ host: '::1', port: 0 }, h);

@@ -38,7 +38,7 @@ interface Service {
 // Compose uses YAML merge keys (<<: *anchor), a YAML 1.1 feature the yaml package needs asked for.
 const compose = parse(read('docker/compose.yaml'), { merge: true }) as { services: Record<string, Service> };
 const services = compose.services;
-const cmd = (s: Service): string => (Array.isArray(s.command) ? s.command.join(' ') : s.command ?? '');
+const cmd = (s: Service): string => (Array.isArray(s.command) ? s.command.join(' ') : (s.command ?? ''));
 const ipOf = (s: Service): string | undefined => Object.values(s.networks ?? {})[0]?.ipv4_address ?? undefined;
 /** Host-side paths (relative to docker/) of a service's bind mounts, keyed by container path. */
 function mounts(s: Service): Map<string, string> {
@@ -53,8 +53,9 @@ const dockerFile = (rel: string): string => read(join('docker', rel));
 const consulImage = (s: Service): boolean => /hashicorp\/consul:/.test(s.image ?? '');
 
 test('compose: three Consul servers from the real hashicorp/consul image, bootstrap_expect 3', () => {
-  const servers = Object.entries(services).filter(([, s]) =>
-    consulImage(s) && [...mounts(s).keys()].some((k) => k.endsWith('server.hcl')));
+  const servers = Object.entries(services).filter(
+    ([, s]) => consulImage(s) && [...mounts(s).keys()].some((k) => k.endsWith('server.hcl')),
+  );
   assert.equal(servers.length, 3, `servers: ${servers.map(([n]) => n).join(', ')}`);
   const hcl = dockerFile('consul/server.hcl');
   assert.match(hcl, /^\s*server\s*=\s*true/m);
@@ -70,8 +71,9 @@ test('compose: three Consul servers from the real hashicorp/consul image, bootst
 });
 
 test('compose: two Janus hosts, each an agent with the seed service definition and a server on 8800', () => {
-  const agents = Object.entries(services).filter(([, s]) =>
-    consulImage(s) && [...mounts(s).keys()].some((k) => /janus\.json$/.test(k)));
+  const agents = Object.entries(services).filter(
+    ([, s]) => consulImage(s) && [...mounts(s).keys()].some((k) => /janus\.json$/.test(k)),
+  );
   assert.equal(agents.length, 2);
   const ids = new Set<string>();
   for (const [name, s] of agents) {
@@ -79,8 +81,13 @@ test('compose: two Janus hosts, each an agent with the seed service definition a
     assert.ok(ip, `${name} has a fixed address`);
     const src = [...mounts(s).entries()].find(([k]) => k.endsWith('janus.json'))![1];
     const def = JSON.parse(dockerFile(src)) as {
-      service: { name: string; tags: string[]; address: string; port: number;
-        check: { name: string; tcp: string; interval: string } };
+      service: {
+        name: string;
+        tags: string[];
+        address: string;
+        port: number;
+        check: { name: string; tcp: string; interval: string };
+      };
     };
     // ystia/yorc doc/ha.rst (Janus era): {"service":{"name":"janus","tags":["server","{JANUS_ID}"],
     // "address":"{PUBLIC_JANUS_IP}","port":8800,"check":{"name":"TCP check on port 8800",
@@ -92,7 +99,10 @@ test('compose: two Janus hosts, each an agent with the seed service definition a
     assert.equal(def.service.address, ip);
     assert.equal(def.service.port, 8800);
     assert.deepEqual(def.service.check, { name: 'TCP check on port 8800', tcp: `${ip}:8800`, interval: '10s' });
-    assert.ok([...mounts(s).keys()].some((k) => k.endsWith('client.hcl')), `${name} is a client agent`);
+    assert.ok(
+      [...mounts(s).keys()].some((k) => k.endsWith('client.hcl')),
+      `${name} is a client agent`,
+    );
     assert.doesNotMatch(cmd(s), /-server\b/);
     // The Janus stand-in shares the agent's network namespace (one host, one address) on 8800.
     const janus = Object.values(services).filter((j) => j.network_mode === `service:${name}`);
@@ -108,13 +118,16 @@ test('compose: the Alien4Cloud host resolves through the proxy, which fails over
   const [, proxy] = proxyEntry;
   assert.equal(proxy.build?.context, '..');
   const host = proxy.network_mode?.replace(/^service:/, '');
-  assert.ok(host && services[host], 'the proxy shares the Alien4Cloud host\'s network namespace');
+  assert.ok(host && services[host], "the proxy shares the Alien4Cloud host's network namespace");
   // The host's Consul client agent is in the same namespace (stopping it leaves the host's network up).
   const agent = Object.values(services).find((s) => s.network_mode === proxy.network_mode && consulImage(s));
-  assert.ok(agent && [...mounts(agent).keys()].some((k) => k.endsWith('client.hcl')), 'that host runs a Consul client agent');
+  assert.ok(
+    agent && [...mounts(agent).keys()].some((k) => k.endsWith('client.hcl')),
+    'that host runs a Consul client agent',
+  );
 
   const cfgSrc = mounts(proxy).get('/etc/consul-dns-proxy/config.yaml');
-  assert.ok(cfgSrc, 'the proxy gets its config mounted at the image\'s config path');
+  assert.ok(cfgSrc, "the proxy gets its config mounted at the image's config path");
   const cfg = parse(dockerFile(cfgSrc)) as { consul: { agents: string[]; aliases?: string[] }; listen: string[] };
   assert.equal(cfg.consul.agents[0], '127.0.0.1:8600', 'the local agent first');
   const serverIps = Object.values(services)
@@ -126,7 +139,7 @@ test('compose: the Alien4Cloud host resolves through the proxy, which fails over
   await checkConfig(join(ROOT, 'docker', cfgSrc));
 
   // The host itself is the client: its resolver is the proxy, and it has getent, dig and curl.
-  const a4c = services[host]!;
+  const a4c = services[host];
   const resolv = mounts(a4c).get('/etc/resolv.conf');
   assert.ok(resolv);
   assert.match(dockerFile(resolv), /^nameserver 127\.0\.0\.1$/m);
@@ -142,7 +155,10 @@ test('compose: the Alien4Cloud host resolves through the proxy, which fails over
 async function checkConfig(file: string): Promise<void> {
   if (!existsSync(CLI)) return; // built by `npm test`; the assertion below runs in the full suite
   try {
-    await run(process.execPath, [CLI, '--check-config', '--config', file], { timeout: 20_000, env: { PATH: process.env.PATH ?? '' } });
+    await run(process.execPath, [CLI, '--check-config', '--config', file], {
+      timeout: 20_000,
+      env: { PATH: process.env.PATH ?? '' },
+    });
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string; code?: number };
     assert.fail(`--check-config ${file} exited ${err.code}: ${err.stderr ?? ''}${err.stdout ?? ''}`);
@@ -150,32 +166,48 @@ async function checkConfig(file: string): Promise<void> {
 }
 
 const examples = [
-  ...readdirSync(join(ROOT, 'config')).filter((f) => f.endsWith('.yaml')).map((f) => `config/${f}`),
+  ...readdirSync(join(ROOT, 'config'))
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => `config/${f}`),
   'docker/config.yaml',
   'docker/a4c-proxy.yaml',
 ];
 
-test('every example configuration passes --check-config', { skip: existsSync(CLI) ? false : 'dist/src/cli.js not built' }, async () => {
-  for (const required of ['config/alien4cloud-host.yaml', 'config/docker-sidecar.yaml', 'config/ha-agents.yaml']) {
-    assert.ok(examples.includes(required), `${required} exists`);
-  }
-  for (const f of examples) await checkConfig(join(ROOT, f));
-});
+test(
+  'every example configuration passes --check-config',
+  { skip: existsSync(CLI) ? false : 'dist/src/cli.js not built' },
+  async () => {
+    for (const required of ['config/alien4cloud-host.yaml', 'config/docker-sidecar.yaml', 'config/ha-agents.yaml']) {
+      assert.ok(examples.includes(required), `${required} exists`);
+    }
+    for (const f of examples) await checkConfig(join(ROOT, f));
+  },
+);
 
-test('--check-config rejects a broken file (the check above can fail)', { skip: existsSync(CLI) ? false : 'dist/src/cli.js not built' }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cdp-pkg-'));
-  try {
-    const bad = join(dir, 'bad.yaml');
-    writeFileSync(bad, 'listen: ["127.0.0.1:53"]\nconsul:\n  agentz: ["127.0.0.1:8600"]\n');
-    await assert.rejects(run(process.execPath, [CLI, '--check-config', '--config', bad], { timeout: 20_000 }),
-      (e: { code?: number }) => e.code === 2);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test(
+  '--check-config rejects a broken file (the check above can fail)',
+  { skip: existsSync(CLI) ? false : 'dist/src/cli.js not built' },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cdp-pkg-'));
+    try {
+      const bad = join(dir, 'bad.yaml');
+      writeFileSync(bad, 'listen: ["127.0.0.1:53"]\nconsul:\n  agentz: ["127.0.0.1:8600"]\n');
+      await assert.rejects(
+        run(process.execPath, [CLI, '--check-config', '--config', bad], { timeout: 20_000 }),
+        (e: { code?: number }) => e.code === 2,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test('the A4C example: loopback listener, local agent first then servers, no resolv.conf loop', () => {
-  const cfg = parse(read('config/alien4cloud-host.yaml')) as { listen: string[]; consul: { agents: string[] }; recursors: string[] };
+  const cfg = parse(read('config/alien4cloud-host.yaml')) as {
+    listen: string[];
+    consul: { agents: string[] };
+    recursors: string[];
+  };
   assert.deepEqual(cfg.listen, ['127.0.0.1:53']);
   assert.equal(cfg.consul.agents[0], '127.0.0.1:8600');
   assert.ok(cfg.consul.agents.length >= 4, 'local agent + three servers');
@@ -188,7 +220,10 @@ test('the A4C example: loopback listener, local agent first then servers, no res
 // ---------------------------------------------------------------------------------------------
 // docker/Dockerfile
 
-interface Instr { op: string; args: string }
+interface Instr {
+  op: string;
+  args: string;
+}
 /** Instructions of a Dockerfile: continuation lines joined, comments and blank lines dropped. */
 function instructions(text: string): Instr[] {
   const out: Instr[] = [];
@@ -197,7 +232,10 @@ function instructions(text: string): Instr[] {
     const line = raw.replace(/\r$/, '');
     if (cur === '' && /^\s*(#|$)/.test(line)) continue;
     if (/^\s*#/.test(line)) continue; // comment inside a continued instruction
-    if (line.endsWith('\\')) { cur += line.slice(0, -1) + ' '; continue; }
+    if (line.endsWith('\\')) {
+      cur += line.slice(0, -1) + ' ';
+      continue;
+    }
     cur += line;
     const m = /^\s*(\S+)\s*(.*)$/s.exec(cur);
     if (m) out.push({ op: m[1]!.toUpperCase(), args: m[2]!.trim() });
@@ -215,7 +253,9 @@ test('Dockerfile: BASE_IMAGE argument, multi-stage npm ci / build / production d
   const froms = all('FROM');
   assert.ok(froms.length >= 2, 'multi-stage');
   for (const f of froms) assert.match(f.args, /^\$\{?BASE_IMAGE\}?\b/);
-  const runs = all('RUN').map((r) => r.args).join('\n');
+  const runs = all('RUN')
+    .map((r) => r.args)
+    .join('\n');
   assert.match(runs, /npm ci\b/);
   assert.match(runs, /tsc -p|npm run build/);
   assert.match(runs, /--omit=dev/);
@@ -238,7 +278,10 @@ test('Dockerfile: numeric non-root USER, HEALTHCHECK on /health, EXPOSE, ENTRYPO
   const hc = runtime.find((i) => i.op === 'HEALTHCHECK');
   assert.ok(hc, 'HEALTHCHECK');
   assert.match(hc.args, /CMD \["node"/, 'runs node itself (no curl in slim images)');
-  const env = runtime.filter((i) => i.op === 'ENV').map((i) => i.args).join(' ');
+  const env = runtime
+    .filter((i) => i.op === 'ENV')
+    .map((i) => i.args)
+    .join(' ');
   const healthUrl = /CONSUL_DNS_PROXY_HEALTH_URL=(\S+)/.exec(env)?.[1];
   assert.ok(healthUrl && hc.args.includes('CONSUL_DNS_PROXY_HEALTH_URL'));
   assert.match(healthUrl, /^http:\/\/127\.0\.0\.1:9153\/health$/);
@@ -267,21 +310,54 @@ function ignored(patterns: string[], path: string): boolean {
   for (const raw of patterns) {
     const neg = raw.startsWith('!');
     const pat = (neg ? raw.slice(1) : raw).replace(/\/+$/, '');
-    const re = new RegExp('^' + pat.split('**').map((s) => s.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')).join('.*') + '$');
+    const re = new RegExp(
+      '^' +
+        pat
+          .split('**')
+          .map((s) =>
+            s
+              .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+              .replace(/\*/g, '[^/]*')
+              .replace(/\?/g, '[^/]'),
+          )
+          .join('.*') +
+        '$',
+    );
     for (let i = 1; i <= parts.length; i++) {
-      if (re.test(parts.slice(0, i).join('/'))) { out = !neg; break; }
+      if (re.test(parts.slice(0, i).join('/'))) {
+        out = !neg;
+        break;
+      }
     }
   }
   return out;
 }
 
 test('.dockerignore keeps the context to what the build needs', () => {
-  const patterns = read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-  for (const p of ['node_modules/yaml/package.json', 'dist/src/cli.js', '.git/HEAD', 'test/e2e/proxy.test.ts', 'bench/run.ts', 'docker/compose.yaml']) {
+  const patterns = read('.dockerignore')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  for (const p of [
+    'node_modules/yaml/package.json',
+    'dist/src/cli.js',
+    '.git/HEAD',
+    'test/e2e/proxy.test.ts',
+    'bench/run.ts',
+    'docker/compose.yaml',
+  ]) {
     assert.ok(ignored(patterns, p), `${p} is left out`);
   }
   // Everything the Dockerfile COPYs from the context.
-  for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'src/cli.ts', 'config/default.yaml', 'docker/tsconfig.build.json', 'docker/config.yaml']) {
+  for (const p of [
+    'package.json',
+    'package-lock.json',
+    'tsconfig.json',
+    'src/cli.ts',
+    'config/default.yaml',
+    'docker/tsconfig.build.json',
+    'docker/config.yaml',
+  ]) {
     assert.ok(!ignored(patterns, p), `${p} is sent`);
   }
   for (const c of all('COPY').filter((i) => !i.args.startsWith('--from'))) {
@@ -334,9 +410,13 @@ test('docker/e2e.sh says plainly that it skipped when neither Docker nor podman 
     chmodSync(join(dir, 'docker'), 0o755);
     chmodSync(join(dir, 'podman'), 0o755);
     const { stdout } = await run('bash', [join(ROOT, 'docker/e2e.sh')], {
-      timeout: 20_000, env: { PATH: `${dir}:${process.env.PATH ?? ''}`, CDP_IMAGE_CACHE: dir },
+      timeout: 20_000,
+      env: { PATH: `${dir}:${process.env.PATH ?? ''}`, CDP_IMAGE_CACHE: dir },
     });
-    assert.match(stdout.trim(), /^e2e: SKIPPED: no Docker engine, and podman (cannot run containers here|as set up here needs root)/);
+    assert.match(
+      stdout.trim(),
+      /^e2e: SKIPPED: no Docker engine, and podman (cannot run containers here|as set up here needs root)/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

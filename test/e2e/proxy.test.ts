@@ -20,10 +20,19 @@ const at = () => [`@${proxy.host}`, '-p', String(proxy.port)];
 
 before(async () => {
   sim = await startJanusCluster();
-  for (let i = 0; i < 30; i++) sim.register({ id: `many-${i}`, name: 'many', node: `m${i}`, nodeAddress: `127.0.1.${i + 1}`, port: 9000 + i });
+  for (let i = 0; i < 30; i++)
+    sim.register({ id: `many-${i}`, name: 'many', node: `m${i}`, nodeAddress: `127.0.1.${i + 1}`, port: 9000 + i });
   unbound = await startUnbound();
-  proxy = await startProxy(['--agent', `127.0.0.1:${sim.dnsPort}`, '--recursor', `127.0.0.1:${unbound.port}`,
-    '--consul-http', `http://127.0.0.1:${sim.httpPort}`, '--metrics', 'off']);
+  proxy = await startProxy([
+    '--agent',
+    `127.0.0.1:${sim.dnsPort}`,
+    '--recursor',
+    `127.0.0.1:${unbound.port}`,
+    '--consul-http',
+    `http://127.0.0.1:${sim.httpPort}`,
+    '--metrics',
+    'off',
+  ]);
 });
 
 after(async () => {
@@ -33,7 +42,10 @@ after(async () => {
 });
 
 function addrs(r: { answer: { type: string; data: string }[] }, type = 'A'): string[] {
-  return r.answer.filter((a) => a.type === type).map((a) => a.data).sort();
+  return r.answer
+    .filter((a) => a.type === type)
+    .map((a) => a.data)
+    .sort();
 }
 
 test('Consul service names resolve to what the agent gives, over UDP and TCP', async () => {
@@ -50,7 +62,7 @@ test('Consul service names resolve to what the agent gives, over UDP and TCP', a
   }
 });
 
-test('SRV answers keep the agent\'s targets, ports and glue', async () => {
+test("SRV answers keep the agent's targets, ports and glue", async () => {
   const direct = await dig([`@127.0.0.1`, '-p', String(sim.dnsPort), 'janus.service.consul', 'SRV']);
   const r = await dig([...at(), 'janus.service.consul', 'SRV']);
   assert.equal(r.status, 'NOERROR');
@@ -129,7 +141,10 @@ test('TCP: pipelined queries in one write, answered on one connection', async ()
       // Split the three frames at odd places: framing must cope with any chunking.
       const all = Buffer.concat(frames);
       s.write(all.subarray(0, 1));
-      setImmediate(() => { s.write(all.subarray(1, 17)); s.write(all.subarray(17)); });
+      setImmediate(() => {
+        s.write(all.subarray(1, 17));
+        s.write(all.subarray(17));
+      });
     });
     s.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
@@ -139,7 +154,10 @@ test('TCP: pipelined queries in one write, answered on one connection', async ()
         assert.equal(m[3]! & 0xf, 0);
         buf = buf.subarray(2 + m.length);
       }
-      if (got.length === 3) { s.destroy(); resolve(got); }
+      if (got.length === 3) {
+        s.destroy();
+        resolve(got);
+      }
     });
     s.on('error', reject);
   });
@@ -177,9 +195,14 @@ test('forward zones route to their own upstreams; .consul never goes to the recu
   // The agent is dead: if .consul leaked to a recursor, the answer would come from unbound.
   const dead = await startSim();
   await dead.setFault({ dns: 'refuse' });
-  const p = await startProxy(['--agent', `127.0.0.1:${dead.dnsPort}`, '--recursor', `127.0.0.1:${unbound.port}`, '--metrics', 'off'],
-    { config: `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${unbound.port}"]\n` });
-  t.after(async () => { await p.stop(); await dead.stop(); });
+  const p = await startProxy(
+    ['--agent', `127.0.0.1:${dead.dnsPort}`, '--recursor', `127.0.0.1:${unbound.port}`, '--metrics', 'off'],
+    { config: `zones:\n  - name: example\n    upstreams: ["127.0.0.1:${unbound.port}"]\n` },
+  );
+  t.after(async () => {
+    await p.stop();
+    await dead.stop();
+  });
   const z = await dig([`@127.0.0.1`, '-p', String(p.port), 'api.example']);
   assert.deepEqual(addrs(z), ['192.0.2.2']);
   const c = await dig([`@127.0.0.1`, '-p', String(p.port), 'janus.service.consul', '+time=6']);
@@ -189,13 +212,30 @@ test('forward zones route to their own upstreams; .consul never goes to the recu
 test('failover: a silent first agent costs milliseconds, not a timeout, and no SERVFAIL', async (t) => {
   const silent = await startSim();
   await silent.setFault({ dns: 'silent' });
-  const p = await startProxy(['--agent', `127.0.0.1:${silent.dnsPort}`, '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', '127.0.0.1:0', '--no-alias']);
-  t.after(async () => { await p.stop(); await silent.stop(); });
+  const p = await startProxy([
+    '--agent',
+    `127.0.0.1:${silent.dnsPort}`,
+    '--agent',
+    `127.0.0.1:${sim.dnsPort}`,
+    '--metrics',
+    '127.0.0.1:0',
+    '--no-alias',
+  ]);
+  t.after(async () => {
+    await p.stop();
+    await silent.stop();
+  });
   const times: number[] = [];
   for (let i = 0; i < 10; i++) {
     const t0 = Date.now();
     // No health watch (no Consul HTTP API here) and Consul's TTL 0: every query goes upstream.
-    const r = await dig([`@127.0.0.1`, '-p', String(p.port), `server${(i % 2) + 1}.janus.service.consul`, i % 2 ? 'A' : 'SRV']);
+    const r = await dig([
+      `@127.0.0.1`,
+      '-p',
+      String(p.port),
+      `server${(i % 2) + 1}.janus.service.consul`,
+      i % 2 ? 'A' : 'SRV',
+    ]);
     times.push(Date.now() - t0);
     assert.equal(r.status, 'NOERROR');
   }
@@ -210,8 +250,18 @@ test('failover: a silent first agent costs milliseconds, not a timeout, and no S
 test('failover: a refusing first agent', async (t) => {
   const gone = await startSim();
   await gone.setFault({ dns: 'refuse' });
-  const p = await startProxy(['--agent', `127.0.0.1:${gone.dnsPort}`, '--agent', `127.0.0.1:${sim.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await gone.stop(); });
+  const p = await startProxy([
+    '--agent',
+    `127.0.0.1:${gone.dnsPort}`,
+    '--agent',
+    `127.0.0.1:${sim.dnsPort}`,
+    '--metrics',
+    'off',
+  ]);
+  t.after(async () => {
+    await p.stop();
+    await gone.stop();
+  });
   for (let i = 0; i < 4; i++) {
     const r = await dig([`@127.0.0.1`, '-p', String(p.port), 'janus.service.consul', '+tcp']);
     assert.equal(r.status, 'NOERROR');
@@ -223,14 +273,20 @@ test('all agents down: SERVFAIL with an Extended DNS Error within the deadline, 
   const a = await startSim();
   await a.setFault({ dns: 'silent' });
   const p = await startProxy(['--agent', `127.0.0.1:${a.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await a.stop(); });
+  t.after(async () => {
+    await p.stop();
+    await a.stop();
+  });
   const t0 = Date.now();
   const r = await dig([`@127.0.0.1`, '-p', String(p.port), 'nosuch.service.consul', '+time=5']);
   assert.equal(r.status, 'SERVFAIL');
   assert.ok(r.opt?.ede, 'EDE present');
   assert.ok(Date.now() - t0 < 5000);
   await a.setFault({ dns: null });
-  await waitFor(async () => (await dig([`@127.0.0.1`, '-p', String(p.port), 'nosuch.service.consul'])).status === 'NXDOMAIN', { timeoutMs: 15_000, what: 'recovery' });
+  await waitFor(
+    async () => (await dig([`@127.0.0.1`, '-p', String(p.port), 'nosuch.service.consul'])).status === 'NXDOMAIN',
+    { timeoutMs: 15_000, what: 'recovery' },
+  );
 });
 
 test('SIGHUP reloads the file; a bad file keeps the running configuration', async (t) => {
@@ -245,7 +301,9 @@ test('SIGHUP reloads the file; a bad file keeps the running configuration', asyn
   assert.equal((await dig([...at2, 'www.example'])).status, 'NOERROR');
   writeFileSync(cfg, `consul:\n  agents: 8600\nbogus: 1\n`);
   p.proc.kill('SIGHUP');
-  await waitFor(() => p.logs.some((l) => l.msg === 'reload failed; keeping the running configuration'), { what: 'reload failure log' });
+  await waitFor(() => p.logs.some((l) => l.msg === 'reload failed; keeping the running configuration'), {
+    what: 'reload failure log',
+  });
   assert.equal((await dig([...at2, 'www.example'])).status, 'NOERROR');
 });
 
@@ -260,7 +318,10 @@ test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it 
   const slow = await startJanusCluster();
   await slow.setFault({ dns: 'slow', delayMs: 800 });
   const p = await startProxy(['--agent', `127.0.0.1:${slow.dnsPort}`, '--metrics', 'off']);
-  t.after(async () => { await p.stop(); await slow.stop(); });
+  t.after(async () => {
+    await p.stop();
+    await slow.stop();
+  });
   const s = net.connect(p.port, p.host);
   const ids: number[] = [];
   let buf = Buffer.alloc(0);
@@ -272,7 +333,9 @@ test('SIGTERM drains: an in-flight TCP query is answered, a query sent after it 
     }
   });
   const closed = new Promise<void>((r) => s.on('close', () => r()));
-  s.on('error', () => { /* closed by the server */ });
+  s.on('error', () => {
+    /* closed by the server */
+  });
   await new Promise<void>((r) => s.once('connect', () => r()));
   // The pool probes the agent once at start: count from after that, so the next query seen is ours.
   await waitFor(() => slow.queries >= 1, { what: 'the start-up probe at the agent' });

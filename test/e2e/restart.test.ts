@@ -29,7 +29,10 @@ const UDP_QPS = 500;
 const TCP_QPS = 100;
 const RESTARTS_AT_MS = [2500, 5500, 8500];
 
-interface Recursor { port: number; close(): Promise<void> }
+interface Recursor {
+  port: number;
+  close(): Promise<void>;
+}
 
 /** Answers every A question with 192.0.2.1 (TTL 60) and anything else with an empty NOERROR, over UDP and TCP. */
 async function startRecursor(): Promise<Recursor> {
@@ -49,7 +52,10 @@ async function startRecursor(): Promise<Recursor> {
     return Buffer.concat([header, q.subarray(12, qEnd), isA ? rr : Buffer.alloc(0)]);
   };
   const udp = dgram.createSocket('udp4');
-  udp.on('message', (m, r) => { const a = respond(m); if (a) udp.send(a, r.port, r.address); });
+  udp.on('message', (m, r) => {
+    const a = respond(m);
+    if (a) udp.send(a, r.port, r.address);
+  });
   await new Promise<void>((res) => udp.bind(0, '127.0.0.1', () => res()));
   const conns = new Set<net.Socket>();
   const tcp = net.createServer((s) => {
@@ -71,42 +77,77 @@ async function startRecursor(): Promise<Recursor> {
     port: udp.address().port,
     async close() {
       for (const c of conns) c.destroy();
-      await Promise.all([new Promise<void>((r) => udp.close(() => r())), new Promise<void>((r) => tcp.close(() => r()))]);
+      await Promise.all([
+        new Promise<void>((r) => udp.close(() => r())),
+        new Promise<void>((r) => tcp.close(() => r())),
+      ]);
     },
   };
 }
 
-async function upstreams(t: { after(fn: () => Promise<void>): void }): Promise<{ sim: Sim; rec: Recursor; args: string[] }> {
+async function upstreams(t: {
+  after(fn: () => Promise<void>): void;
+}): Promise<{ sim: Sim; rec: Recursor; args: string[] }> {
   const sim = await startSim();
   t.after(() => sim.stop());
   const rec = await startRecursor();
   t.after(() => rec.close());
   return {
-    sim, rec,
-    args: ['--agent', `127.0.0.1:${sim.dnsPort}`, '--consul-http', `http://127.0.0.1:${sim.httpPort}`, '--recursor', `127.0.0.1:${rec.port}`],
+    sim,
+    rec,
+    args: [
+      '--agent',
+      `127.0.0.1:${sim.dnsPort}`,
+      '--consul-http',
+      `http://127.0.0.1:${sim.httpPort}`,
+      '--recursor',
+      `127.0.0.1:${rec.port}`,
+    ],
   };
 }
 
 /** Resolves once child `pid` logs "listening"; rejects if it exits first. */
 async function ready(a: Activator, pid: number): Promise<number> {
   const started = performance.now();
-  const exited = a.waitEvent((e) => e.event === 'exited' && e.pid === pid, { timeoutMs: 20_000 })
-    .then((e) => { throw new Error(`proxy ${pid} exited with ${e.code} before listening: ${a.lines.filter((l) => l.pid === pid).map((l) => l.line).join('\n')}\n${a.stderr}`); });
+  const exited = a
+    .waitEvent((e) => e.event === 'exited' && e.pid === pid, { timeoutMs: 20_000 })
+    .then((e) => {
+      throw new Error(
+        `proxy ${pid} exited with ${e.code} before listening: ${a.lines
+          .filter((l) => l.pid === pid)
+          .map((l) => l.line)
+          .join('\n')}\n${a.stderr}`,
+      );
+    });
   exited.catch(() => {});
-  await Promise.race([a.waitLine((l) => l.pid === pid && l.json?.msg === 'listening', { timeoutMs: 20_000, what: `proxy ${pid} to listen` }), exited]);
+  await Promise.race([
+    a.waitLine((l) => l.pid === pid && l.json?.msg === 'listening', {
+      timeoutMs: 20_000,
+      what: `proxy ${pid} to listen`,
+    }),
+    exited,
+  ]);
   return performance.now() - started;
 }
 
-interface RestartReport { n: number; gapMs: number; startupMs: number; udp: Stats; tcp: Pick<TcpStats, 'refusedConnects' | 'resends' | 'closes' | 'closesMidAnswer'> }
+interface RestartReport {
+  n: number;
+  gapMs: number;
+  startupMs: number;
+  udp: Stats;
+  tcp: Pick<TcpStats, 'refusedConnects' | 'resends' | 'closes' | 'closesMidAnswer'>;
+}
 
 /** The 10 s run with three restarts; per-restart numbers cover queries sent from that restart until the next. */
-async function restartUnderLoad(activated: boolean, args: string[]): Promise<{ reports: RestartReport[]; udp: Stats; tcp: TcpStats; before: Stats }> {
-  let port: number;
+async function restartUnderLoad(
+  activated: boolean,
+  args: string[],
+): Promise<{ reports: RestartReport[]; udp: Stats; tcp: TcpStats; before: Stats }> {
   let a: Activator;
   // With activation the proxy is told to listen where the socket unit is bound, as the shipped
   // set-up does (config listen 127.0.0.1:53 and the socket on 127.0.0.1:53): inherited sockets
   // must replace the configured ones rather than collide with them.
-  port = await freePort();
+  const port = await freePort();
   const command = [process.execPath, CLI, ...args, '--listen', `127.0.0.1:${port}`];
   if (activated) {
     a = await startActivator(command, { port });
@@ -117,7 +158,14 @@ async function restartUnderLoad(activated: boolean, args: string[]): Promise<{ r
     await ready(a, a.childPid!);
     const name = (n: number) => queryMessage(0, `u${n}.example.`, TYPE.A);
     const udp = udpLoad({ host: '127.0.0.1', port, qps: UDP_QPS, durationMs: LOAD_MS, timeoutMs: 2000, query: name });
-    const tcp = tcpLoad({ host: '127.0.0.1', port, qps: TCP_QPS, durationMs: LOAD_MS, timeoutMs: 2000, query: (n) => queryMessage(0, `t${n}.example.`, TYPE.A) });
+    const tcp = tcpLoad({
+      host: '127.0.0.1',
+      port,
+      qps: TCP_QPS,
+      durationMs: LOAD_MS,
+      timeoutMs: 2000,
+      query: (n) => queryMessage(0, `t${n}.example.`, TYPE.A),
+    });
     const t0 = performance.now();
     const marks: { at: number; gapMs: number; startupMs: number; tcpBefore: TcpStats }[] = [];
     for (const at of RESTARTS_AT_MS) {
@@ -135,7 +183,9 @@ async function restartUnderLoad(activated: boolean, args: string[]): Promise<{ r
       const until = marks[i + 1]?.at ?? Infinity;
       const after = marks[i + 1]?.tcpBefore ?? tcpAll;
       return {
-        n: i + 1, gapMs: Math.round(m.gapMs), startupMs: Math.round(m.startupMs),
+        n: i + 1,
+        gapMs: Math.round(m.gapMs),
+        startupMs: Math.round(m.startupMs),
         udp: summarize(udp.records, (r) => r.sentAt >= m.at && r.sentAt < until),
         tcp: {
           refusedConnects: after.refusedConnects - m.tcpBefore.refusedConnects,
@@ -147,7 +197,9 @@ async function restartUnderLoad(activated: boolean, args: string[]): Promise<{ r
     });
     const label = activated ? 'with socket activation' : 'without socket activation';
     for (const r of reports) {
-      console.log(`restart ${r.n} ${label}: SIGTERM→listening ${r.gapMs} ms (startup ${r.startupMs} ms); UDP ${r.udp.refused} refused + ${r.udp.unanswered} unanswered of ${r.udp.sent}, slowest ${Math.round(r.udp.maxMs)} ms; TCP ${r.tcp.refusedConnects} refused connects, ${r.tcp.resends} resends, ${r.tcp.closes} closes (${r.tcp.closesMidAnswer} mid-answer)`);
+      console.log(
+        `restart ${r.n} ${label}: SIGTERM→listening ${r.gapMs} ms (startup ${r.startupMs} ms); UDP ${r.udp.refused} refused + ${r.udp.unanswered} unanswered of ${r.udp.sent}, slowest ${Math.round(r.udp.maxMs)} ms; TCP ${r.tcp.refusedConnects} refused connects, ${r.tcp.resends} resends, ${r.tcp.closes} closes (${r.tcp.closesMidAnswer} mid-answer)`,
+      );
     }
     console.log(`total ${label}: UDP ${JSON.stringify(udpAll)}; TCP ${JSON.stringify(tcpAll)}`);
     // Queries sent well before the first SIGTERM (100 ms: more than any read delay here).
@@ -165,7 +217,10 @@ test('restart without socket activation loses queries (the measured comparison)'
   for (const r of reports) {
     assert.ok(r.udp.sent > 0);
     // The loss this set-up exists to remove: the port is closed between the two processes.
-    assert.ok(r.udp.refused + r.udp.unanswered > 0, `restart ${r.n}: expected the restart to lose UDP queries: ${JSON.stringify(r.udp)}`);
+    assert.ok(
+      r.udp.refused + r.udp.unanswered > 0,
+      `restart ${r.n}: expected the restart to lose UDP queries: ${JSON.stringify(r.udp)}`,
+    );
   }
   // Before the first restart everything is answered: the loss is the restarts' alone.
   assert.deepEqual([before.refused, before.unanswered], [0, 0], JSON.stringify(before));
@@ -174,8 +229,10 @@ test('restart without socket activation loses queries (the measured comparison)'
   assert.equal(tcp.sent, (TCP_QPS * LOAD_MS) / 1000);
 });
 
-test('restart under socket activation: 0 unanswered, 0 refused, slowest < 1 s, TCP closed only between answers',
-  { timeout: 60_000, todo: 'socket activation lands in src' }, async (t) => {
+test(
+  'restart under socket activation: 0 unanswered, 0 refused, slowest < 1 s, TCP closed only between answers',
+  { timeout: 60_000, todo: 'socket activation lands in src' },
+  async (t) => {
     const { args } = await upstreams(t);
     const { reports, udp, tcp } = await restartUnderLoad(true, [...args, '--metrics', 'off']);
     assert.equal(reports.length, 3);
@@ -189,7 +246,8 @@ test('restart under socket activation: 0 unanswered, 0 refused, slowest < 1 s, T
     assert.equal(tcp.closesMidAnswer, 0);
     assert.equal(tcp.duplicates, 0);
     assert.ok(tcp.closes >= 3, 'each restart closed the connection');
-  });
+  },
+);
 
 async function getReady(metrics: string): Promise<number> {
   const res = await fetch(`http://${metrics}/ready`);
@@ -200,7 +258,15 @@ async function getReady(metrics: string): Promise<number> {
 function udpAnswered(port: number, n: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
-    const done = (ok: boolean) => { clearTimeout(timer); try { s.close(); } catch { /* closed */ } resolve(ok); };
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+      resolve(ok);
+    };
     const timer = setTimeout(() => done(false), 1000);
     s.on('error', () => done(false));
     s.on('message', (m) => done(m.readUInt16BE(0) === (n & 0xffff)));
@@ -208,8 +274,10 @@ function udpAnswered(port: number, n: number): Promise<boolean> {
   });
 }
 
-test('lame duck: after SIGTERM /ready is 503 at once while queries are still answered for shutdown.lameDuckMs',
-  { timeout: 30_000, todo: 'lame duck lands in src' }, async (t) => {
+test(
+  'lame duck: after SIGTERM /ready is 503 at once while queries are still answered for shutdown.lameDuckMs',
+  { timeout: 30_000, todo: 'lame duck lands in src' },
+  async (t) => {
     const { args } = await upstreams(t);
     const p = await startProxy([...args, '--metrics', '127.0.0.1:0'], { config: 'shutdown:\n  lameDuckMs: 1000\n' });
     t.after(() => p.stop('SIGKILL'));
@@ -217,7 +285,11 @@ test('lame duck: after SIGTERM /ready is 503 at once while queries are still ans
     await waitFor(async () => (await getReady(p.metrics!)) === 200, { what: '/ready 200', timeoutMs: 10_000 });
     const t0 = performance.now();
     p.proc.kill('SIGTERM');
-    await waitFor(async () => (await getReady(p.metrics!)) === 503, { what: '/ready 503 after SIGTERM', timeoutMs: 300, intervalMs: 10 });
+    await waitFor(async () => (await getReady(p.metrics!)) === 503, {
+      what: '/ready 503 after SIGTERM',
+      timeoutMs: 300,
+      intervalMs: 10,
+    });
     const readyOffAt = performance.now() - t0;
     // Answers keep coming after the readiness flip, for most of the lame-duck period.
     let answered = 0;
@@ -230,11 +302,16 @@ test('lame duck: after SIGTERM /ready is 503 at once while queries are still ans
     const exitAt = performance.now() - t0;
     assert.equal(code, 0);
     assert.ok(exitAt >= 950, `exited ${Math.round(exitAt)} ms after SIGTERM, before lameDuckMs`);
-    console.log(`lame duck: /ready 503 after ${Math.round(readyOffAt)} ms, ${answered} answered after it, exit after ${Math.round(exitAt)} ms`);
-  });
+    console.log(
+      `lame duck: /ready 503 after ${Math.round(readyOffAt)} ms, ${answered} answered after it, exit after ${Math.round(exitAt)} ms`,
+    );
+  },
+);
 
-test('readiness notification: READY=1 once listening (agent down or not), RELOADING=1 on SIGHUP, STOPPING=1 on SIGTERM',
-  { timeout: 30_000, todo: 'sd_notify through systemd-notify lands in src' }, async (t) => {
+test(
+  'readiness notification: READY=1 once listening (agent down or not), RELOADING=1 on SIGHUP, STOPPING=1 on SIGTERM',
+  { timeout: 30_000, todo: 'sd_notify through systemd-notify lands in src' },
+  async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'cdp-notify-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const log = join(dir, 'notify.log');
@@ -245,11 +322,28 @@ test('readiness notification: READY=1 once listening (agent down or not), RELOAD
     t.after(() => rec.close());
     // No agent answers on this port: readiness to systemd must not wait for Consul.
     const deadAgent = await freePort();
-    const p = await startProxy(['--agent', `127.0.0.1:${deadAgent}`, '--consul-http', `http://127.0.0.1:${deadAgent}`, '--recursor', `127.0.0.1:${rec.port}`, '--metrics', 'off'],
-      { env: { PATH: `${dir}:${process.env.PATH ?? ''}`, NOTIFY_SOCKET: join(dir, 'notify.sock') }, config: 'log:\n  level: info\n' });
+    const p = await startProxy(
+      [
+        '--agent',
+        `127.0.0.1:${deadAgent}`,
+        '--consul-http',
+        `http://127.0.0.1:${deadAgent}`,
+        '--recursor',
+        `127.0.0.1:${rec.port}`,
+        '--metrics',
+        'off',
+      ],
+      {
+        env: { PATH: `${dir}:${process.env.PATH ?? ''}`, NOTIFY_SOCKET: join(dir, 'notify.sock') },
+        config: 'log:\n  level: info\n',
+      },
+    );
     t.after(() => p.stop('SIGKILL'));
     const calls = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
-    const has = (re: RegExp, from = 0) => calls().slice(from).some((l) => re.test(l));
+    const has = (re: RegExp, from = 0) =>
+      calls()
+        .slice(from)
+        .some((l) => re.test(l));
     await waitFor(() => has(/\bREADY=1\b|--ready\b/), { what: 'READY=1', timeoutMs: 5000 });
     const n = calls().length;
     p.proc.kill('SIGHUP');
@@ -259,23 +353,46 @@ test('readiness notification: READY=1 once listening (agent down or not), RELOAD
     p.proc.kill('SIGTERM');
     assert.equal(await p.exited, 0);
     assert.ok(has(/\bSTOPPING=1\b|--stopping\b/, m), `calls: ${calls().join(' | ')}`);
-  });
+  },
+);
 
-test('inherited sockets in the other order (ListenStream= first): the proxy finds which is UDP and which TCP',
-  { timeout: 30_000, todo: 'socket activation lands in src' }, async (t) => {
+test(
+  'inherited sockets in the other order (ListenStream= first): the proxy finds which is UDP and which TCP',
+  { timeout: 30_000, todo: 'socket activation lands in src' },
+  async (t) => {
     const { args } = await upstreams(t);
     const port = await freePort();
-    const a = await startActivator([process.execPath, CLI, ...args, '--metrics', 'off', '--listen', `127.0.0.1:${port}`], { port, streamFirst: true });
+    const a = await startActivator(
+      [process.execPath, CLI, ...args, '--metrics', 'off', '--listen', `127.0.0.1:${port}`],
+      { port, streamFirst: true },
+    );
     t.after(() => a.stop());
     await ready(a, a.childPid!);
-    const udp = await udpLoad({ host: '127.0.0.1', port, qps: 50, durationMs: 400, timeoutMs: 1000, query: (n) => queryMessage(0, `o${n}.example.`, TYPE.A) }).done;
-    const tcp = await tcpLoad({ host: '127.0.0.1', port, qps: 50, durationMs: 400, timeoutMs: 1000, query: (n) => queryMessage(0, `p${n}.example.`, TYPE.A) }).tcpDone;
+    const udp = await udpLoad({
+      host: '127.0.0.1',
+      port,
+      qps: 50,
+      durationMs: 400,
+      timeoutMs: 1000,
+      query: (n) => queryMessage(0, `o${n}.example.`, TYPE.A),
+    }).done;
+    const tcp = await tcpLoad({
+      host: '127.0.0.1',
+      port,
+      qps: 50,
+      durationMs: 400,
+      timeoutMs: 1000,
+      query: (n) => queryMessage(0, `p${n}.example.`, TYPE.A),
+    }).tcpDone;
     assert.deepEqual([udp.sent, udp.answered], [20, 20], JSON.stringify(udp));
     assert.deepEqual([tcp.sent, tcp.answered], [20, 20], JSON.stringify(tcp));
-  });
+  },
+);
 
-test('listen on reload: SIGHUP with new addresses moves traffic, closes the old ones; a bind failure keeps the running set',
-  { timeout: 30_000, todo: 'listen changes on reload land in src' }, async (t) => {
+test(
+  'listen on reload: SIGHUP with new addresses moves traffic, closes the old ones; a bind failure keeps the running set',
+  { timeout: 30_000, todo: 'listen changes on reload land in src' },
+  async (t) => {
     const { args } = await upstreams(t);
     const dir = mkdtempSync(join(tmpdir(), 'cdp-relisten-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -283,7 +400,9 @@ test('listen on reload: SIGHUP with new addresses moves traffic, closes the old 
     const [p1, p2] = [await freePort(), await freePort()];
     writeFileSync(configPath, `listen: ["127.0.0.1:${p1}"]\n`);
     // No --listen flag: a flag would override the file, and the file is what a reload re-reads.
-    const a = await startActivator([process.execPath, CLI, ...args, '--metrics', 'off', '--config', configPath], { sockets: false });
+    const a = await startActivator([process.execPath, CLI, ...args, '--metrics', 'off', '--config', configPath], {
+      sockets: false,
+    });
     t.after(() => a.stop());
     const pid = a.childPid!;
     await ready(a, pid);
@@ -292,11 +411,30 @@ test('listen on reload: SIGHUP with new addresses moves traffic, closes the old 
     writeFileSync(configPath, `listen: ["127.0.0.1:${p2}"]\n`);
     process.kill(pid, 'SIGHUP');
     await waitFor(() => udpAnswered(p2, 2), { what: `answers on the new address ${p2}`, timeoutMs: 5000 });
-    const tcp = await tcpLoad({ host: '127.0.0.1', port: p2, qps: 50, durationMs: 200, timeoutMs: 1000, query: (n) => queryMessage(0, `r${n}.example.`, TYPE.A) }).tcpDone;
+    const tcp = await tcpLoad({
+      host: '127.0.0.1',
+      port: p2,
+      qps: 50,
+      durationMs: 200,
+      timeoutMs: 1000,
+      query: (n) => queryMessage(0, `r${n}.example.`, TYPE.A),
+    }).tcpDone;
     assert.equal(tcp.answered, 10);
     // The old address is closed once its in-flight queries are done: ICMP refused.
-    await waitFor(async () => (await udpLoad({ host: '127.0.0.1', port: p1, qps: 10, durationMs: 100, timeoutMs: 500, query: () => queryMessage(0, 'old.example.', TYPE.A) }).done).refused === 1,
-      { what: `the old address ${p1} to be closed`, timeoutMs: 5000 });
+    await waitFor(
+      async () =>
+        (
+          await udpLoad({
+            host: '127.0.0.1',
+            port: p1,
+            qps: 10,
+            durationMs: 100,
+            timeoutMs: 500,
+            query: () => queryMessage(0, 'old.example.', TYPE.A),
+          }).done
+        ).refused === 1,
+      { what: `the old address ${p1} to be closed`, timeoutMs: 5000 },
+    );
 
     // A port taken by someone else: the reload says why and keeps answering where it was.
     const squatter = dgram.createSocket('udp4');
@@ -306,7 +444,12 @@ test('listen on reload: SIGHUP with new addresses moves traffic, closes the old 
     const from = a.lines.length;
     writeFileSync(configPath, `listen: ["127.0.0.1:${p3}"]\n`);
     process.kill(pid, 'SIGHUP');
-    await a.waitLine((l) => (l.json?.level as number) >= 50 && l.line.includes(String(p3)), { fromIndex: from, timeoutMs: 5000, what: `an error naming ${p3}` });
+    await a.waitLine((l) => (l.json?.level as number) >= 50 && l.line.includes(String(p3)), {
+      fromIndex: from,
+      timeoutMs: 5000,
+      what: `an error naming ${p3}`,
+    });
     assert.ok(await udpAnswered(p2, 3), 'still answering on the running address');
     assert.equal(a.childPid, pid, 'no restart');
-  });
+  },
+);

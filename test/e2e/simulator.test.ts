@@ -16,7 +16,20 @@ import { dig, hasDig, parseDig } from '../support/dig.js';
 import { waitFor } from '../support/wait.js';
 
 const { Packet } = dns2;
-const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, DS: 43, AXFR: 252, ANY: 255 };
+const TYPE = {
+  A: 1,
+  NS: 2,
+  CNAME: 5,
+  SOA: 6,
+  PTR: 12,
+  MX: 15,
+  TXT: 16,
+  AAAA: 28,
+  SRV: 33,
+  DS: 43,
+  AXFR: 252,
+  ANY: 255,
+};
 const RC = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 };
 const noDig = !hasDig() && 'dig not installed (apt-get install -y bind9-dnsutils)';
 
@@ -145,7 +158,14 @@ describe('DNS against the seed Janus cluster', () => {
     assert.ok(r.answer.every((a) => a.ttl === 0 && a.name === 'janus.service.consul.'));
     assert.equal(r.opt?.udp, 1232);
     assert.equal(r.opt?.version, 0);
-    const big = await dig([`@127.0.0.1`, '-p', String(sim.dnsPort), '+bufsize=4000', '+dnssec', 'janus.service.consul']);
+    const big = await dig([
+      `@127.0.0.1`,
+      '-p',
+      String(sim.dnsPort),
+      '+bufsize=4000',
+      '+dnssec',
+      'janus.service.consul',
+    ]);
     assert.equal(big.opt?.udp, 4000);
     assert.deepEqual(big.opt?.flags, [], 'DO is not echoed');
     const none = await dig([`@127.0.0.1`, '-p', String(sim.dnsPort), '+noedns', 'janus.service.consul']);
@@ -157,10 +177,19 @@ describe('DNS against the seed Janus cluster', () => {
     assert.equal(r.status, 'NOERROR');
     const data = r.answer.map((a) => a.data).sort();
     assert.deepEqual(data, ['1 1 8800 7f00000b.addr.dc1.consul.', '1 1 8800 7f00000c.addr.dc1.consul.']);
-    const glue = r.additional.filter((a) => a.type === 'A').map((a) => `${a.name} ${a.data}`).sort();
+    const glue = r.additional
+      .filter((a) => a.type === 'A')
+      .map((a) => `${a.name} ${a.data}`)
+      .sort();
     assert.deepEqual(glue, ['7f00000b.addr.dc1.consul. 127.0.0.11', '7f00000c.addr.dc1.consul. 127.0.0.12']);
-    const txt = r.additional.filter((a) => a.type === 'TXT').map((a) => `${a.name} ${a.data}`).sort();
-    assert.deepEqual(txt, ['janus-1.node.dc1.consul. "consul-network-segment="', 'janus-2.node.dc1.consul. "consul-network-segment="']);
+    const txt = r.additional
+      .filter((a) => a.type === 'TXT')
+      .map((a) => `${a.name} ${a.data}`)
+      .sort();
+    assert.deepEqual(txt, [
+      'janus-1.node.dc1.consul. "consul-network-segment="',
+      'janus-2.node.dc1.consul. "consul-network-segment="',
+    ]);
   });
 
   test('dig nosuch: NXDOMAIN + apex SOA (hostmaster, serial = now, min 0, TTL 0)', { skip: noDig }, async () => {
@@ -174,22 +203,39 @@ describe('DNS against the seed Janus cluster', () => {
     assert.equal(soa.type, 'SOA');
     assert.equal(soa.ttl, 0);
     const [mname, rname, serial, refresh, retry, expire, min] = soa.data.split(/\s+/);
-    assert.deepEqual([mname, rname, refresh, retry, expire, min], ['ns.consul.', 'hostmaster.consul.', '3600', '600', '86400', '0']);
+    assert.deepEqual(
+      [mname, rname, refresh, retry, expire, min],
+      ['ns.consul.', 'hostmaster.consul.', '3600', '600', '86400', '0'],
+    );
     assert.ok(Math.abs(Number(serial) - Date.now() / 1000) < 60);
   });
 
   test('tag, dc-qualified and RFC 2782 forms; the SRV-only _ rule', async () => {
     const one = await ask(sim.dnsPort, 'server1.janus.service.consul', TYPE.A);
-    assert.deepEqual(recs(one.answers).map((a) => a.address), ['127.0.0.11']);
+    assert.deepEqual(
+      recs(one.answers).map((a) => a.address),
+      ['127.0.0.11'],
+    );
     for (const name of ['janus.service.dc1.consul', 'janus.service.dc1.dc.consul', 'JANUS.service.DC1.consul']) {
       assert.equal((await ask(sim.dnsPort, name, TYPE.A)).answers.length, 2, name);
     }
     assert.equal((await ask(sim.dnsPort, 'janus.service.dc2.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
     const rfc = await ask(sim.dnsPort, '_janus._server2.service.consul', TYPE.SRV);
-    assert.deepEqual(recs(rfc.answers).map((a) => a.target), ['7f00000c.addr.dc1.consul']);
-    assert.equal((await ask(sim.dnsPort, '_janus._tcp.service.consul', TYPE.A)).answers.length, 2, 'RFC 2782 form with .service works for A');
+    assert.deepEqual(
+      recs(rfc.answers).map((a) => a.target),
+      ['7f00000c.addr.dc1.consul'],
+    );
+    assert.equal(
+      (await ask(sim.dnsPort, '_janus._tcp.service.consul', TYPE.A)).answers.length,
+      2,
+      'RFC 2782 form with .service works for A',
+    );
     assert.equal((await ask(sim.dnsPort, '_janus._tcp.consul', TYPE.SRV)).answers.length, 2);
-    assert.equal((await ask(sim.dnsPort, '_janus._tcp.consul', TYPE.A)).header.rcode, RC.NXDOMAIN, 'without .service only SRV works');
+    assert.equal(
+      (await ask(sim.dnsPort, '_janus._tcp.consul', TYPE.A)).header.rcode,
+      RC.NXDOMAIN,
+      'without .service only SRV works',
+    );
     for (const bad of ['consul', 'foo.consul', 'service.consul', 'node.consul']) {
       const r = await ask(sim.dnsPort, bad, TYPE.A);
       assert.equal(r.header.rcode, RC.NXDOMAIN, bad);
@@ -201,7 +247,11 @@ describe('DNS against the seed Janus cluster', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 40 && seen.size < 2; i++) {
       const r = await ask(sim.dnsPort, 'janus.service.consul', TYPE.A);
-      seen.add(recs(r.answers).map((a) => a.address).join(','));
+      seen.add(
+        recs(r.answers)
+          .map((a) => a.address)
+          .join(','),
+      );
     }
     assert.equal(seen.size, 2, 'both orders appear');
   });
@@ -216,18 +266,33 @@ describe('DNS against the seed Janus cluster', () => {
     // TXT and ANY on a service are answered with A records (makeARecord).
     for (const t of [TYPE.TXT, TYPE.ANY]) {
       const r = await ask(sim.dnsPort, 'janus.service.consul', t);
-      assert.deepEqual(recs(r.answers).map((a) => a.type), [TYPE.A, TYPE.A]);
+      assert.deepEqual(
+        recs(r.answers).map((a) => a.type),
+        [TYPE.A, TYPE.A],
+      );
     }
   });
 
   test('node lookups: A + TXT in Additional, TXT/ANY in Answer, other types empty without SOA', async () => {
     const a = await ask(sim.dnsPort, 'janus-1.node.consul', TYPE.A);
-    assert.deepEqual(recs(a.answers).map((x) => x.address), ['127.0.0.11']);
-    assert.deepEqual(nonOpt(a).map((x) => x.data), [['consul-network-segment=']]);
+    assert.deepEqual(
+      recs(a.answers).map((x) => x.address),
+      ['127.0.0.11'],
+    );
+    assert.deepEqual(
+      nonOpt(a).map((x) => x.data),
+      [['consul-network-segment=']],
+    );
     const txt = await ask(sim.dnsPort, 'janus-1.node.dc1.consul', TYPE.TXT);
-    assert.deepEqual(recs(txt.answers).map((x) => x.data), [['consul-network-segment=']]);
+    assert.deepEqual(
+      recs(txt.answers).map((x) => x.data),
+      [['consul-network-segment=']],
+    );
     const any = await ask(sim.dnsPort, 'janus-1.node.consul', TYPE.ANY);
-    assert.deepEqual(recs(any.answers).map((x) => x.type), [TYPE.A, TYPE.TXT]);
+    assert.deepEqual(
+      recs(any.answers).map((x) => x.type),
+      [TYPE.A, TYPE.TXT],
+    );
     for (const t of [TYPE.MX, TYPE.SRV]) {
       const r = await ask(sim.dnsPort, 'janus-1.node.consul', t);
       assert.equal(r.header.rcode, RC.NOERROR);
@@ -243,11 +308,17 @@ describe('DNS against the seed Janus cluster', () => {
 
   test('.addr. lookups: A for 8 hex digits, mismatched type goes to Additional', async () => {
     const a = await ask(sim.dnsPort, '7f00000b.addr.dc1.consul', TYPE.A);
-    assert.deepEqual(recs(a.answers).map((x) => x.address), ['127.0.0.11']);
+    assert.deepEqual(
+      recs(a.answers).map((x) => x.address),
+      ['127.0.0.11'],
+    );
     const mis = await ask(sim.dnsPort, '7f00000b.addr.dc1.consul', TYPE.AAAA);
     assert.equal(mis.header.rcode, RC.NOERROR);
     assert.equal(mis.answers.length + mis.authorities.length, 0);
-    assert.deepEqual(nonOpt(mis).map((x) => x.address), ['127.0.0.11']);
+    assert.deepEqual(
+      nonOpt(mis).map((x) => x.address),
+      ['127.0.0.11'],
+    );
     const v6 = await ask(sim.dnsPort, '20010db8000000000000000000000001.addr.consul', TYPE.AAAA);
     assert.equal(recs(v6.answers)[0]?.type, TYPE.AAAA);
     assert.equal((await ask(sim.dnsPort, 'zz.addr.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
@@ -257,10 +328,19 @@ describe('DNS against the seed Janus cluster', () => {
     const soa = await ask(sim.dnsPort, 'consul', TYPE.SOA);
     assert.equal(soa.header.rcode, RC.NOERROR);
     assert.equal(recs(soa.answers)[0]?.type, TYPE.SOA);
-    assert.deepEqual(recs(soa.authorities).map((x) => x.ns), ['sim-agent.node.dc1.consul']);
-    assert.deepEqual(nonOpt(soa).map((x) => `${x.name} ${x.address}`), ['sim-agent.node.dc1.consul 127.0.0.1']);
+    assert.deepEqual(
+      recs(soa.authorities).map((x) => x.ns),
+      ['sim-agent.node.dc1.consul'],
+    );
+    assert.deepEqual(
+      nonOpt(soa).map((x) => `${x.name} ${x.address}`),
+      ['sim-agent.node.dc1.consul 127.0.0.1'],
+    );
     const ns = await ask(sim.dnsPort, 'consul', TYPE.NS);
-    assert.deepEqual(recs(ns.answers).map((x) => x.ns), ['sim-agent.node.dc1.consul']);
+    assert.deepEqual(
+      recs(ns.answers).map((x) => x.ns),
+      ['sim-agent.node.dc1.consul'],
+    );
     const nx = await ask(sim.dnsPort, 'nosuch.service.consul', TYPE.SOA);
     assert.equal(nx.header.rcode, RC.NOERROR, '#15739');
     assert.equal(recs(nx.answers)[0]?.name, 'consul');
@@ -268,9 +348,15 @@ describe('DNS against the seed Janus cluster', () => {
 
   test('PTR for node and service addresses (TTL 0), unknown -> NXDOMAIN + SOA', async () => {
     const p = await ask(sim.dnsPort, '11.0.0.127.in-addr.arpa', TYPE.PTR);
-    assert.deepEqual(recs(p.answers).map((x) => [x.domain, x.ttl]), [['janus-1.node.dc1.consul', 0]]);
+    assert.deepEqual(
+      recs(p.answers).map((x) => [x.domain, x.ttl]),
+      [['janus-1.node.dc1.consul', 0]],
+    );
     const agent = await ask(sim.dnsPort, '1.0.0.127.in-addr.arpa', TYPE.PTR);
-    assert.deepEqual(recs(agent.answers).map((x) => x.domain), ['sim-agent.node.dc1.consul']);
+    assert.deepEqual(
+      recs(agent.answers).map((x) => x.domain),
+      ['sim-agent.node.dc1.consul'],
+    );
     const nx = await ask(sim.dnsPort, '9.9.9.10.in-addr.arpa', TYPE.PTR);
     assert.equal(nx.header.rcode, RC.NXDOMAIN);
     assert.equal(recs(nx.authorities)[0]?.name, 'consul');
@@ -282,7 +368,10 @@ describe('DNS against the seed Janus cluster', () => {
     assert.equal(r.header.aa, 0);
     assert.equal(r.header.ra, 0);
     assert.equal(r.header.rd, 1);
-    assert.deepEqual(r.questions.map((q) => q.name), ['example.com']);
+    assert.deepEqual(
+      r.questions.map((q) => q.name),
+      ['example.com'],
+    );
     assert.equal(r.additionals.length, 0);
   });
 
@@ -294,7 +383,10 @@ describe('DNS against the seed Janus cluster', () => {
   });
 
   test('EDNS: ECS echoed with scope 0 for service answers; DS consul. NXDOMAIN; AXFR NOTIMP', async () => {
-    const r = await ask(sim.dnsPort, 'janus.service.consul', TYPE.A, { edns: 1400, ecs: { addr: '10.1.2.0', prefix: 24 } });
+    const r = await ask(sim.dnsPort, 'janus.service.consul', TYPE.A, {
+      edns: 1400,
+      ecs: { addr: '10.1.2.0', prefix: 24 },
+    });
     const o = opt(r);
     assert.equal(o?.class, 1400);
     const ecs = (o?.rdata as { ednsCode: number; sourcePrefixLength?: number; scopePrefixLength?: number }[])[0];
@@ -305,7 +397,10 @@ describe('DNS against the seed Janus cluster', () => {
   });
 
   test('TCP: same port, pipelined queries, same answers', async () => {
-    const [a, b] = await tcpExchange(sim.dnsPort, [buildQuery('janus.service.consul', TYPE.A, { id: 1 }), buildQuery('nosuch.service.consul', TYPE.A, { id: 2 })]);
+    const [a, b] = await tcpExchange(sim.dnsPort, [
+      buildQuery('janus.service.consul', TYPE.A, { id: 1 }),
+      buildQuery('nosuch.service.consul', TYPE.A, { id: 2 }),
+    ]);
     const pa = Packet.parse(a!);
     const pb = Packet.parse(b!);
     const byId = new Map([pa, pb].map((p) => [p.header.id, p]));
@@ -324,19 +419,45 @@ async function withSim(t: { after: (fn: () => Promise<void>) => void }, o: SimOp
 
 test('health: critical hidden, warning kept (weight Warning), only_passing drops warning, none -> NXDOMAIN', async (t) => {
   const sim = await withSim(t);
-  sim.register({ id: 'w1', name: 'web', node: 'n1', nodeAddress: '10.0.0.1', port: 80, weights: { passing: 10, warning: 2 } });
-  sim.register({ id: 'w2', name: 'web', node: 'n2', nodeAddress: '10.0.0.2', port: 80, weights: { passing: 10, warning: 2 } });
+  sim.register({
+    id: 'w1',
+    name: 'web',
+    node: 'n1',
+    nodeAddress: '10.0.0.1',
+    port: 80,
+    weights: { passing: 10, warning: 2 },
+  });
+  sim.register({
+    id: 'w2',
+    name: 'web',
+    node: 'n2',
+    nodeAddress: '10.0.0.2',
+    port: 80,
+    weights: { passing: 10, warning: 2 },
+  });
   sim.setHealth('w1', 'warning');
   const srv = await ask(sim.dnsPort, 'web.service.consul', TYPE.SRV);
   const byTarget = new Map(recs(srv.answers).map((a) => [a.target, a.weight]));
   assert.equal(byTarget.get('n1.node.dc1.consul'), 2, 'warning weight; node target without service address');
   assert.equal(byTarget.get('n2.node.dc1.consul'), 10);
-  assert.deepEqual(nonOpt(srv).filter((x) => x.type === TYPE.A).map((x) => x.name).sort(), ['n1.node.dc1.consul', 'n2.node.dc1.consul']);
+  assert.deepEqual(
+    nonOpt(srv)
+      .filter((x) => x.type === TYPE.A)
+      .map((x) => x.name)
+      .sort(),
+    ['n1.node.dc1.consul', 'n2.node.dc1.consul'],
+  );
   sim.setHealth('w2', 'critical');
-  assert.deepEqual(recs((await ask(sim.dnsPort, 'web.service.consul', TYPE.A)).answers).map((a) => a.address), ['10.0.0.1']);
+  assert.deepEqual(
+    recs((await ask(sim.dnsPort, 'web.service.consul', TYPE.A)).answers).map((a) => a.address),
+    ['10.0.0.1'],
+  );
   sim.setHealth('w2', 'passing');
   sim.setNodeHealth('n2', 'critical'); // serfHealth failing removes every service on the node
-  assert.deepEqual(recs((await ask(sim.dnsPort, 'web.service.consul', TYPE.A)).answers).map((a) => a.address), ['10.0.0.1']);
+  assert.deepEqual(
+    recs((await ask(sim.dnsPort, 'web.service.consul', TYPE.A)).answers).map((a) => a.address),
+    ['10.0.0.1'],
+  );
   sim.setHealth('w1', 'critical');
   const nx = await ask(sim.dnsPort, 'web.service.consul', TYPE.A);
   assert.equal(nx.header.rcode, RC.NXDOMAIN);
@@ -345,22 +466,37 @@ test('health: critical hidden, warning kept (weight Warning), only_passing drops
   const strict = await withSim(t, { onlyPassing: true });
   strict.register({ id: 'a', name: 'api', nodeAddress: '10.0.0.3', node: 'n3' });
   strict.register({ id: 'b', name: 'api', nodeAddress: '10.0.0.4', node: 'n4', status: 'warning' });
-  assert.deepEqual(recs((await ask(strict.dnsPort, 'api.service.consul', TYPE.A)).answers).map((a) => a.address), ['10.0.0.3']);
+  assert.deepEqual(
+    recs((await ask(strict.dnsPort, 'api.service.consul', TYPE.A)).answers).map((a) => a.address),
+    ['10.0.0.3'],
+  );
 });
 
 test('non-EDNS UDP: at most udp_answer_limit (3) answers, no TC; EDNS and TCP get all', async (t) => {
   const sim = await withSim(t);
-  for (let i = 1; i <= 6; i++) sim.register({ id: `s${i}`, name: 'many', node: `m${i}`, nodeAddress: `10.0.1.${i}`, port: 1000 + i });
+  for (let i = 1; i <= 6; i++)
+    sim.register({ id: `s${i}`, name: 'many', node: `m${i}`, nodeAddress: `10.0.1.${i}`, port: 1000 + i });
   const plain = await ask(sim.dnsPort, 'many.service.consul', TYPE.A);
   assert.equal(plain.answers.length, 3);
   assert.equal(plain.header.tc, 0, 'enable_truncate defaults to false (#375, #788)');
-  assert.equal((await ask(sim.dnsPort, 'many.service.consul', TYPE.A, { edns: 1232 })).answers.length, 6, 'limit ignored with EDNS (#3355)');
+  assert.equal(
+    (await ask(sim.dnsPort, 'many.service.consul', TYPE.A, { edns: 1232 })).answers.length,
+    6,
+    'limit ignored with EDNS (#3355)',
+  );
   assert.equal((await ask(sim.dnsPort, 'many.service.consul', TYPE.A, { tcp: true })).answers.length, 6);
   // SRV: Additional is resynced to the remaining targets; node-meta TXT dropped.
   const srv = await ask(sim.dnsPort, 'many.service.consul', TYPE.SRV);
   assert.equal(srv.answers.length, 3);
-  const targets = recs(srv.answers).map((a) => a.target).sort();
-  assert.deepEqual(recs(srv.additionals).map((x) => x.name).sort(), targets);
+  const targets = recs(srv.answers)
+    .map((a) => a.target)
+    .sort();
+  assert.deepEqual(
+    recs(srv.additionals)
+      .map((x) => x.name)
+      .sort(),
+    targets,
+  );
   if (!noDig) {
     const r = await dig([`@127.0.0.1`, '-p', String(sim.dnsPort), '+noedns', 'many.service.consul']);
     assert.equal(r.answer.length, 3);
@@ -378,7 +514,8 @@ test('512-8 uncompressed size rule trims below udp_answer_limit', async (t) => {
   const tag = 'x'.repeat(60);
   const svc = 'long-service-name-' + 'y'.repeat(40);
   // More instances than the cap: the cap applies and sizes are then measured uncompressed.
-  for (let i = 1; i <= 10; i++) sim.register({ id: `l${i}`, name: svc, node: `l${i}`, nodeAddress: `10.0.2.${i}`, tags: [tag] });
+  for (let i = 1; i <= 10; i++)
+    sim.register({ id: `l${i}`, name: svc, node: `l${i}`, nodeAddress: `10.0.2.${i}`, tags: [tag] });
   const q = buildQuery(`${tag}.${svc}.service.consul`, TYPE.A);
   const buf = await udpExchange(sim.dnsPort, q);
   const p = Packet.parse(buf);
@@ -393,7 +530,10 @@ test('TTLs: node_ttl, service_ttl exact > longest prefix* > *, prepared query TT
     nodeTtl: 30,
     serviceTtl: { '*': 5, 'jan*': 10, janus: 15 },
     soaMinTtl: 7,
-    preparedQueries: [{ name: 'pq-janus', service: 'janus', ttl: 42 }, { name: 'pq-plain', service: 'janet', tag: 'blue' }],
+    preparedQueries: [
+      { name: 'pq-janus', service: 'janus', ttl: 42 },
+      { name: 'pq-plain', service: 'janet', tag: 'blue' },
+    ],
   });
   sim.register({ id: 'j', name: 'janus', nodeAddress: '10.0.3.1', node: 'j1' });
   sim.register({ id: 'k', name: 'janet', nodeAddress: '10.0.3.2', node: 'j2', tags: ['blue'] });
@@ -414,7 +554,10 @@ test('TTLs: node_ttl, service_ttl exact > longest prefix* > *, prepared query TT
   assert.equal(soa.ttl, 7);
   assert.equal(soa.minimum, 7);
   // Prepared queries are not "global" for ECS: scope = source prefix.
-  const e = await ask(sim.dnsPort, 'pq-janus.query.consul', TYPE.A, { edns: 1232, ecs: { addr: '10.9.8.0', prefix: 24 } });
+  const e = await ask(sim.dnsPort, 'pq-janus.query.consul', TYPE.A, {
+    edns: 1232,
+    ecs: { addr: '10.9.8.0', prefix: 24 },
+  });
   assert.equal((opt(e)?.rdata as { scopePrefixLength: number }[])[0]?.scopePrefixLength, 24);
 });
 
@@ -428,7 +571,10 @@ test('alt_domain: answers under the domain that was asked; PTR always primary', 
   assert.equal(recs(nx.authorities)[0]?.name, 'starlings');
   assert.equal(recs(nx.authorities)[0]?.primary, 'ns.starlings');
   const ns = await ask(sim.dnsPort, 'starlings', TYPE.NS);
-  assert.deepEqual(recs(ns.answers).map((x) => `${x.name} ${x.ns}`), ['starlings sim-agent.node.dc1.starlings']);
+  assert.deepEqual(
+    recs(ns.answers).map((x) => `${x.name} ${x.ns}`),
+    ['starlings sim-agent.node.dc1.starlings'],
+  );
   const ptr = await ask(sim.dnsPort, '12.0.0.127.in-addr.arpa', TYPE.PTR);
   assert.equal(recs(ptr.answers)[0]?.domain, 'janus-2.node.dc1.consul');
   assert.equal((await ask(sim.dnsPort, 'janus.service.consul', TYPE.A)).answers.length, 2);
@@ -454,7 +600,10 @@ test('PTR for a service address; AAAA for IPv6 instances', async (t) => {
   sim.register({ id: 'v6', name: 'six', node: 'h6', nodeAddress: '10.0.5.1', address: '2001:db8::5', port: 99 });
   sim.register({ id: 'v4', name: 'svc4', node: 'h4', nodeAddress: '10.0.5.2', address: '10.0.5.99' });
   const aaaa = await ask(sim.dnsPort, 'six.service.consul', TYPE.AAAA);
-  assert.deepEqual(recs(aaaa.answers).map((x) => x.address), ['2001:db8::5']);
+  assert.deepEqual(
+    recs(aaaa.answers).map((x) => x.address),
+    ['2001:db8::5'],
+  );
   const a = await ask(sim.dnsPort, 'six.service.consul', TYPE.A);
   assert.equal(a.answers.length, 0);
   assert.equal(recs(a.authorities)[0]?.type, TYPE.SOA, 'NODATA for the missing family');
@@ -470,7 +619,10 @@ test('recursors: verbatim relay over the client transport, next on SERVFAIL, SER
   const upstream = await withSim(t, { domain: 'example', nodeName: 'up' });
   const broken = await withSim(t, { domain: 'example' });
   await broken.setFault({ dns: 'servfail' });
-  const sim = await withSim(t, { recursors: [`127.0.0.1:${broken.dnsPort}`, `127.0.0.1:${upstream.dnsPort}`], recursorTimeoutMs: 500 });
+  const sim = await withSim(t, {
+    recursors: [`127.0.0.1:${broken.dnsPort}`, `127.0.0.1:${upstream.dnsPort}`],
+    recursorTimeoutMs: 500,
+  });
   // RA on our own answers once recursors exist.
   assert.equal((await ask(sim.dnsPort, 'sim-agent.node.consul', TYPE.A)).header.ra, 1);
   const q = buildQuery('up.node.example', TYPE.A, { edns: 1232, id: 77 });
@@ -589,8 +741,14 @@ describe('DNS fault modes', () => {
   test('refuse: sockets closed (UDP and TCP), clearing rebinds the same port', async () => {
     const port = sim.dnsPort;
     await sim.setFault({ dns: 'refuse' });
-    await assert.rejects(udpExchange(port, buildQuery('janus.service.consul', TYPE.A), 1000), (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED' || e.code === 'TIMEOUT');
-    await assert.rejects(tcpExchange(port, [buildQuery('janus.service.consul', TYPE.A)]), (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED');
+    await assert.rejects(
+      udpExchange(port, buildQuery('janus.service.consul', TYPE.A), 1000),
+      (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED' || e.code === 'TIMEOUT',
+    );
+    await assert.rejects(
+      tcpExchange(port, [buildQuery('janus.service.consul', TYPE.A)]),
+      (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED',
+    );
     await sim.setFault({ dns: null });
     assert.equal(sim.dnsPort, port);
     assert.equal((await ask(port, 'janus.service.consul', TYPE.A)).answers.length, 2);
@@ -612,16 +770,26 @@ interface HttpRes {
   body: string;
 }
 
-function httpReq(port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 5000): Promise<HttpRes> {
+function httpReq(
+  port: number,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+  timeoutMs = 5000,
+): Promise<HttpRes> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: timeoutMs }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (b += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path, headers, agent: false, timeout: timeoutMs },
+      (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (b += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(Object.assign(new Error('http timeout'), { code: 'TIMEOUT' })));
     req.on('error', reject);
     req.end(data);
@@ -631,16 +799,31 @@ function httpReq(port: number, method: string, path: string, body?: unknown, hea
 test('consul npm client: register (+check), health.service, passing filter, deregister', async (t) => {
   const sim = await withSim(t);
   const consul = new Consul({ host: '127.0.0.1', port: sim.httpPort });
-  await consul.agent.service.register({ name: 'yorc', id: 'yorc-1', port: 8800, tags: ['server', 'y1'], check: { name: 'http', http: 'http://127.0.0.1:8800/health', interval: '5s', timeout: '2s' } });
+  await consul.agent.service.register({
+    name: 'yorc',
+    id: 'yorc-1',
+    port: 8800,
+    tags: ['server', 'y1'],
+    check: { name: 'http', http: 'http://127.0.0.1:8800/health', interval: '5s', timeout: '2s' },
+  });
   // Checks start critical unless a status is given, so DNS does not serve it yet.
-  let list = (await consul.health.service({ service: 'yorc' })) as { Service: { ID: string; Port: number; Tags: string[] }; Checks: { CheckID: string; Status: string }[] }[];
+  let list = (await consul.health.service({ service: 'yorc' })) as {
+    Service: { ID: string; Port: number; Tags: string[] };
+    Checks: { CheckID: string; Status: string }[];
+  }[];
   assert.equal(list.length, 1);
   assert.equal(list[0]!.Service.Port, 8800);
   assert.deepEqual(list[0]!.Service.Tags, ['server', 'y1']);
-  assert.deepEqual(list[0]!.Checks.map((c) => `${c.CheckID}=${c.Status}`).sort(), ['serfHealth=passing', 'service:yorc-1=critical']);
+  assert.deepEqual(list[0]!.Checks.map((c) => `${c.CheckID}=${c.Status}`).sort(), [
+    'serfHealth=passing',
+    'service:yorc-1=critical',
+  ]);
   assert.equal((await ask(sim.dnsPort, 'yorc.service.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
   await consul.agent.check.pass({ id: 'service:yorc-1' });
-  assert.deepEqual(recs((await ask(sim.dnsPort, 'yorc.service.consul', TYPE.A)).answers).map((a) => a.address), ['127.0.0.1']);
+  assert.deepEqual(
+    recs((await ask(sim.dnsPort, 'yorc.service.consul', TYPE.A)).answers).map((a) => a.address),
+    ['127.0.0.1'],
+  );
   await consul.agent.check.warn({ id: 'service:yorc-1' });
   assert.equal((await ask(sim.dnsPort, 'yorc.service.consul', TYPE.A)).answers.length, 1, 'warning still in DNS');
   list = (await consul.health.service({ service: 'yorc', passing: true })) as typeof list;
@@ -656,9 +839,24 @@ test('consul npm client: register (+check), health.service, passing filter, dere
 test('HTTP: snake_case register, Checks, maintenance, check update/register, health/state', async (t) => {
   const sim = await withSim(t);
   const p = sim.httpPort;
-  let r = await httpReq(p, 'PUT', '/v1/agent/service/register', { name: 'db', id: 'db1', address: '10.0.6.1', port: 5432, tags: ['primary'], enable_tag_override: true, checks: [{ ttl: '10s', status: 'passing' }, { tcp: '10.0.6.1:5432', interval: '10s', status: 'passing' }], weights: { passing: 3, warning: 1 } });
+  let r = await httpReq(p, 'PUT', '/v1/agent/service/register', {
+    name: 'db',
+    id: 'db1',
+    address: '10.0.6.1',
+    port: 5432,
+    tags: ['primary'],
+    enable_tag_override: true,
+    checks: [
+      { ttl: '10s', status: 'passing' },
+      { tcp: '10.0.6.1:5432', interval: '10s', status: 'passing' },
+    ],
+    weights: { passing: 3, warning: 1 },
+  });
   assert.equal(r.status, 200, r.body);
-  const h = JSON.parse((await httpReq(p, 'GET', '/v1/health/service/db')).body) as { Service: Record<string, unknown>; Checks: { CheckID: string; Type: string }[] }[];
+  const h = JSON.parse((await httpReq(p, 'GET', '/v1/health/service/db')).body) as {
+    Service: Record<string, unknown>;
+    Checks: { CheckID: string; Type: string }[];
+  }[];
   assert.equal(h[0]!.Service['EnableTagOverride'], true);
   assert.deepEqual(h[0]!.Service['Weights'], { Passing: 3, Warning: 1 });
   assert.deepEqual(h[0]!.Checks.map((c) => c.CheckID).sort(), ['serfHealth', 'service:db1:1', 'service:db1:2']);
@@ -666,8 +864,14 @@ test('HTTP: snake_case register, Checks, maintenance, check update/register, hea
 
   r = await httpReq(p, 'PUT', '/v1/agent/service/maintenance/db1?enable=true&reason=upgrade');
   assert.equal(r.status, 200);
-  let crit = JSON.parse((await httpReq(p, 'GET', '/v1/health/state/critical')).body) as { CheckID: string; Notes: string }[];
-  assert.deepEqual(crit.map((c) => [c.CheckID, c.Notes]), [['_service_maintenance:db1', 'upgrade']]);
+  let crit = JSON.parse((await httpReq(p, 'GET', '/v1/health/state/critical')).body) as {
+    CheckID: string;
+    Notes: string;
+  }[];
+  assert.deepEqual(
+    crit.map((c) => [c.CheckID, c.Notes]),
+    [['_service_maintenance:db1', 'upgrade']],
+  );
   assert.equal((await ask(sim.dnsPort, 'db.service.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
   await httpReq(p, 'PUT', '/v1/agent/service/maintenance/db1?enable=false');
   assert.equal((await ask(sim.dnsPort, 'db.service.consul', TYPE.A)).answers.length, 1);
@@ -676,7 +880,10 @@ test('HTTP: snake_case register, Checks, maintenance, check update/register, hea
   // Node maintenance: _node_maintenance on the agent's node removes every service on it.
   await httpReq(p, 'PUT', '/v1/agent/maintenance?enable=true');
   crit = JSON.parse((await httpReq(p, 'GET', '/v1/health/state/critical')).body) as typeof crit;
-  assert.deepEqual(crit.map((c) => c.CheckID), ['_node_maintenance']);
+  assert.deepEqual(
+    crit.map((c) => c.CheckID),
+    ['_node_maintenance'],
+  );
   assert.equal((await ask(sim.dnsPort, 'db.service.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
   await httpReq(p, 'PUT', '/v1/agent/maintenance?enable=false');
 
@@ -688,7 +895,11 @@ test('HTTP: snake_case register, Checks, maintenance, check update/register, hea
   r = await httpReq(p, 'PUT', '/v1/agent/check/register', { Name: 'disk', ServiceID: 'db1', TTL: '30s' });
   assert.equal(r.status, 200);
   const any = JSON.parse((await httpReq(p, 'GET', '/v1/health/state/critical')).body) as { CheckID: string }[];
-  assert.deepEqual(any.map((c) => c.CheckID), ['disk'], 'new checks start critical');
+  assert.deepEqual(
+    any.map((c) => c.CheckID),
+    ['disk'],
+    'new checks start critical',
+  );
   await httpReq(p, 'PUT', '/v1/agent/check/deregister/disk');
   assert.equal((await ask(sim.dnsPort, 'db.service.consul', TYPE.A)).answers.length, 1);
   assert.equal((await httpReq(p, 'PUT', '/v1/agent/check/pass/nope')).status, 404);
@@ -747,7 +958,10 @@ test('HTTP ACL token: 403 without or with a wrong token', async (t) => {
   const wrong = await httpReq(p, 'GET', '/v1/health/service/consul', undefined, { 'X-Consul-Token': 'nope' });
   assert.equal(wrong.status, 403);
   assert.equal(wrong.body, 'ACL not found');
-  assert.equal((await httpReq(p, 'GET', '/v1/health/service/consul', undefined, { 'X-Consul-Token': 's3cr3t' })).status, 200);
+  assert.equal(
+    (await httpReq(p, 'GET', '/v1/health/service/consul', undefined, { 'X-Consul-Token': 's3cr3t' })).status,
+    200,
+  );
   assert.equal((await httpReq(p, 'GET', '/v1/health/service/consul?token=s3cr3t')).status, 200);
   const consul = new Consul({ host: '127.0.0.1', port: p, defaults: { token: 's3cr3t' } });
   await consul.agent.service.register({ name: 'tok', port: 1 });
@@ -800,7 +1014,14 @@ describe('HTTP fault modes', () => {
 test('stop() ends hanging and blocked HTTP requests and slow DNS replies', async () => {
   const sim = await startJanusCluster();
   const idx = Number((await httpReq(sim.httpPort, 'GET', '/v1/health/service/janus')).headers['x-consul-index']);
-  const blocked = httpReq(sim.httpPort, 'GET', `/v1/health/service/janus?index=${idx}&wait=5m`, undefined, {}, 60_000).catch((e: Error) => e);
+  const blocked = httpReq(
+    sim.httpPort,
+    'GET',
+    `/v1/health/service/janus?index=${idx}&wait=5m`,
+    undefined,
+    {},
+    60_000,
+  ).catch((e: Error) => e);
   await waitFor(() => sim.httpRequests >= 2, { what: 'blocked request' });
   await sim.setFault({ http: 'hang', dns: 'slow', delayMs: 60_000 });
   const hung = httpReq(sim.httpPort, 'GET', '/v1/status/leader', undefined, {}, 60_000).catch((e: Error) => e);
@@ -846,5 +1067,8 @@ test('parseDig: EDE, cookie and other pseudosection lines, last reply wins after
 test('waitFor: resolves on a true condition, throws a clear coded error on timeout', async () => {
   let n = 0;
   await waitFor(() => ++n >= 3, { intervalMs: 1 });
-  await assert.rejects(waitFor(() => false, { timeoutMs: 30, intervalMs: 5, what: 'the moon' }), (e: Error & { code?: string }) => e.code === 'WAIT_TIMEOUT' && /the moon/.test(e.message));
+  await assert.rejects(
+    waitFor(() => false, { timeoutMs: 30, intervalMs: 5, what: 'the moon' }),
+    (e: Error & { code?: string }) => e.code === 'WAIT_TIMEOUT' && /the moon/.test(e.message),
+  );
 });

@@ -24,7 +24,11 @@ after(async () => {
   await sim?.stop();
 });
 
-async function proxyWith(t: { after(fn: () => unknown): void }, yaml: string, agent = `127.0.0.1:${sim.dnsPort}`): Promise<ProxyProc> {
+async function proxyWith(
+  t: { after(fn: () => unknown): void },
+  yaml: string,
+  agent = `127.0.0.1:${sim.dnsPort}`,
+): Promise<ProxyProc> {
   const p = await startProxy(['--agent', agent, '--metrics', '127.0.0.1:0'], { config: yaml });
   t.after(() => p.stop());
   return p;
@@ -33,7 +37,12 @@ async function proxyWith(t: { after(fn: () => unknown): void }, yaml: string, ag
 const frame = (id: number, name: string): Buffer => tcpFrame(queryMessage(id, name));
 
 /** A TCP client that records replies (by ID) and whether the server closed it. */
-interface Client { sock: net.Socket; ids: number[]; closed: boolean; bytesWritten: number }
+interface Client {
+  sock: net.Socket;
+  ids: number[];
+  closed: boolean;
+  bytesWritten: number;
+}
 function connect(p: ProxyProc, localAddress = '127.0.0.1'): Promise<Client> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ port: p.port, host: '127.0.0.1', localAddress });
@@ -46,8 +55,12 @@ function connect(p: ProxyProc, localAddress = '127.0.0.1'): Promise<Client> {
         buf = buf.subarray(2 + buf.readUInt16BE(0));
       }
     });
-    sock.on('close', () => { c.closed = true; });
-    sock.on('error', () => { /* reset by the server: seen as close */ });
+    sock.on('close', () => {
+      c.closed = true;
+    });
+    sock.on('error', () => {
+      /* reset by the server: seen as close */
+    });
     sock.once('connect', () => resolve(c));
     sock.once('error', reject);
   });
@@ -60,19 +73,28 @@ async function metric(p: ProxyProc, name: string, labels = ''): Promise<number> 
 }
 
 test('connections are capped per client and in total; the extra ones are closed at once and counted', async (t) => {
-  const p = await proxyWith(t, 'limits:\n  tcp: {maxConnections: 3, maxPerClient: 2, idleTimeoutMs: 60000, readTimeoutMs: 60000}\n');
+  const p = await proxyWith(
+    t,
+    'limits:\n  tcp: {maxConnections: 3, maxPerClient: 2, idleTimeoutMs: 60000, readTimeoutMs: 60000}\n',
+  );
   const a1 = await connect(p, '127.0.0.1');
   const a2 = await connect(p, '127.0.0.1');
-  await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 2, { what: 'two connections open' });
+  await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 2, {
+    what: 'two connections open',
+  });
   const a3 = await connect(p, '127.0.0.1');
   await waitFor(() => a3.closed, { what: 'the third connection from one client to be closed' });
   const b1 = await connect(p, '127.0.0.2');
-  await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 3, { what: 'a connection from another client accepted' });
+  await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 3, {
+    what: 'a connection from another client accepted',
+  });
   const c1 = await connect(p, '127.0.0.3');
   await waitFor(() => c1.closed, { what: 'a fourth connection in total to be closed' });
   // The accepted ones work.
   for (const [i, c] of [a1, a2, b1].entries()) c.sock.write(frame(100 + i, 'janus.service.consul'));
-  await waitFor(() => a1.ids.length === 1 && a2.ids.length === 1 && b1.ids.length === 1, { what: 'answers on the accepted connections' });
+  await waitFor(() => a1.ids.length === 1 && a2.ids.length === 1 && b1.ids.length === 1, {
+    what: 'answers on the accepted connections',
+  });
   assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_per_client"'), 1);
   assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_connections"'), 1);
   for (const c of [a1, a2, b1]) c.sock.destroy();
@@ -101,7 +123,10 @@ test('a client sending one byte at a time is cut by the read timeout before its 
   const bytes = frame(9, 'janus.service.consul');
   let i = 0;
   const timer = setInterval(() => {
-    if (c.closed || i >= bytes.length) { clearInterval(timer); return; }
+    if (c.closed || i >= bytes.length) {
+      clearInterval(timer);
+      return;
+    }
     c.sock.write(bytes.subarray(i, i + 1));
     i++;
     c.bytesWritten = i;
@@ -127,14 +152,23 @@ async function startHoldingAgent(): Promise<{ port: number; held: number; releas
     end += 5;
     const out = Buffer.from(q.subarray(0, end));
     out.writeUInt16BE(0x8583, 2); // QR AA RD RA, NXDOMAIN
-    out.writeUInt16BE(1, 4); out.writeUInt16BE(0, 6); out.writeUInt16BE(0, 8); out.writeUInt16BE(0, 10);
+    out.writeUInt16BE(1, 4);
+    out.writeUInt16BE(0, 6);
+    out.writeUInt16BE(0, 8);
+    out.writeUInt16BE(0, 10);
     sock.send(out, r.port, r.address);
   };
   const agent = {
     port: 0,
-    get held() { return queue.length; },
-    release(n: number) { for (const [q, r] of queue.splice(0, n)) reply(q, r); },
-    close() { sock.close(); },
+    get held() {
+      return queue.length;
+    },
+    release(n: number) {
+      for (const [q, r] of queue.splice(0, n)) reply(q, r);
+    },
+    close() {
+      sock.close();
+    },
   };
   sock.on('message', (q, r) => {
     if (q.includes(Buffer.from('\x04hold'))) queue.push([q, r]);
@@ -148,7 +182,11 @@ async function startHoldingAgent(): Promise<{ port: number; held: number; releas
 test('at most 16 pipelined queries are in flight per connection; the rest wait until answers go out', async (t) => {
   const agent = await startHoldingAgent();
   t.after(() => agent.close());
-  const p = await proxyWith(t, 'upstream:\n  timeoutMs: 20000\n  deadlineMs: 30000\n  hedgeMs: 10000\nlimits:\n  tcp: {maxPipelined: 16, idleTimeoutMs: 60000, readTimeoutMs: 60000}\n', `127.0.0.1:${agent.port}`);
+  const p = await proxyWith(
+    t,
+    'upstream:\n  timeoutMs: 20000\n  deadlineMs: 30000\n  hedgeMs: 10000\nlimits:\n  tcp: {maxPipelined: 16, idleTimeoutMs: 60000, readTimeoutMs: 60000}\n',
+    `127.0.0.1:${agent.port}`,
+  );
   const c = await connect(p);
   // 20 distinct questions in one write (distinct, so none share an upstream exchange).
   c.sock.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => frame(i + 1, `q${i}.hold.service.consul`))));
@@ -164,6 +202,9 @@ test('at most 16 pipelined queries are in flight per connection; the rest wait u
   await waitFor(() => agent.held === 2, { what: 'the last two questions' });
   agent.release(2);
   await waitFor(() => c.ids.length === 20, { what: 'all 20 answers' });
-  assert.deepEqual([...c.ids].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+  assert.deepEqual(
+    [...c.ids].sort((a, b) => a - b),
+    Array.from({ length: 20 }, (_, i) => i + 1),
+  );
   c.sock.destroy();
 });

@@ -35,7 +35,10 @@ function section(text: string, name: string): Map<string, string[]> {
 /** The list a Listen*= key ends up with after the unit and its drop-ins (an empty value resets it). */
 function effective(values: string[]): string[] {
   const out: string[] = [];
-  for (const v of values) { if (v === '') out.length = 0; else out.push(v); }
+  for (const v of values) {
+    if (v === '') out.length = 0;
+    else out.push(v);
+  }
   return out;
 }
 
@@ -43,22 +46,37 @@ function effective(values: string[]): string[] {
 function unitDir(t: { after(fn: () => void): void }, opts: { dropIn?: boolean; execStart?: string } = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'cdp-units-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const service = read('config/consul-dns-proxy.service')
-    .replaceAll('/usr/bin/node /opt/consul-dns-proxy/dist/src/cli.js', opts.execStart ?? `${process.execPath} ${CLI}`);
-  assert.notEqual(service, read('config/consul-dns-proxy.service'), 'the Exec lines name /usr/bin/node and /opt/consul-dns-proxy');
+  const service = read('config/consul-dns-proxy.service').replaceAll(
+    '/usr/bin/node /opt/consul-dns-proxy/dist/src/cli.js',
+    opts.execStart ?? `${process.execPath} ${CLI}`,
+  );
+  assert.notEqual(
+    service,
+    read('config/consul-dns-proxy.service'),
+    'the Exec lines name /usr/bin/node and /opt/consul-dns-proxy',
+  );
   writeFileSync(join(dir, 'consul-dns-proxy.service'), service);
   writeFileSync(join(dir, 'consul-dns-proxy.socket'), read('config/consul-dns-proxy.socket'));
   if (opts.dropIn) {
     mkdirSync(join(dir, 'consul-dns-proxy.socket.d'));
-    writeFileSync(join(dir, 'consul-dns-proxy.socket.d', 'resolved.conf'), read('config/consul-dns-proxy.socket.d/resolved.conf'));
+    writeFileSync(
+      join(dir, 'consul-dns-proxy.socket.d', 'resolved.conf'),
+      read('config/consul-dns-proxy.socket.d/resolved.conf'),
+    );
   }
   return dir;
 }
 
 function verify(dir: string): { code: number | null; out: string } {
-  const r = spawnSync('systemd-analyze', ['verify', join(dir, 'consul-dns-proxy.socket'), join(dir, 'consul-dns-proxy.service')], {
-    encoding: 'utf8', env: { PATH: process.env.PATH ?? '', SYSTEMD_LOG_COLOR: '0' }, timeout: 30_000,
-  });
+  const r = spawnSync(
+    'systemd-analyze',
+    ['verify', join(dir, 'consul-dns-proxy.socket'), join(dir, 'consul-dns-proxy.service')],
+    {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '', SYSTEMD_LOG_COLOR: '0' },
+      timeout: 30_000,
+    },
+  );
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -68,16 +86,24 @@ test('systemd-analyze verify: socket and service units, the proxy on 127.0.0.1:5
   assert.deepEqual(r, { code: 0, out: '' });
 });
 
-test('systemd-analyze verify: with the socket drop-in beside systemd-resolved (127.0.0.1:8053)', { skip: SKIP }, (t) => {
-  const r = verify(unitDir(t, { dropIn: true }));
-  assert.deepEqual(r, { code: 0, out: '' });
-});
+test(
+  'systemd-analyze verify: with the socket drop-in beside systemd-resolved (127.0.0.1:8053)',
+  { skip: SKIP },
+  (t) => {
+    const r = verify(unitDir(t, { dropIn: true }));
+    assert.deepEqual(r, { code: 0, out: '' });
+  },
+);
 
-test('systemd-analyze verify fails on a unit whose ExecStart does not exist (the check can fail)', { skip: SKIP }, (t) => {
-  const r = verify(unitDir(t, { execStart: '/nonexistent/node /nonexistent/cli.js' }));
-  assert.notEqual(r.code, 0);
-  assert.match(r.out, /nonexistent/);
-});
+test(
+  'systemd-analyze verify fails on a unit whose ExecStart does not exist (the check can fail)',
+  { skip: SKIP },
+  (t) => {
+    const r = verify(unitDir(t, { execStart: '/nonexistent/node /nonexistent/cli.js' }));
+    assert.notEqual(r.code, 0);
+    assert.match(r.out, /nonexistent/);
+  },
+);
 
 test('the units agree: socket feeds the service, notify from children, resolved forwards where the drop-in binds', () => {
   const socket = read('config/consul-dns-proxy.socket');
@@ -102,7 +128,10 @@ test('the units agree: socket feeds the service, notify from children, resolved 
   // The notification comes from a systemd-notify child, not from the main process.
   assert.equal(one(svc, 'NotifyAccess'), 'all');
   // Long enough for the lame duck the docker config sets (5 s) plus the upstream deadline.
-  assert.ok(Number(one(svc, 'TimeoutStopSec')) * 1000 >= 5000 + DEFAULTS.upstream.deadlineMs, one(svc, 'TimeoutStopSec'));
+  assert.ok(
+    Number(one(svc, 'TimeoutStopSec')) * 1000 >= 5000 + DEFAULTS.upstream.deadlineMs,
+    one(svc, 'TimeoutStopSec'),
+  );
 
   // systemd applies the drop-in's values after the unit's.
   const over = section(dropIn, 'Socket');

@@ -24,12 +24,22 @@ let binCache: string | null | undefined;
 /** The consul binary: $CONSUL_BIN, then install-consul.sh's cache folder, then the PATH; null if none runs. */
 export function consulBinary(): string | null {
   if (binCache !== undefined) return binCache;
-  const cacheDir = process.env.CONSUL_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'consul-dns-proxy', 'consul');
-  const candidates = [process.env.CONSUL_BIN, join(cacheDir, 'usr/bin/consul'), 'consul'].filter((c): c is string => !!c);
+  const cacheDir =
+    process.env.CONSUL_CACHE_DIR ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'consul-dns-proxy', 'consul');
+  const candidates = [process.env.CONSUL_BIN, join(cacheDir, 'usr/bin/consul'), 'consul'].filter(
+    (c): c is string => !!c,
+  );
   binCache = null;
   for (const c of candidates) {
     if (c.includes('/') && !existsSync(c)) continue;
-    try { execFileSync(c, ['version'], { stdio: 'ignore', timeout: 10_000 }); binCache = c; break; } catch { /* next */ }
+    try {
+      execFileSync(c, ['version'], { stdio: 'ignore', timeout: 10_000 });
+      binCache = c;
+      break;
+    } catch {
+      /* next */
+    }
   }
   return binCache;
 }
@@ -80,10 +90,15 @@ export interface Agent {
 }
 
 const live = new Set<ConsulCluster>();
-process.on('exit', () => { for (const c of live) c.killAllSync(); });
+process.on('exit', () => {
+  for (const c of live) c.killAllSync();
+});
 // A test runner that cancels a file signals it: the agents must not outlive it either.
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => { for (const c of live) c.killAllSync(); process.exit(sig === 'SIGINT' ? 130 : 143); });
+  process.once(sig, () => {
+    for (const c of live) c.killAllSync();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  });
 }
 
 export interface ClusterOptions {
@@ -98,15 +113,22 @@ export class ConsulCluster {
   token: string;
   private readonly root: string;
 
-  constructor(specs: AgentSpec[], private readonly opts: ClusterOptions = {}) {
+  constructor(
+    specs: AgentSpec[],
+    private readonly opts: ClusterOptions = {},
+  ) {
     this.token = opts.token ?? '';
     this.root = mkdtempSync(join(tmpdir(), 'cdp-consul-'));
     const servers = specs.filter((s) => s.server);
     for (const spec of specs) {
       const dataDir = join(this.root, spec.name);
       const cfg: Record<string, unknown> = {
-        node_name: spec.name, datacenter: 'dc1', data_dir: dataDir,
-        bind_addr: spec.address, client_addr: spec.address, advertise_addr: spec.address,
+        node_name: spec.name,
+        datacenter: 'dc1',
+        data_dir: dataDir,
+        bind_addr: spec.address,
+        client_addr: spec.address,
+        advertise_addr: spec.address,
         server: !!spec.server,
         retry_join: servers.filter((s) => s !== spec).map((s) => s.address),
         // The 30 s default stalls a restarted agent's rejoin.
@@ -125,15 +147,34 @@ export class ConsulCluster {
       if (spec.server) cfg['bootstrap_expect'] = servers.length;
       if (spec.services?.length) {
         cfg['services'] = spec.services.map((s) => ({
-          id: s.id, name: s.name, port: s.port, tags: s.tags ?? [], address: s.address ?? spec.address, meta: s.meta ?? {},
+          id: s.id,
+          name: s.name,
+          port: s.port,
+          tags: s.tags ?? [],
+          address: s.address ?? spec.address,
+          meta: s.meta ?? {},
           ...(s.token ? { token: s.token } : {}),
-          checks: [{ id: `${s.id}-tcp`, name: `TCP check on port ${s.port}`, tcp: s.check ?? `${s.address ?? spec.address}:${s.port}`, interval: '1s', timeout: '500ms' }],
+          checks: [
+            {
+              id: `${s.id}-tcp`,
+              name: `TCP check on port ${s.port}`,
+              tcp: s.check ?? `${s.address ?? spec.address}:${s.port}`,
+              interval: '1s',
+              timeout: '500ms',
+            },
+          ],
         }));
       }
       const agent: Agent = {
-        spec, dataDir, proc: null, log: '',
-        get running() { return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null; },
-        http: `http://${spec.address}:8500`, dns: `${spec.address}:8600`,
+        spec,
+        dataDir,
+        proc: null,
+        log: '',
+        get running() {
+          return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null;
+        },
+        http: `http://${spec.address}:8500`,
+        dns: `${spec.address}:8600`,
       };
       writeFileSync(join(this.root, `${spec.name}.json`), JSON.stringify(cfg, null, 1));
       this.agents.set(spec.name, agent);
@@ -154,12 +195,19 @@ export class ConsulCluster {
   }
 
   async waitReady(timeoutMs = 60_000): Promise<void> {
-    await waitFor(async () => (await this.leader()) !== null, { timeoutMs, intervalMs: 100, what: `a Consul leader (${this.logTail()})` });
+    await waitFor(async () => (await this.leader()) !== null, {
+      timeoutMs,
+      intervalMs: 100,
+      what: `a Consul leader (${this.logTail()})`,
+    });
     const names = [...this.agents.values()].filter((a) => a.running).map((a) => a.spec.name);
-    await waitFor(async () => {
-      const m = await this.members();
-      return names.every((n) => m.get(n) === 1);
-    }, { timeoutMs, intervalMs: 100, what: `agents ${names.join(', ')} alive in the member list` });
+    await waitFor(
+      async () => {
+        const m = await this.members();
+        return names.every((n) => m.get(n) === 1);
+      },
+      { timeoutMs, intervalMs: 100, what: `agents ${names.join(', ')} alive in the member list` },
+    );
   }
 
   private spawn(name: string): void {
@@ -168,24 +216,36 @@ export class ConsulCluster {
     const bin = consulBinary();
     if (!bin) throw new Error(HOW_TO_INSTALL);
     a.log = '';
-    const proc = spawn(bin, ['agent', `-config-file=${join(this.root, `${name}.json`)}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const keep = (d: Buffer) => { a.log = (a.log + d.toString()).slice(-8000); };
-    proc.stdout!.on('data', keep);
-    proc.stderr!.on('data', keep);
+    const proc = spawn(bin, ['agent', `-config-file=${join(this.root, `${name}.json`)}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const keep = (d: Buffer) => {
+      a.log = (a.log + d.toString()).slice(-8000);
+    };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
     a.proc = proc;
   }
 
   /** Starts a stopped or killed agent again with the same data directory and config. */
   async restart(name: string): Promise<void> {
     this.spawn(name);
-    await waitFor(async () => (await this.members()).get(name) === 1, { timeoutMs: 30_000, intervalMs: 50, what: `${name} alive again (${this.agent(name).log.slice(-500)})` });
+    await waitFor(async () => (await this.members()).get(name) === 1, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+      what: `${name} alive again (${this.agent(name).log.slice(-500)})`,
+    });
   }
 
   /** SIGKILL: the agent vanishes without leaving (Serf must detect it). */
-  async kill(name: string): Promise<void> { await this.signal(name, 'SIGKILL'); }
+  async kill(name: string): Promise<void> {
+    await this.signal(name, 'SIGKILL');
+  }
 
   /** SIGTERM (leave_on_terminate false: the node stays a member, then fails). */
-  async stopAgent(name: string): Promise<void> { await this.signal(name, 'SIGTERM'); }
+  async stopAgent(name: string): Promise<void> {
+    await this.signal(name, 'SIGTERM');
+  }
 
   private async signal(name: string, sig: NodeJS.Signals): Promise<void> {
     const a = this.agent(name);
@@ -207,16 +267,29 @@ export class ConsulCluster {
   }
 
   /** GET path on an agent's HTTP API: status and parsed JSON (or text). */
-  async get(path: string, via?: string, timeoutMs = 5000): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
+  async get(
+    path: string,
+    via?: string,
+    timeoutMs = 5000,
+  ): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
     return httpRequest('GET', this.anyRunning(via).http + path, undefined, this.token, timeoutMs);
   }
 
   /** GET with a token other than the launcher's own (what a proxy with that token is told). */
-  async httpAs(token: string, path: string, via?: string): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
+  async httpAs(
+    token: string,
+    path: string,
+    via?: string,
+  ): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
     return httpRequest('GET', this.anyRunning(via).http + path, undefined, token, 5000);
   }
 
-  async put(path: string, body: unknown, via?: string, method: 'PUT' | 'POST' = 'PUT'): Promise<{ status: number; body: unknown }> {
+  async put(
+    path: string,
+    body: unknown,
+    via?: string,
+    method: 'PUT' | 'POST' = 'PUT',
+  ): Promise<{ status: number; body: unknown }> {
     return httpRequest(method, this.anyRunning(via).http + path, body, this.token, 10_000);
   }
 
@@ -229,7 +302,9 @@ export class ConsulCluster {
         const addr = typeof r.body === 'string' ? r.body.replace(/:\d+$/, '') : '';
         const found = [...this.agents.values()].find((x) => x.spec.address === addr);
         if (found) return found.spec.name;
-      } catch { /* next server */ }
+      } catch {
+        /* next server */
+      }
     }
     return null;
   }
@@ -245,7 +320,12 @@ export class ConsulCluster {
   /** Whether the catalog's serfHealth check of `node` is critical (Serf marked it failed). */
   async nodeFailed(node: string, via?: string): Promise<boolean> {
     const r = await this.get(`/v1/health/node/${node}?stale`, via, 2000);
-    return Array.isArray(r.body) && (r.body as { CheckID: string; Status: string }[]).some((c) => c.CheckID === 'serfHealth' && c.Status === 'critical');
+    return (
+      Array.isArray(r.body) &&
+      (r.body as { CheckID: string; Status: string }[]).some(
+        (c) => c.CheckID === 'serfHealth' && c.Status === 'critical',
+      )
+    );
   }
 
   /** Polls the HTTP API until `cond` is true (see wait.ts). */
@@ -263,7 +343,13 @@ export class ConsulCluster {
   async dnsQueryCount(names: string[]): Promise<number> {
     let sum = 0;
     for (const n of names) {
-      const r = await httpRequest('GET', `${this.agent(n).http}/v1/agent/metrics?format=prometheus`, undefined, this.token, 5000);
+      const r = await httpRequest(
+        'GET',
+        `${this.agent(n).http}/v1/agent/metrics?format=prometheus`,
+        undefined,
+        this.token,
+        5000,
+      );
       const text = typeof r.body === 'string' ? r.body : '';
       for (const line of text.split('\n')) {
         const m = /^consul_dns_domain_query_count(?:\{[^}]*\})?\s+(\S+)/.exec(line);
@@ -287,27 +373,61 @@ export class ConsulCluster {
   /** The synchronous part of stop(), for process 'exit'. */
   killAllSync(): void {
     for (const a of this.agents.values()) if (a.running) a.proc!.kill('SIGKILL');
-    try { rmSync(this.root, { recursive: true, force: true }); } catch { /* exiting anyway */ }
+    try {
+      rmSync(this.root, { recursive: true, force: true });
+    } catch {
+      /* exiting anyway */
+    }
   }
 }
 
 /** A real `consul agent -dev` on its own loopback address (default ports), for the conformance suite. */
-export async function startDevAgent(address: string, extraArgs: string[] = []): Promise<{ http: string; dns: string; stop(): Promise<void> }> {
+export async function startDevAgent(
+  address: string,
+  extraArgs: string[] = [],
+): Promise<{ http: string; dns: string; stop(): Promise<void> }> {
   const bin = consulBinary();
   if (!bin) throw new Error(HOW_TO_INSTALL);
-  const proc = spawn(bin, ['agent', '-dev', '-bind', address, '-client', address, '-node', 'dev', '-log-level', 'warn', '-disable-host-node-id', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(
+    bin,
+    [
+      'agent',
+      '-dev',
+      '-bind',
+      address,
+      '-client',
+      address,
+      '-node',
+      'dev',
+      '-log-level',
+      'warn',
+      '-disable-host-node-id',
+      ...extraArgs,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let log = '';
-  proc.stdout!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
-  proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
-  const kill = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); };
+  proc.stdout.on('data', (d: Buffer) => {
+    log = (log + d.toString()).slice(-4000);
+  });
+  proc.stderr.on('data', (d: Buffer) => {
+    log = (log + d.toString()).slice(-4000);
+  });
+  const kill = () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
   process.on('exit', kill);
   const base = `http://${address}:8500`;
-  await waitFor(async () => {
-    const r = await httpRequest('GET', `${base}/v1/status/leader`, undefined, '', 1000);
-    return typeof r.body === 'string' && r.body.length > 0;
-  }, { timeoutMs: 30_000, intervalMs: 100, what: `consul -dev on ${address} to elect itself (${log})` });
+  await waitFor(
+    async () => {
+      const r = await httpRequest('GET', `${base}/v1/status/leader`, undefined, '', 1000);
+      return typeof r.body === 'string' && r.body.length > 0;
+    },
+    { timeoutMs: 30_000, intervalMs: 100, what: `consul -dev on ${address} to elect itself (${log})` },
+  );
   return {
-    http: base, dns: `${address}:8600`,
+    http: base,
+    dns: `${address}:8600`,
     async stop() {
       const gone = new Promise<void>((r) => proc.once('exit', () => r()));
       kill();
@@ -317,7 +437,13 @@ export async function startDevAgent(address: string, extraArgs: string[] = []): 
   };
 }
 
-export function httpRequest(method: string, url: string, body: unknown, token: string, timeoutMs: number): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
+export function httpRequest(
+  method: string,
+  url: string,
+  body: unknown,
+  token: string,
+  timeoutMs: number,
+): Promise<{ status: number; body: unknown; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
     if (token) headers['x-consul-token'] = token;
@@ -325,10 +451,18 @@ export function httpRequest(method: string, url: string, body: unknown, token: s
     const req = http.request(url, { method, headers, timeout: timeoutMs, agent: false }, (res) => {
       let data = '';
       res.setEncoding('utf8');
-      res.on('data', (d: string) => { data += d; });
+      res.on('data', (d: string) => {
+        data += d;
+      });
       res.on('end', () => {
         let parsed: unknown = data;
-        if ((res.headers['content-type'] ?? '').includes('json')) { try { parsed = JSON.parse(data); } catch { /* keep text */ } }
+        if ((res.headers['content-type'] ?? '').includes('json')) {
+          try {
+            parsed = JSON.parse(data);
+          } catch {
+            /* keep text */
+          }
+        }
         resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
       });
     });

@@ -27,7 +27,17 @@ async function main(): Promise<void> {
   let proxy: ChildProcess | null = null;
   let target = { host: '127.0.0.1', port: sim.dnsPort };
   if (haveProxy) {
-    const args = [cli, '--listen', `${PROXY.host}:${PROXY.port}`, '--agent', simDns, '--consul-http', simHttp, '--metrics', PROXY.metrics];
+    const args = [
+      cli,
+      '--listen',
+      `${PROXY.host}:${PROXY.port}`,
+      '--agent',
+      simDns,
+      '--consul-http',
+      simHttp,
+      '--metrics',
+      PROXY.metrics,
+    ];
     proxy = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     proxy.on('exit', (code, sig) => {
       if (!stopping) console.log(`proxy exited (${code ?? sig}); the simulator keeps running`);

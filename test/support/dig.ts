@@ -97,10 +97,12 @@ export function dig(args: string[]): Promise<DigResult> {
           const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean };
           if (typeof e.code === 'number') exitCode = e.code;
           else if (e.code === 'ENOENT') {
-            reject(Object.assign(new Error('dig not found: apt-get install -y bind9-dnsutils'), { code: 'DIG_MISSING' }));
+            reject(
+              Object.assign(new Error('dig not found: apt-get install -y bind9-dnsutils'), { code: 'DIG_MISSING' }),
+            );
             return;
           } else {
-            reject(err);
+            reject(err instanceof Error ? err : new Error(String(err)));
             return;
           }
         }

@@ -56,7 +56,9 @@ export class Rng {
 }
 
 const INTERESTING8 = [0x00, 0x01, 0x3f, 0x40, 0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xff];
-const INTERESTING16 = [0x0000, 0x0001, 0x0002, 0x000c, 0x0029, 0x00ff, 0x0100, 0x7fff, 0x8000, 0xc00c, 0xc000, 0xfffe, 0xffff];
+const INTERESTING16 = [
+  0x0000, 0x0001, 0x0002, 0x000c, 0x0029, 0x00ff, 0x0100, 0x7fff, 0x8000, 0xc00c, 0xc000, 0xfffe, 0xffff,
+];
 
 /** One to four random mutations of a copy of buf (bit flips, interesting values, splices, pointers). */
 export function mutate(buf: Buffer, rng: Rng): Buffer {
@@ -81,13 +83,15 @@ export function mutate(buf: Buffer, rng: Rng): Buffer {
       case 4: // header section count
         if (len >= 12) b.writeUInt16BE(rng.bool() ? rng.int(8) : rng.int(0x10000), 4 + 2 * rng.int(4));
         break;
-      case 5: { // insert 1..8 random bytes
+      case 5: {
+        // insert 1..8 random bytes
         const ins = Buffer.alloc(1 + rng.int(8));
         for (let i = 0; i < ins.length; i++) ins[i] = rng.int(256);
         b = Buffer.concat([b.subarray(0, at), ins, b.subarray(at)]);
         break;
       }
-      case 6: { // delete a range
+      case 6: {
+        // delete a range
         const n = 1 + rng.int(Math.max(1, Math.min(16, len - at)));
         b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(len, at + n))]);
         break;
@@ -102,7 +106,8 @@ export function mutate(buf: Buffer, rng: Rng): Buffer {
           b.writeUInt16BE(0xc000 | (target & 0x3fff), pos);
         }
         break;
-      case 9: { // duplicate a slice of the message somewhere else in it
+      case 9: {
+        // duplicate a slice of the message somewhere else in it
         if (len > 2) {
           const from = rng.int(len);
           const n = 1 + rng.int(Math.min(32, len - from));
@@ -179,7 +184,17 @@ export function runFuzz(opts: {
   const maxCallMs = opts.maxCallMs ?? 250;
   const maxFailures = opts.maxFailures ?? 10;
   const failures: FuzzFailure[] = [];
-  const s = { iterations: 0, seed: opts.seed, calls: 0, wireErrors: 0, accepted: 0, slowestMs: 0, slowestTarget: '', slowestInputHex: '', elapsedMs: 0 };
+  const s = {
+    iterations: 0,
+    seed: opts.seed,
+    calls: 0,
+    wireErrors: 0,
+    accepted: 0,
+    slowestMs: 0,
+    slowestTarget: '',
+    slowestInputHex: '',
+    elapsedMs: 0,
+  };
   const t0 = performance.now();
   for (let i = 0; i < opts.iterations && failures.length < maxFailures; i++) {
     const input = mutate(rng.pick(corpus), rng);
@@ -261,7 +276,8 @@ export function wireTargets(): FuzzTarget[] {
         } catch (e) {
           throw new Error(`decodes alone but not with trailing octets: ${(e as Error).message}`);
         }
-        if (!isDeepStrictEqual(padded, m)) throw new Error('trailing octets changed the decoded message: an out-of-bounds read');
+        if (!isDeepStrictEqual(padded, m))
+          throw new Error('trailing octets changed the decoded message: an out-of-bounds read');
       },
     },
     {
@@ -330,7 +346,12 @@ export function srv(name: string, target: string, port: number, ttl = 0): Record
   return rr(name, 33, ttl, Buffer.concat([u16b(1, 1, port), nameToWire(target)]));
 }
 export function txt(name: string, ...strings: string[]): Record {
-  return rr(name, 16, 0, Buffer.concat(strings.map((s) => Buffer.concat([Buffer.from([s.length]), Buffer.from(s, 'latin1')]))));
+  return rr(
+    name,
+    16,
+    0,
+    Buffer.concat(strings.map((s) => Buffer.concat([Buffer.from([s.length]), Buffer.from(s, 'latin1')]))),
+  );
 }
 export function soa(owner: string, mname: string, rname: string, ttl = 0): Record {
   const fixed = Buffer.alloc(20);
@@ -364,10 +385,14 @@ export function randomConsulReply(rng: Rng, alias = 'starlings', domain = 'consu
   if (form === 0) left = `${svc}.service`;
   else if (form === 1) left = `server1.${svc}.service`;
   else if (form === 2) left = `${svc}.service.${dc}`;
-  else if (form === 3) { left = `_${svc}._tcp.service`; qtype = 33; }
-  else if (form === 4) left = `${node()}.node`;
-  else if (form === 5) { left = `${hexip()}.addr.${dc}`; qtype = 1; }
-  else left = `${svc}.query`;
+  else if (form === 3) {
+    left = `_${svc}._tcp.service`;
+    qtype = 33;
+  } else if (form === 4) left = `${node()}.node`;
+  else if (form === 5) {
+    left = `${hexip()}.addr.${dc}`;
+    qtype = 1;
+  } else left = `${svc}.query`;
   const clientName = `${randCase(rng, left)}.${randCase(rng, alias)}`;
   const qname = toCanonicalName(clientName, alias, domain);
   const clientQuestion = Buffer.concat([nameToWire(clientName), u16b(qtype, 1)]);
@@ -415,7 +440,10 @@ export function randomConsulReply(rng: Rng, alias = 'starlings', domain = 'consu
     const target = rng.bool() ? 'web.example.com' : d(`${node()}.node.${dc}`);
     m.answers.push(oneName(qname, 5, target), a(target, ip()));
   }
-  if (rng.bool(0.7)) m.additionals.push(opt(rng.pick([512, 1232, 4096]), rng.bool() ? Buffer.from('000a0008a0f2bf7256099e45', 'hex') : undefined));
+  if (rng.bool(0.7))
+    m.additionals.push(
+      opt(rng.pick([512, 1232, 4096]), rng.bool() ? Buffer.from('000a0008a0f2bf7256099e45', 'hex') : undefined),
+    );
   return { clientName, clientQuestion, canonical: m };
 }
 

@@ -42,7 +42,10 @@ export interface Stats {
 /** Counts over `records` (all of them, or those `filter` keeps). Pending records count as unanswered. */
 export function summarize(records: QueryRecord[], filter: (r: QueryRecord) => boolean = () => true): Stats {
   const rs = records.filter(filter);
-  const lat = rs.filter((r) => r.outcome === 'answered').map((r) => r.latencyMs!).sort((a, b) => a - b);
+  const lat = rs
+    .filter((r) => r.outcome === 'answered')
+    .map((r) => r.latencyMs!)
+    .sort((a, b) => a - b);
   const count = (o: Outcome) => rs.filter((r) => r.outcome === o).length;
   return {
     sent: rs.length,
@@ -83,7 +86,10 @@ function pace(qps: number, durationMs: number, send: (n: number) => void): { fin
   let timer: NodeJS.Timeout | undefined;
   let stop = () => {};
   const finished = new Promise<void>((resolve) => {
-    stop = () => { clearInterval(timer); resolve(); };
+    stop = () => {
+      clearInterval(timer);
+      resolve();
+    };
     const tick = () => {
       const due = Math.min(total, Math.floor(((performance.now() - start) * qps) / 1000) + 1);
       while (n < due) send(n++);
@@ -109,34 +115,54 @@ export function udpLoad(opts: LoadOptions): Load {
   const one = (n: number) => {
     const id = n & 0xffff;
     const msg = withId(opts.query(n), id);
-    const rec: QueryRecord = { id, sentAt: performance.now(), outcome: 'pending', latencyMs: null, resends: 0, reply: null };
+    const rec: QueryRecord = {
+      id,
+      sentAt: performance.now(),
+      outcome: 'pending',
+      latencyMs: null,
+      resends: 0,
+      reply: null,
+    };
     records.push(rec);
     const sock = dgram.createSocket('udp4');
-    ends.push(new Promise<void>((resolve) => {
-      const finish = (o: Outcome, err?: string) => {
-        if (rec.outcome !== 'pending') return;
-        rec.outcome = o;
-        if (err !== undefined) rec.error = err;
-        clearTimeout(timer);
-        try { sock.close(); } catch { /* already closed */ }
-        resolve();
-      };
-      const timer = setTimeout(() => finish('unanswered'), timeoutMs);
-      sock.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'ECONNREFUSED' ? 'refused' : 'error', e.code ?? e.message));
-      sock.on('message', (m) => {
-        if (m.length < 2 || m.readUInt16BE(0) !== id) return;
-        rec.latencyMs = performance.now() - rec.sentAt;
-        rec.reply = m;
-        finish('answered');
-      });
-      sock.connect(opts.port, opts.host, () => {
-        rec.sentAt = performance.now();
-        sock.send(msg, (err) => { if (err) finish((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'refused' : 'error', err.message); });
-      });
-    }));
+    ends.push(
+      new Promise<void>((resolve) => {
+        const finish = (o: Outcome, err?: string) => {
+          if (rec.outcome !== 'pending') return;
+          rec.outcome = o;
+          if (err !== undefined) rec.error = err;
+          clearTimeout(timer);
+          try {
+            sock.close();
+          } catch {
+            /* already closed */
+          }
+          resolve();
+        };
+        const timer = setTimeout(() => finish('unanswered'), timeoutMs);
+        sock.on('error', (e: NodeJS.ErrnoException) =>
+          finish(e.code === 'ECONNREFUSED' ? 'refused' : 'error', e.code ?? e.message),
+        );
+        sock.on('message', (m) => {
+          if (m.length < 2 || m.readUInt16BE(0) !== id) return;
+          rec.latencyMs = performance.now() - rec.sentAt;
+          rec.reply = m;
+          finish('answered');
+        });
+        sock.connect(opts.port, opts.host, () => {
+          rec.sentAt = performance.now();
+          sock.send(msg, (err) => {
+            if (err) finish((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'refused' : 'error', err.message);
+          });
+        });
+      }),
+    );
   };
   const p = pace(opts.qps, opts.durationMs, one);
-  const done = p.finished.then(async () => { await Promise.all(ends); return summarize(records); });
+  const done = p.finished.then(async () => {
+    await Promise.all(ends);
+    return summarize(records);
+  });
   return { records, done, stop: p.stop };
 }
 
@@ -168,10 +194,22 @@ export class PipelinedTcpClient {
   private rx: Buffer = Buffer.alloc(0);
   private nextId = 1;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private counters = { connects: 0, refusedConnects: 0, closes: 0, closesMidAnswer: 0, closesWithOutstanding: 0, resends: 0, duplicates: 0 };
+  private counters = {
+    connects: 0,
+    refusedConnects: 0,
+    closes: 0,
+    closesMidAnswer: 0,
+    closesWithOutstanding: 0,
+    resends: 0,
+    duplicates: 0,
+  };
   private readonly idle = new Set<() => void>();
 
-  constructor(private readonly host: string, private readonly port: number, private readonly opts: { reconnectDelayMs?: number; timeoutMs?: number } = {}) {
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly opts: { reconnectDelayMs?: number; timeoutMs?: number } = {},
+  ) {
     this.connect();
   }
 
@@ -181,7 +219,14 @@ export class PipelinedTcpClient {
     while (this.outstanding.has(id)) id = (id % 0xffff) + 1;
     this.nextId = (id % 0xffff) + 1;
     const msg = withId(query, id);
-    const rec: QueryRecord = { id, sentAt: performance.now(), outcome: 'pending', latencyMs: null, resends: 0, reply: null };
+    const rec: QueryRecord = {
+      id,
+      sentAt: performance.now(),
+      outcome: 'pending',
+      latencyMs: null,
+      resends: 0,
+      reply: null,
+    };
     this.records.push(rec);
     const entry = { rec, msg, written: false };
     this.outstanding.set(id, entry);
@@ -197,7 +242,10 @@ export class PipelinedTcpClient {
 
   /** Resolves once nothing is outstanding. */
   whenIdle(): Promise<void> {
-    return new Promise((resolve) => { this.idle.add(resolve); this.checkIdle(); });
+    return new Promise((resolve) => {
+      this.idle.add(resolve);
+      this.checkIdle();
+    });
   }
 
   stats(): TcpStats {
@@ -212,11 +260,17 @@ export class PipelinedTcpClient {
 
   private checkIdle(): void {
     if (this.outstanding.size > 0) return;
-    for (const r of [...this.idle]) { this.idle.delete(r); r(); }
+    for (const r of [...this.idle]) {
+      this.idle.delete(r);
+      r();
+    }
   }
 
   private write(entry: { rec: QueryRecord; msg: Buffer; written: boolean }): void {
-    if (entry.written) { entry.rec.resends++; this.counters.resends++; }
+    if (entry.written) {
+      entry.rec.resends++;
+      this.counters.resends++;
+    }
     entry.written = true;
     const len = Buffer.alloc(2);
     len.writeUInt16BE(entry.msg.length);
@@ -261,7 +315,10 @@ export class PipelinedTcpClient {
       this.rx = this.rx.subarray(2 + msg.length);
       const id = msg.length >= 2 ? msg.readUInt16BE(0) : -1;
       const entry = this.outstanding.get(id);
-      if (!entry) { this.counters.duplicates++; continue; }
+      if (!entry) {
+        this.counters.duplicates++;
+        continue;
+      }
       this.outstanding.delete(id);
       entry.rec.outcome = 'answered';
       entry.rec.latencyMs = performance.now() - entry.rec.sentAt;
@@ -272,9 +329,18 @@ export class PipelinedTcpClient {
 }
 
 /** TCP load over one PipelinedTcpClient at `qps`. */
-export function tcpLoad(opts: LoadOptions & { reconnectDelayMs?: number }): Load & { client: PipelinedTcpClient; tcpDone: Promise<TcpStats> } {
-  const client = new PipelinedTcpClient(opts.host, opts.port, { timeoutMs: opts.timeoutMs ?? 2000, reconnectDelayMs: opts.reconnectDelayMs ?? 20 });
+export function tcpLoad(
+  opts: LoadOptions & { reconnectDelayMs?: number },
+): Load & { client: PipelinedTcpClient; tcpDone: Promise<TcpStats> } {
+  const client = new PipelinedTcpClient(opts.host, opts.port, {
+    timeoutMs: opts.timeoutMs ?? 2000,
+    reconnectDelayMs: opts.reconnectDelayMs ?? 20,
+  });
   const p = pace(opts.qps, opts.durationMs, (n) => client.send(opts.query(n)));
-  const tcpDone = p.finished.then(async () => { await client.whenIdle(); client.close(); return client.stats(); });
+  const tcpDone = p.finished.then(async () => {
+    await client.whenIdle();
+    client.close();
+    return client.stats();
+  });
   return { records: client.records, client, done: tcpDone, tcpDone, stop: p.stop };
 }

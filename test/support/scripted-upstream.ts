@@ -126,20 +126,38 @@ export async function startScripted(script: Script, host = '127.0.0.1'): Promise
 
   const seen = (transport: 'udp' | 'tcp', bytes: Buffer, address: string, port: number): SeenQuery => {
     let message: Message | null = null;
-    try { message = decodeMessage(bytes); } catch { /* recorded as undecodable */ }
+    try {
+      message = decodeMessage(bytes);
+    } catch {
+      /* recorded as undecodable */
+    }
     const rawName = message?.questions[0]?.name.replace(/\.$/, '') ?? '';
     const q: SeenQuery = {
-      transport, address, port, at: Date.now(), bytes: Buffer.from(bytes),
-      id: bytes.length >= 2 ? bytes.readUInt16BE(0) : 0, flags: bytes.length >= 4 ? bytes.readUInt16BE(2) : 0,
-      name: rawName.toLowerCase(), rawName, type: message?.questions[0]?.type ?? 0, message,
+      transport,
+      address,
+      port,
+      at: Date.now(),
+      bytes: Buffer.from(bytes),
+      id: bytes.length >= 2 ? bytes.readUInt16BE(0) : 0,
+      flags: bytes.length >= 4 ? bytes.readUInt16BE(2) : 0,
+      name: rawName.toLowerCase(),
+      rawName,
+      type: message?.questions[0]?.type ?? 0,
+      message,
     };
     queries.push(q);
     return q;
   };
   const later = (r: Reply, send: (b: Buffer) => void): void => {
     if (r === null) return;
-    if (Buffer.isBuffer(r)) { send(r); return; }
-    const t = setTimeout(() => { timers.delete(t); send(r.bytes); }, r.delayMs);
+    if (Buffer.isBuffer(r)) {
+      send(r);
+      return;
+    }
+    const t = setTimeout(() => {
+      timers.delete(t);
+      send(r.bytes);
+    }, r.delayMs);
     timers.add(t);
   };
 
@@ -153,7 +171,9 @@ export async function startScripted(script: Script, host = '127.0.0.1'): Promise
     const tcp = net.createServer((s) => {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
-      s.on('error', () => { /* the proxy may reset */ });
+      s.on('error', () => {
+        /* the proxy may reset */
+      });
       let buf = Buffer.alloc(0);
       s.on('data', (d: Buffer) => {
         buf = Buffer.concat([buf, d]);
@@ -181,13 +201,24 @@ export async function startScripted(script: Script, host = '127.0.0.1'): Promise
     }
     udp.on('message', (msg, rinfo) => {
       const q = seen('udp', msg, rinfo.address, rinfo.port);
-      later(current(q), (b) => { try { udp.send(b, rinfo.port, rinfo.address); } catch { /* closed */ } });
+      later(current(q), (b) => {
+        try {
+          udp.send(b, rinfo.port, rinfo.address);
+        } catch {
+          /* closed */
+        }
+      });
     });
     const address = family === 'udp6' ? `[${host}]:${port}` : `${host}:${port}`;
     return {
-      host, port, address, queries,
+      host,
+      port,
+      address,
+      queries,
       queriesFor: (name) => queries.filter((q) => q.name === name),
-      setScript(s) { current = s; },
+      setScript(s) {
+        current = s;
+      },
       async stop() {
         for (const t of timers) clearTimeout(t);
         for (const s of sockets) s.destroy();
@@ -202,18 +233,45 @@ export async function startScripted(script: Script, host = '127.0.0.1'): Promise
 // Client side
 
 /** A query message: one question, optional extra records (OPT, or an answer record), flags RD by default. */
-export function clientQuery(id: number, name: string, type: number, o: { flags?: number; answers?: RR[]; additionals?: RR[]; questions?: number } = {}): Buffer {
+export function clientQuery(
+  id: number,
+  name: string,
+  type: number,
+  o: { flags?: number; answers?: RR[]; additionals?: RR[]; questions?: number } = {},
+): Buffer {
   const questions = o.questions === 0 ? [] : [{ name, type, class: 1 }];
-  return encodeMessage({ id, flags: o.flags ?? 0x0100, questions, answers: o.answers ?? [], authorities: [], additionals: o.additionals ?? [] });
+  return encodeMessage({
+    id,
+    flags: o.flags ?? 0x0100,
+    questions,
+    answers: o.answers ?? [],
+    authorities: [],
+    additionals: o.additionals ?? [],
+  });
 }
 
 /** Sends one datagram to host:port and resolves with the first reply, or null after `timeoutMs`. */
 export function askUdp(port: number, msg: Buffer, timeoutMs = 3000, host = '127.0.0.1'): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-    const t = setTimeout(() => { s.close(); resolve(null); }, timeoutMs);
-    s.on('message', (m) => { clearTimeout(t); s.close(); resolve(m); });
-    s.on('error', () => { clearTimeout(t); try { s.close(); } catch { /* closed */ } resolve(null); });
+    const t = setTimeout(() => {
+      s.close();
+      resolve(null);
+    }, timeoutMs);
+    s.on('message', (m) => {
+      clearTimeout(t);
+      s.close();
+      resolve(m);
+    });
+    s.on('error', () => {
+      clearTimeout(t);
+      try {
+        s.close();
+      } catch {
+        /* closed */
+      }
+      resolve(null);
+    });
     s.send(msg, port, host);
   });
 }
@@ -222,11 +280,19 @@ export function askUdp(port: number, msg: Buffer, timeoutMs = 3000, host = '127.
  * One TCP exchange; with `halfClose` the client shuts its write side right after the query
  * (shutdown(SHUT_WR)) and still waits for the answer.
  */
-export function askTcp(port: number, msg: Buffer, o: { timeoutMs?: number; halfClose?: boolean; host?: string } = {}): Promise<Buffer | null> {
+export function askTcp(
+  port: number,
+  msg: Buffer,
+  o: { timeoutMs?: number; halfClose?: boolean; host?: string } = {},
+): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: o.host ?? '127.0.0.1', allowHalfOpen: true });
     let buf = Buffer.alloc(0);
-    const done = (r: Buffer | null) => { clearTimeout(t); s.destroy(); resolve(r); };
+    const done = (r: Buffer | null) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(r);
+    };
     const t = setTimeout(() => done(null), o.timeoutMs ?? 3000);
     s.on('connect', () => {
       const len = Buffer.alloc(2);
@@ -239,7 +305,9 @@ export function askTcp(port: number, msg: Buffer, o: { timeoutMs?: number; halfC
       if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(buf.subarray(2, 2 + buf.readUInt16BE(0)));
     });
     s.on('error', () => done(null));
-    s.on('end', () => { if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) done(null); });
+    s.on('end', () => {
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) done(null);
+    });
   });
 }
 

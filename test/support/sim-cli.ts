@@ -56,7 +56,9 @@ function parseArgs(argv: string[]): { opts: SimOptions; janus: boolean } {
 async function main(): Promise<void> {
   const { opts, janus } = parseArgs(process.argv.slice(2));
   const sim = janus ? await startJanusCluster(opts) : await startSim(opts);
-  console.log(JSON.stringify({ msg: 'consul simulator listening', host: sim.host, dnsPort: sim.dnsPort, httpPort: sim.httpPort }));
+  console.log(
+    JSON.stringify({ msg: 'consul simulator listening', host: sim.host, dnsPort: sim.dnsPort, httpPort: sim.httpPort }),
+  );
   const shutdown = (): void => {
     void sim.stop().then(() => process.exit(0));
   };

@@ -27,10 +27,7 @@ export class WaitTimeoutError extends Error {
  * Poll `fn` until it returns (or resolves to) true. Exceptions thrown by `fn` count as "not yet"
  * (a port not open yet throws ECONNREFUSED) and the last one is reported if time runs out.
  */
-export async function waitFor(
-  fn: () => boolean | Promise<boolean>,
-  opts: WaitOptions = {},
-): Promise<void> {
+export async function waitFor(fn: () => boolean | Promise<boolean>, opts: WaitOptions = {}): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const intervalMs = opts.intervalMs ?? 20;
   const what = opts.what ?? 'condition';

@@ -12,16 +12,25 @@ import { AdminError } from '../../src/errors.js';
 import { startAdmin, createAdminHandler, type AdminHooks, type AdminCache } from '../../src/server/admin.js';
 import { Metrics, PREFIX } from '../../src/observability/metrics.js';
 
-interface Reply { status: number; headers: http.IncomingHttpHeaders; body: string }
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
 
 function call(address: string, method: string, path: string): Promise<Reply> {
   const m = /^(.*):(\d+)$/.exec(address)!;
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), method, path, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-    });
+    const req = http.request(
+      { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), method, path, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -45,7 +54,15 @@ function recordingCache(names: string[]): AdminCache & { flushes: { name?: strin
 
 function quietLog() {
   const warns: unknown[] = [];
-  return { warns, log: { info: () => {}, warn: (o: object) => { warns.push(o); } } };
+  return {
+    warns,
+    log: {
+      info: () => {},
+      warn: (o: object) => {
+        warns.push(o);
+      },
+    },
+  };
 }
 
 async function admin(t: TestContext, hooks: Partial<AdminHooks> = {}) {
@@ -94,7 +111,7 @@ test('/ready: 200 {"ready":true}; 503 with the hook\'s reason and detail, or "no
   assert.deepEqual(JSON.parse(r.body), { ready: false, reason: 'not ready' });
 });
 
-test('/metrics: the registry\'s content type, build_info and a counter the hot path bumps', async (t) => {
+test("/metrics: the registry's content type, build_info and a counter the hot path bumps", async (t) => {
   const m = new Metrics({ version: '9.8.7-admin', zones: ['consul', 'recursor'] });
   m.cacheHits = 41;
   const a = await admin(t, { metrics: m });
@@ -105,7 +122,11 @@ test('/metrics: the registry\'s content type, build_info and a counter the hot p
   assert.match(r.body, new RegExp(`^${PREFIX}build_info\\{version="9\\.8\\.7-admin"\\} 1$`, 'm'));
   assert.match(r.body, new RegExp(`^${PREFIX}cache_hits_total 41$`, 'm'));
   m.cacheHits++;
-  assert.match((await call(a.address, 'GET', '/metrics')).body, new RegExp(`^${PREFIX}cache_hits_total 42$`, 'm'), 'read at scrape time');
+  assert.match(
+    (await call(a.address, 'GET', '/metrics')).body,
+    new RegExp(`^${PREFIX}cache_hits_total 42$`, 'm'),
+    'read at scrape time',
+  );
   const head = await call(a.address, 'HEAD', '/metrics');
   assert.equal(head.status, 200);
   assert.equal(head.body, '');
@@ -134,7 +155,11 @@ test('/cache and /cache/flush: counts, name and service selectors, bad parameter
   let r = await call(a.address, 'GET', '/cache');
   assert.deepEqual(JSON.parse(r.body), { entries: 3 });
   r = await call(a.address, 'GET', '/cache?name=web.service.consul');
-  assert.deepEqual(JSON.parse(r.body), { entries: 3, name: 'web.service.consul', matches: [{ name: 'web.service.consul', type: 'A' }] });
+  assert.deepEqual(JSON.parse(r.body), {
+    entries: 3,
+    name: 'web.service.consul',
+    matches: [{ name: 'web.service.consul', type: 'A' }],
+  });
   r = await call(a.address, 'GET', '/cache?service=janus');
   assert.equal(r.status, 400, 'GET /cache takes ?name= only');
 
@@ -150,7 +175,7 @@ test('/cache and /cache/flush: counts, name and service selectors, bad parameter
   for (const bad of ['/cache/flush?name=', `/cache/flush?name=${'a'.repeat(1025)}`, '/cache/flush?service=']) {
     r = await call(a.address, 'POST', bad);
     assert.equal(r.status, 400, bad.slice(0, 40));
-    assert.equal(JSON.parse(r.body).error, 'bad_parameter');
+    assert.equal((JSON.parse(r.body) as { error: string }).error, 'bad_parameter');
   }
   assert.equal(cache.flushes.length, 3, 'a bad request flushes nothing');
 });
@@ -162,7 +187,13 @@ test('cache endpoints: 404 when the cache is disabled; a cache failure is a 500,
   assert.deepEqual(JSON.parse(r.body), { error: 'cache_disabled' });
 
   const { warns, log } = quietLog();
-  const broken: AdminCache = { count: () => { throw new Error('boom'); }, entries: () => [], flush: () => 0 };
+  const broken: AdminCache = {
+    count: () => {
+      throw new Error('boom');
+    },
+    entries: () => [],
+    flush: () => 0,
+  };
   const b = await admin(t, { cache: broken, log });
   r = await call(b.address, 'GET', '/cache');
   assert.equal(r.status, 500);
@@ -175,21 +206,32 @@ test('cache endpoints answer loopback clients only; metrics and probes answer an
   // The client connects over loopback; the handler is shown a LAN peer address, as it would see
   // behind a 0.0.0.0 binding in a container.
   const cache = recordingCache(['janus.service.consul']);
-  const handler = createAdminHandler({ metrics: new Metrics({ version: 'x', zones: ['consul'], enabled: false }), draining: () => false, ready: () => ({ ok: true }), cache });
+  const handler = createAdminHandler({
+    metrics: new Metrics({ version: 'x', zones: ['consul'], enabled: false }),
+    draining: () => false,
+    ready: () => ({ ok: true }),
+    cache,
+  });
   let peer = '10.1.2.3';
   const srv = http.createServer((req, res) => {
     Object.defineProperty(req.socket, 'remoteAddress', { value: peer, configurable: true });
     handler(req, res);
   });
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => { srv.close(() => resolve()); srv.closeAllConnections(); }));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        srv.close(() => resolve());
+        srv.closeAllConnections();
+      }),
+  );
   const address = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`;
 
   for (const p of ['10.1.2.3', '::ffff:10.1.2.3', '192.168.1.1', 'fe80::1%eth0', '128.0.0.1']) {
     peer = p;
     const r = await call(address, 'POST', '/cache/flush');
     assert.equal(r.status, 403, p);
-    assert.equal(JSON.parse(r.body).error, 'forbidden');
+    assert.equal((JSON.parse(r.body) as { error: string }).error, 'forbidden');
     assert.equal((await call(address, 'GET', '/cache')).status, 403, p);
     assert.equal((await call(address, 'GET', '/health')).status, 200, p);
     assert.equal((await call(address, 'GET', '/metrics')).status, 200, p);
@@ -203,10 +245,30 @@ test('cache endpoints answer loopback clients only; metrics and probes answer an
 });
 
 test('isLoopback: 127/8, ::1 and their mapped forms; nothing else, nothing unparsable', () => {
-  for (const a of ['127.0.0.1', '127.255.255.254', '::1', '0:0:0:0:0:0:0:1', '::FFFF:127.0.0.1', '0:0:0:0:0:ffff:127.1.2.3', '::1%lo']) {
+  for (const a of [
+    '127.0.0.1',
+    '127.255.255.254',
+    '::1',
+    '0:0:0:0:0:0:0:1',
+    '::FFFF:127.0.0.1',
+    '0:0:0:0:0:ffff:127.1.2.3',
+    '::1%lo',
+  ]) {
     assert.equal(isLoopback(a), true, a);
   }
-  for (const a of ['', null, undefined, '10.0.0.1', '128.0.0.1', '::2', '::ffff:10.0.0.1', 'localhost', '127.0.0.1.nip.io', '127.1', '1127.0.0.1']) {
+  for (const a of [
+    '',
+    null,
+    undefined,
+    '10.0.0.1',
+    '128.0.0.1',
+    '::2',
+    '::ffff:10.0.0.1',
+    'localhost',
+    '127.0.0.1.nip.io',
+    '127.1',
+    '1127.0.0.1',
+  ]) {
     assert.equal(isLoopback(a), false, String(a));
   }
 });
@@ -215,7 +277,18 @@ test('a port already taken is an AdminError with the system code', async (t) => 
   const a = await admin(t);
   const port = Number(/:(\d+)$/.exec(a.address)![1]);
   await assert.rejects(
-    startAdmin({ host: '127.0.0.1', port }, { metrics: new Metrics({ version: 'x', zones: ['consul'], enabled: false }), draining: () => false, ready: () => ({ ok: true }) }),
-    (err: unknown) => err instanceof AdminError && err.code === 'CDP_ERR_ADMIN_LISTEN' && err.syscallCode === 'EADDRINUSE' && err.message.includes(`127.0.0.1:${port}`),
+    startAdmin(
+      { host: '127.0.0.1', port },
+      {
+        metrics: new Metrics({ version: 'x', zones: ['consul'], enabled: false }),
+        draining: () => false,
+        ready: () => ({ ok: true }),
+      },
+    ),
+    (err: unknown) =>
+      err instanceof AdminError &&
+      err.code === 'CDP_ERR_ADMIN_LISTEN' &&
+      err.syscallCode === 'EADDRINUSE' &&
+      err.message.includes(`127.0.0.1:${port}`),
   );
 });

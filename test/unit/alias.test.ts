@@ -119,18 +119,25 @@ test('SRV reply under the alias: only starlings names, same ports and addresses,
   const p = dns2.Packet.parse(out);
   assert.deepEqual(p.errors, []);
   assert.deepEqual(
-    p.answers.map((r) => [r.name, (r as unknown as { target: string }).target, (r as unknown as { port: number }).port]),
+    p.answers.map((r) => [
+      r.name,
+      (r as unknown as { target: string }).target,
+      (r as unknown as { port: number }).port,
+    ]),
     [
       ['_JaNuS._TcP.SeRvIcE.StArLiNgS', 'server1.node.dc1.starlings', 8800],
       ['_JaNuS._TcP.SeRvIcE.StArLiNgS', 'c000020a.addr.dc1.starlings', 8801],
       ['_JaNuS._TcP.SeRvIcE.StArLiNgS', 'yorc-1.node.dc1.starlings', 8802],
     ],
   );
-  assert.deepEqual(p.additionals.slice(0, 3).map((r) => [r.name, (r as unknown as { address: string }).address]), [
-    ['server1.node.dc1.starlings', '10.0.0.11'],
-    ['c000020a.addr.dc1.starlings', '10.0.0.12'],
-    ['yorc-1.node.dc1.starlings', '10.0.0.13'],
-  ]);
+  assert.deepEqual(
+    p.additionals.slice(0, 3).map((r) => [r.name, (r as unknown as { address: string }).address]),
+    [
+      ['server1.node.dc1.starlings', '10.0.0.11'],
+      ['c000020a.addr.dc1.starlings', '10.0.0.12'],
+      ['yorc-1.node.dc1.starlings', '10.0.0.13'],
+    ],
+  );
   // The Message form gives the same bytes as the wire form.
   assert.ok(toAliasReply(canonical, 'starlings', 'consul', clientQ).equals(out));
   // And back: the canonical reply again, with the canonical question.
@@ -146,7 +153,11 @@ test('3-SRV + 3-A reply: the alias rendering is within a few octets of the canon
   assert.ok(aliased.length - canonical.length <= extra * (1 + 3), `${canonical.length} -> ${aliased.length}`);
   // Without compression the same reply would be far larger (dns-packet: 191 -> 353 octets).
   const m = decodeMessage(aliased);
-  const flat = 12 + m.questions[0]!.name.length + 6 + [...m.answers, ...m.additionals].reduce((n, r) => n + r.name.length + 12 + r.rdata.length, 0);
+  const flat =
+    12 +
+    m.questions[0]!.name.length +
+    6 +
+    [...m.answers, ...m.additionals].reduce((n, r) => n + r.name.length + 12 + r.rdata.length, 0);
   assert.ok(aliased.length < flat - 100, `${aliased.length} vs uncompressed ${flat}`);
 
   // Micro-benchmark, reported and not asserted: toAliasReply of a 3-SRV + 3-A reply.
@@ -160,7 +171,9 @@ test('3-SRV + 3-A reply: the alias rendering is within a few octets of the canon
   const t1 = performance.now();
   for (let i = 0; i < n; i++) toAliasReply(msg, 'starlings', 'consul', clientQ);
   const usMsg = ((performance.now() - t1) * 1000) / n;
-  console.log(`# toAliasReply 3-SRV+3-A (${canonical.length} -> ${aliased.length} B): ${us.toFixed(2)} us from wire, ${usMsg.toFixed(2)} us from a decoded Message`);
+  console.log(
+    `# toAliasReply 3-SRV+3-A (${canonical.length} -> ${aliased.length} B): ${us.toFixed(2)} us from wire, ${usMsg.toFixed(2)} us from a decoded Message`,
+  );
 });
 
 test('NXDOMAIN carries the SOA of starlings., MNAME and RNAME included', () => {
@@ -176,8 +189,15 @@ test('NXDOMAIN carries the SOA of starlings., MNAME and RNAME included', () => {
   const m = decodeMessage(out, { strict: true });
   assert.equal(m.flags & 0xf, 3);
   assert.equal(m.authorities[0]!.name, 'starlings');
-  assert.deepEqual(allNames({ ...m, questions: [], additionals: [] }), ['starlings', 'ns.starlings', 'hostmaster.starlings']);
-  assert.ok(m.authorities[0]!.rdata.subarray(-20).equals(canonical.authorities[0]!.rdata.subarray(-20)), 'serial..minimum kept');
+  assert.deepEqual(allNames({ ...m, questions: [], additionals: [] }), [
+    'starlings',
+    'ns.starlings',
+    'hostmaster.starlings',
+  ]);
+  assert.ok(
+    m.authorities[0]!.rdata.subarray(-20).equals(canonical.authorities[0]!.rdata.subarray(-20)),
+    'serial..minimum kept',
+  );
   const p = dns2.Packet.parse(out);
   assert.deepEqual(p.errors, []);
   const s = p.authorities[0] as unknown as { name: string; primary: string; admin: string };
@@ -268,7 +288,12 @@ test('property: random Consul replies -> alias -> back gives the same message; b
       ctx,
     );
     for (const r of [...p.answers, ...p.authorities, ...p.additionals]) {
-      const names = [r.name, ...['target', 'domain', 'ns', 'primary', 'admin', 'exchange'].map((k) => (r as unknown as Record<string, unknown>)[k])];
+      const names = [
+        r.name,
+        ...['target', 'domain', 'ns', 'primary', 'admin', 'exchange'].map(
+          (k) => (r as unknown as Record<string, unknown>)[k],
+        ),
+      ];
       for (const n of names) if (typeof n === 'string') assert.ok(!under(n, 'consul'), `${ctx}: dns2 sees ${n}`);
     }
 

@@ -22,30 +22,54 @@ import { serviceKey } from '../../src/consul/service-key.js';
 // ---- builders ---------------------------------------------------------------------------------
 
 const OPT_RR = (size = 65467): RR => ({ name: '', type: TYPE.OPT, class: size, ttl: 0, rdata: Buffer.alloc(0) });
-const aRR = (name: string, ip: string, ttl = 0): RR => ({ name, type: TYPE.A, class: 1, ttl, rdata: Buffer.from(ip.split('.').map(Number)) });
+const aRR = (name: string, ip: string, ttl = 0): RR => ({
+  name,
+  type: TYPE.A,
+  class: 1,
+  ttl,
+  rdata: Buffer.from(ip.split('.').map(Number)),
+});
 function srvRR(name: string, target: string, port: number, ttl = 0): RR {
   const t = nameToWire(target);
   const rdata = Buffer.alloc(6 + t.length);
-  rdata.writeUInt16BE(1, 0); rdata.writeUInt16BE(1, 2); rdata.writeUInt16BE(port, 4); t.copy(rdata, 6);
+  rdata.writeUInt16BE(1, 0);
+  rdata.writeUInt16BE(1, 2);
+  rdata.writeUInt16BE(port, 4);
+  t.copy(rdata, 6);
   return { name, type: TYPE.SRV, class: 1, ttl, rdata };
 }
 function soaRR(zone: string, ttl: number, minimum: number): RR {
-  const m = nameToWire('ns.' + zone), r = nameToWire('hostmaster.' + zone);
+  const m = nameToWire('ns.' + zone),
+    r = nameToWire('hostmaster.' + zone);
   const tail = Buffer.alloc(20);
   [1700000000, 3600, 600, 86400, minimum].forEach((v, i) => tail.writeUInt32BE(v, i * 4));
   return { name: zone, type: TYPE.SOA, class: 1, ttl, rdata: Buffer.concat([m, r, tail]) };
 }
 
-interface ReplySpec { rcode?: number; flags?: number; answers?: RR[]; authorities?: RR[]; additionals?: RR[]; extRcode?: number }
+interface ReplySpec {
+  rcode?: number;
+  flags?: number;
+  answers?: RR[];
+  authorities?: RR[];
+  additionals?: RR[];
+  extRcode?: number;
+}
 
 /** A reply as the agent sends it: QR, AA, the question echoed, our EDNS OPT echoed. */
-function reply(qname: string, qtype: number, spec: ReplySpec = {}): { reply: Buffer; layout: ReturnType<typeof scanReply> & object; upstream: string } {
+function reply(
+  qname: string,
+  qtype: number,
+  spec: ReplySpec = {},
+): { reply: Buffer; layout: ReturnType<typeof scanReply> & object; upstream: string } {
   const opt = OPT_RR();
   if (spec.extRcode) opt.ttl = spec.extRcode << 24;
   const m: Message = {
-    id: 0, flags: FLAG.QR | FLAG.AA | FLAG.RD | (spec.flags ?? 0) | (spec.rcode ?? 0),
+    id: 0,
+    flags: FLAG.QR | FLAG.AA | FLAG.RD | (spec.flags ?? 0) | (spec.rcode ?? 0),
     questions: [{ name: qname, type: qtype, class: 1 }],
-    answers: spec.answers ?? [], authorities: spec.authorities ?? [], additionals: [...(spec.additionals ?? []), opt],
+    answers: spec.answers ?? [],
+    authorities: spec.authorities ?? [],
+    additionals: [...(spec.additionals ?? []), opt],
   };
   const buf = encodeMessage(m);
   const layout = scanReply(buf);
@@ -53,13 +77,19 @@ function reply(qname: string, qtype: number, spec: ReplySpec = {}): { reply: Buf
   return { reply: buf, layout, upstream: 'test' };
 }
 
-interface QOpts { id?: number; rd?: boolean; edns?: boolean; dnssecOk?: boolean; cd?: boolean }
+interface QOpts {
+  id?: number;
+  rd?: boolean;
+  edns?: boolean;
+  dnssecOk?: boolean;
+  cd?: boolean;
+}
 function query(name: string, qtype: number, o: QOpts = {}): { buf: Buffer; q: Query } {
   const qn = nameToWire(name);
   const edns = o.edns ?? true;
   const buf = Buffer.alloc(12 + qn.length + 4 + (edns ? 11 : 0));
   buf.writeUInt16BE(o.id ?? 0x1234, 0);
-  buf.writeUInt16BE((o.rd ?? true ? FLAG.RD : 0) | (o.cd ? FLAG.CD : 0), 2);
+  buf.writeUInt16BE(((o.rd ?? true) ? FLAG.RD : 0) | (o.cd ? FLAG.CD : 0), 2);
   buf.writeUInt16BE(1, 4);
   buf.writeUInt16BE(edns ? 1 : 0, 10);
   qn.copy(buf, 12);
@@ -91,14 +121,29 @@ class FakeWatch implements WatchView {
   live = new Map<string, number>();
   ensured: string[] = [];
   touched: string[] = [];
-  ensure(s: string, dc?: string) { this.ensured.push(serviceKey(s, dc)); }
-  touch(s: string, dc?: string) { this.touched.push(serviceKey(s, dc)); }
-  liveSince(s: string, dc?: string) { return this.live.get(serviceKey(s, dc)) ?? 0; }
+  ensure(s: string, dc?: string) {
+    this.ensured.push(serviceKey(s, dc));
+  }
+  touch(s: string, dc?: string) {
+    this.touched.push(serviceKey(s, dc));
+  }
+  liveSince(s: string, dc?: string) {
+    return this.live.get(serviceKey(s, dc)) ?? 0;
+  }
 }
 
 const SETTINGS: CacheSettings = {
-  maxEntries: 1000, maxBytes: 1 << 24, consulTtl: 60, negativeMaxTtl: 3600, maxTtl: 86400,
-  staleConsul: 300, staleRecursors: 86400, udpAnswerLimit: 3, maxUdpSize: 1232, domain: 'consul', aliases: ['starlings'],
+  maxEntries: 1000,
+  maxBytes: 1 << 24,
+  consulTtl: 60,
+  negativeMaxTtl: 3600,
+  maxTtl: 86400,
+  staleConsul: 300,
+  staleRecursors: 86400,
+  udpAnswerLimit: 3,
+  maxUdpSize: 1232,
+  domain: 'consul',
+  aliases: ['starlings'],
 };
 
 function setup(over: Partial<CacheSettings> = {}) {
@@ -106,7 +151,12 @@ function setup(over: Partial<CacheSettings> = {}) {
   const watch = new FakeWatch();
   const cache = new AnswerCache({ ...SETTINGS, ...over }, metrics(), watch, () => clock.t);
   /** Client asks `name`; the cache is offered the agent's reply for the canonical name, fetched at `fetchedAt`. */
-  const miss = (name: string, qtype: number, spec: ReplySpec, o: { route?: Route; fetchedAt?: number; q?: QOpts } = {}) => {
+  const miss = (
+    name: string,
+    qtype: number,
+    spec: ReplySpec,
+    o: { route?: Route; fetchedAt?: number; q?: QOpts } = {},
+  ) => {
     const { q } = query(name, qtype, o.q);
     const canonical = canonicalOf(q.name);
     const route = o.route ?? (q.name.endsWith('.starlings') ? ALIAS : CONSUL);
@@ -126,8 +176,13 @@ function setup(over: Partial<CacheSettings> = {}) {
   return { clock, watch, cache, miss, hit, stale };
 }
 
-const JANUS_A = (ttl = 0): ReplySpec => ({ answers: [aRR('janus.service.consul', '127.0.0.11', ttl), aRR('janus.service.consul', '127.0.0.12', ttl)] });
-const ttlsOf = (b: Buffer) => { const m = decodeMessage(b); return [...m.answers, ...m.authorities, ...m.additionals.filter((r) => r.type !== TYPE.OPT)].map((r) => r.ttl); };
+const JANUS_A = (ttl = 0): ReplySpec => ({
+  answers: [aRR('janus.service.consul', '127.0.0.11', ttl), aRR('janus.service.consul', '127.0.0.12', ttl)],
+});
+const ttlsOf = (b: Buffer) => {
+  const m = decodeMessage(b);
+  return [...m.answers, ...m.authorities, ...m.additionals.filter((r) => r.type !== TYPE.OPT)].map((r) => r.ttl);
+};
 const edeOf = (b: Buffer): number | null => {
   const opt = decodeMessage(b).additionals.find((r) => r.type === TYPE.OPT);
   if (!opt || opt.rdata.length < 6 || opt.rdata.readUInt16BE(0) !== EDNS_OPTION_EDE) return null;
@@ -138,12 +193,36 @@ const edeOf = (b: Buffer): number | null => {
 
 test('cacheableTtl: positive answers, RFC 2308 negatives, and the never-cached rcodes', () => {
   const L = (spec: ReplySpec, qtype: number = TYPE.A) => reply('x.service.consul', qtype, spec).layout;
-  assert.equal(cacheableTtl(L({ answers: [aRR('x.service.consul', '1.2.3.4', 0)] }), 3600), 0, 'Consul TTL 0: cacheable, 0 s of its own');
-  assert.equal(cacheableTtl(L({ answers: [aRR('x', '1.2.3.4', 50), aRR('x', '1.2.3.5', 20)] }), 3600), 20, 'smallest TTL');
-  assert.equal(cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 0, 0)] }), 3600), -1, "Consul's SOA MINIMUM 0: never");
-  assert.equal(cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 300, 60)] }), 3600), 60, 'min(SOA TTL, MINIMUM)');
-  assert.equal(cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 30, 600)] }), 3600), 30, 'min(SOA TTL, MINIMUM)');
-  assert.equal(cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 7200, 7200)] }), 3600), 3600, 'capped by negativeMaxTtl');
+  assert.equal(
+    cacheableTtl(L({ answers: [aRR('x.service.consul', '1.2.3.4', 0)] }), 3600),
+    0,
+    'Consul TTL 0: cacheable, 0 s of its own',
+  );
+  assert.equal(
+    cacheableTtl(L({ answers: [aRR('x', '1.2.3.4', 50), aRR('x', '1.2.3.5', 20)] }), 3600),
+    20,
+    'smallest TTL',
+  );
+  assert.equal(
+    cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 0, 0)] }), 3600),
+    -1,
+    "Consul's SOA MINIMUM 0: never",
+  );
+  assert.equal(
+    cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 300, 60)] }), 3600),
+    60,
+    'min(SOA TTL, MINIMUM)',
+  );
+  assert.equal(
+    cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 30, 600)] }), 3600),
+    30,
+    'min(SOA TTL, MINIMUM)',
+  );
+  assert.equal(
+    cacheableTtl(L({ rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 7200, 7200)] }), 3600),
+    3600,
+    'capped by negativeMaxTtl',
+  );
   assert.equal(cacheableTtl(L({ authorities: [soaRR('consul', 300, 60)] }, TYPE.AAAA), 3600), 60, 'NODATA with SOA');
   assert.equal(cacheableTtl(L({}, TYPE.AAAA), 3600), -1, 'NODATA without SOA (Consul node lookups): never');
   assert.equal(cacheableTtl(L({ rcode: RCODE.NXDOMAIN }), 3600), -1, 'NXDOMAIN without SOA: never');
@@ -165,7 +244,7 @@ test('a service answer fetched while its watch was live is held for consulTtl; c
   clock.t = 1000 + 59_999;
   const r = hit('janus.service.consul', TYPE.A);
   assert.ok(r, 'held for consulTtl');
-  assert.deepEqual(ttlsOf(r!), [0, 0], "clients see Consul's TTL, not our holding time");
+  assert.deepEqual(ttlsOf(r), [0, 0], "clients see Consul's TTL, not our holding time");
   assert.ok(watch.touched.includes('janus'), 'a hit keeps the watch from going idle');
   clock.t = 1000 + 60_000;
   assert.equal(hit('janus.service.consul', TYPE.A), null, 'gone after consulTtl');
@@ -223,7 +302,21 @@ test('node, .addr., .query., SOA and NS answers keep Consul TTL even with a live
     ['web.query.consul', TYPE.A, { answers: [aRR('web.query.consul', '127.0.0.11')] }],
     ['janus.connect.consul', TYPE.A, { answers: [aRR('janus.connect.consul', '127.0.0.11')] }],
     ['janus.service.consul', TYPE.SOA, { answers: [soaRR('consul', 0, 0)] }],
-    ['janus.service.consul', TYPE.NS, { answers: [{ name: 'janus.service.consul', type: TYPE.NS, class: 1, ttl: 0, rdata: nameToWire('sim-agent.node.dc1.consul') }] }],
+    [
+      'janus.service.consul',
+      TYPE.NS,
+      {
+        answers: [
+          {
+            name: 'janus.service.consul',
+            type: TYPE.NS,
+            class: 1,
+            ttl: 0,
+            rdata: nameToWire('sim-agent.node.dc1.consul'),
+          },
+        ],
+      },
+    ],
   ];
   for (const [name, t, spec] of cases) {
     assert.ok(s.miss(name, t, spec), `${name} stored (as last-known-good)`);
@@ -231,7 +324,24 @@ test('node, .addr., .query., SOA and NS answers keep Consul TTL even with a live
   }
   assert.deepEqual(s.watch.ensured, [], 'no watch started for them');
   // PTR (a reverse zone routed to the agents): not under the domain, never tied to a service.
-  assert.ok(s.miss('11.0.0.127.in-addr.arpa', TYPE.PTR, { answers: [{ name: '11.0.0.127.in-addr.arpa', type: TYPE.PTR, class: 1, ttl: 0, rdata: nameToWire('janus-1.node.dc1.consul') }] }, { route: CONSUL }));
+  assert.ok(
+    s.miss(
+      '11.0.0.127.in-addr.arpa',
+      TYPE.PTR,
+      {
+        answers: [
+          {
+            name: '11.0.0.127.in-addr.arpa',
+            type: TYPE.PTR,
+            class: 1,
+            ttl: 0,
+            rdata: nameToWire('janus-1.node.dc1.consul'),
+          },
+        ],
+      },
+      { route: CONSUL },
+    ),
+  );
   assert.equal(s.hit('11.0.0.127.in-addr.arpa', TYPE.PTR, { route: CONSUL }), null);
 });
 
@@ -253,12 +363,20 @@ test('every form of a service lookup, under every alias, is tied to the one serv
     ['_janus._tcp.service.consul', TYPE.SRV, srv('_janus._tcp.service.consul')],
     ['_janus._server1.service.consul', TYPE.SRV, srv('_janus._server1.service.consul')],
     ['_janus._tcp.consul', TYPE.SRV, srv('_janus._tcp.consul')],
-    ['JaNuS.SeRvIcE.StArLiNgS', TYPE.AAAA, { answers: [{ name: 'janus.service.consul', type: TYPE.AAAA, class: 1, ttl: 0, rdata: Buffer.alloc(16, 1) }] }],
+    [
+      'JaNuS.SeRvIcE.StArLiNgS',
+      TYPE.AAAA,
+      { answers: [{ name: 'janus.service.consul', type: TYPE.AAAA, class: 1, ttl: 0, rdata: Buffer.alloc(16, 1) }] },
+    ],
   ];
   for (const [name, t, spec] of forms) assert.ok(s.miss(name, t, spec), `${name} stored`);
   assert.ok(s.miss('janus.service.dc1.consul', TYPE.A, JANUS_A()));
   assert.ok(s.miss('web.service.consul', TYPE.A, { answers: [aRR('web.service.consul', '10.0.0.1')] }));
-  assert.deepEqual([...new Set(s.watch.ensured)].sort(), ['janus', 'janus@dc1', 'web'], 'the watch keys health.ts uses (serviceKey)');
+  assert.deepEqual(
+    [...new Set(s.watch.ensured)].sort(),
+    ['janus', 'janus@dc1', 'web'],
+    'the watch keys health.ts uses (serviceKey)',
+  );
   s.clock.t += 1000;
   // Alias and canonical share ONE entry: the alias hit is served from the canonical miss.
   assert.ok(s.hit('janus.service.starlings', TYPE.A), 'alias hit from the canonical entry');
@@ -283,8 +401,16 @@ test('an answer fetched before the last health change is not stored; one fetched
   s.watch.live.set('janus', 1);
   s.clock.t = 5000;
   s.cache.invalidateService('janus');
-  assert.equal(s.miss('janus.service.consul', TYPE.A, JANUS_A(), { fetchedAt: 4000 }), false, 'fetched before the change');
-  assert.equal(s.miss('janus.service.consul', TYPE.A, JANUS_A(), { fetchedAt: 5000 }), false, 'same millisecond: may predate it');
+  assert.equal(
+    s.miss('janus.service.consul', TYPE.A, JANUS_A(), { fetchedAt: 4000 }),
+    false,
+    'fetched before the change',
+  );
+  assert.equal(
+    s.miss('janus.service.consul', TYPE.A, JANUS_A(), { fetchedAt: 5000 }),
+    false,
+    'same millisecond: may predate it',
+  );
   assert.equal(s.hit('janus.service.consul', TYPE.A), null);
   s.clock.t = 5001;
   assert.ok(s.miss('janus.service.consul', TYPE.A, JANUS_A(), { fetchedAt: 5001 }));
@@ -296,12 +422,28 @@ test('SERVFAIL, REFUSED, truncated replies and failures are never stored; negati
   s.watch.live.set('janus', 1);
   assert.equal(s.miss('janus.service.consul', TYPE.A, { rcode: RCODE.SERVFAIL }), false);
   assert.equal(s.miss('janus.service.consul', TYPE.A, { rcode: RCODE.REFUSED }), false);
-  assert.equal(s.miss('janus.service.consul', TYPE.A, { flags: FLAG.TC, answers: [aRR('janus.service.consul', '127.0.0.11')] }), false);
+  assert.equal(
+    s.miss('janus.service.consul', TYPE.A, { flags: FLAG.TC, answers: [aRR('janus.service.consul', '127.0.0.11')] }),
+    false,
+  );
   const { q } = query('janus.service.consul', TYPE.A);
-  assert.equal(s.cache.store(keyOf('janus.service.consul', q), q, CONSUL, 'janus.service.consul', { failure: 'timeout' }, s.clock.t), false);
+  assert.equal(
+    s.cache.store(
+      keyOf('janus.service.consul', q),
+      q,
+      CONSUL,
+      'janus.service.consul',
+      { failure: 'timeout' },
+      s.clock.t,
+    ),
+    false,
+  );
   assert.equal(s.stale('janus.service.consul', TYPE.A), null, 'nothing to serve stale either');
   // "No healthy instance" with Consul's SOA MINIMUM 0 never sticks.
-  assert.equal(s.miss('janus.service.consul', TYPE.A, { rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 0, 0)] }), false);
+  assert.equal(
+    s.miss('janus.service.consul', TYPE.A, { rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 0, 0)] }),
+    false,
+  );
   // With soa.min_ttl 30: cached for 30 s, not watch-held, but a health change still drops it.
   assert.ok(s.miss('janus.service.consul', TYPE.A, { rcode: RCODE.NXDOMAIN, authorities: [soaRR('consul', 30, 30)] }));
   assert.deepEqual(s.watch.ensured, [], 'negative answers start no watch');
@@ -322,12 +464,12 @@ test('serve-stale (RFC 8767): TTL 30 and EDE 3 within staleSeconds, then nothing
   s.clock.t = 1000 + 99_999;
   const st = s.stale('janus.service.consul', TYPE.A);
   assert.ok(st);
-  assert.deepEqual(ttlsOf(st!), [30, 30]);
-  assert.equal(edeOf(st!), 3, 'EDE 3 Stale Answer');
+  assert.deepEqual(ttlsOf(st), [30, 30]);
+  assert.equal(edeOf(st), 3, 'EDE 3 Stale Answer');
   const plain = s.stale('janus.service.starlings', TYPE.A, { edns: false });
   assert.ok(plain, 'alias and non-EDNS clients get it too (no OPT, so no EDE)');
-  assert.equal(decodeMessage(plain!).additionals.length, 0);
-  assert.equal(decodeMessage(plain!).answers[0]!.name, 'janus.service.starlings');
+  assert.equal(decodeMessage(plain).additionals.length, 0);
+  assert.equal(decodeMessage(plain).answers[0]!.name, 'janus.service.starlings');
   s.clock.t = 1000 + 100_000;
   assert.equal(s.stale('janus.service.consul', TYPE.A), null, 'past staleSeconds');
   // Watch-held entries: the stale window starts when consulTtl ends.
@@ -355,7 +497,10 @@ test('serve-stale (RFC 8767): TTL 30 and EDE 3 within staleSeconds, then nothing
 test('bounded by entries and bytes; evicted entries leave the service index', () => {
   const s = setup({ maxEntries: 3 });
   s.watch.live.set('svc', 1);
-  for (const n of [1, 2, 3, 4]) assert.ok(s.miss(`t${n}.svc.service.consul`, TYPE.A, { answers: [aRR(`t${n}.svc.service.consul`, '10.0.0.' + n)] }));
+  for (const n of [1, 2, 3, 4])
+    assert.ok(
+      s.miss(`t${n}.svc.service.consul`, TYPE.A, { answers: [aRR(`t${n}.svc.service.consul`, '10.0.0.' + n)] }),
+    );
   assert.equal(s.cache.size, 3);
   assert.equal(s.hit('t1.svc.service.consul', TYPE.A), null, 'least recently used went first');
   assert.equal(s.cache.invalidateService('svc'), 3, 'the evicted key is no longer indexed');
@@ -390,8 +535,16 @@ function janusSpec(qname: string, qtype: number): ReplySpec {
   if (qtype === TYPE.SRV) {
     return {
       answers: Array.from({ length: n }, (_, i) => srvRR(qname, `janus-${i}.node.dc1.consul`, 8800 + i)),
-      additionals: Array.from({ length: n }, (_, i) => [aRR(`janus-${i}.node.dc1.consul`, `127.0.0.${20 + i}`),
-        { name: `janus-${i}.node.dc1.consul`, type: TYPE.TXT, class: 1, ttl: 0, rdata: Buffer.from('\x17consul-network-segment=') } as RR]).flat(),
+      additionals: Array.from({ length: n }, (_, i) => [
+        aRR(`janus-${i}.node.dc1.consul`, `127.0.0.${20 + i}`),
+        {
+          name: `janus-${i}.node.dc1.consul`,
+          type: TYPE.TXT,
+          class: 1,
+          ttl: 0,
+          rdata: Buffer.from('\x17consul-network-segment='),
+        },
+      ]).flat(),
     };
   }
   return { answers: Array.from({ length: n }, (_, i) => aRR(qname, `127.0.0.${20 + i}`)) };
@@ -401,7 +554,10 @@ function makeProxy(cache: AnswerCache | null, pool: UpstreamPool) {
   return new QueryHandler({
     settings: { domain: 'consul', maxUdpSize: 1232, udpAnswerLimit: 3, logQueries: false },
     router: new Router({ domain: 'consul', aliases: ['starlings'], reverseZones: [], zones: [], hasRecursors: false }),
-    pools: new Map([['consul', pool]]), metrics: metrics(), log: createLogger('silent'), cache,
+    pools: new Map([['consul', pool]]),
+    metrics: metrics(),
+    log: createLogger('silent'),
+    cache,
   });
 }
 
@@ -410,8 +566,11 @@ function normal(b: Buffer) {
   const m = decodeMessage(b);
   const rr = (r: RR) => `${r.name}|${r.type}|${r.class}|${r.type === TYPE.OPT ? r.ttl : ''}|${r.rdata.toString('hex')}`;
   return {
-    flags: m.flags, questions: m.questions,
-    answers: m.answers.map(rr).sort(), authorities: m.authorities.map(rr).sort(), additionals: m.additionals.map(rr).sort(),
+    flags: m.flags,
+    questions: m.questions,
+    answers: m.answers.map(rr).sort(),
+    authorities: m.authorities.map(rr).sort(),
+    additionals: m.additionals.map(rr).sort(),
   };
 }
 
@@ -431,34 +590,47 @@ test('every rendering a hit sends equals what the miss path sends without a cach
         for (const udp of [true, false]) {
           for (const rd of [true, false]) {
             const { buf } = query(name, qtype, { id: id++, edns, rd, dnssecOk: edns && rd });
-            const want = await without.handle(buf, '127.0.0.1', udp) as Buffer;
-            const fullWant = edns || !udp ? want : await without.handle(buf, '127.0.0.1', false) as Buffer;
+            const want = (await without.handle(buf, '127.0.0.1', udp)) as Buffer;
+            const fullWant = edns || !udp ? want : ((await without.handle(buf, '127.0.0.1', false)) as Buffer);
             const firstOrders = new Set<string>();
             for (let i = 0; i < 8; i++) {
-              const got = await withCache.handle(buf, '127.0.0.1', udp) as Buffer;
+              const got = (await withCache.handle(buf, '127.0.0.1', udp)) as Buffer;
               const what = `${name} type ${qtype} edns=${edns} udp=${udp} rd=${rd} #${i}`;
               if (edns || !udp) assert.deepEqual(normal(got), normal(want), what);
               else {
                 // Trimmed to udpAnswerLimit: like Consul's per-query shuffle, each reply holds a
                 // different subset; everything else is the same, and the subset is well formed.
-                const g = normal(got), w = normal(want), all = normal(fullWant!);
-                assert.deepEqual({ ...g, answers: g.answers.length, additionals: g.additionals.length }, { ...w, answers: w.answers.length, additionals: w.additionals.length }, what);
+                const g = normal(got),
+                  w = normal(want),
+                  all = normal(fullWant);
+                assert.deepEqual(
+                  { ...g, answers: g.answers.length, additionals: g.additionals.length },
+                  { ...w, answers: w.answers.length, additionals: w.additionals.length },
+                  what,
+                );
                 for (const a of g.answers) assert.ok(all.answers.includes(a), `${what}: ${a} is one of the instances`);
                 for (const a of g.additionals) assert.ok(all.additionals.includes(a), `${what}: ${a}`);
                 if (qtype === TYPE.SRV) {
                   const targets = decodeMessage(got).answers.map((r) => r.rdata.subarray(6).toString('latin1'));
-                  const glue = decodeMessage(got).additionals.filter((r) => r.type === TYPE.A).map((r) => nameToWire(r.name).toString('latin1'));
+                  const glue = decodeMessage(got)
+                    .additionals.filter((r) => r.type === TYPE.A)
+                    .map((r) => nameToWire(r.name).toString('latin1'));
                   assert.deepEqual(glue.sort(), targets.sort(), `${what}: glue for exactly the kept targets`);
                 }
               }
               assert.equal(got.readUInt16BE(0), buf.readUInt16BE(0), `${what}: the client's ID`);
-              assert.deepEqual(got.subarray(12, 12 + buf.length - 12 - (edns ? 11 : 0)), buf.subarray(12, buf.length - (edns ? 11 : 0)), `${what}: the client's exact question bytes`);
+              assert.deepEqual(
+                got.subarray(12, 12 + buf.length - 12 - (edns ? 11 : 0)),
+                buf.subarray(12, buf.length - (edns ? 11 : 0)),
+                `${what}: the client's exact question bytes`,
+              );
               firstOrders.add(decodeMessage(got).answers[0]!.rdata.toString('hex'));
             }
             const full = edns || !udp;
             const m = decodeMessage(want);
             assert.equal(m.answers.length, full ? 6 : 3, 'udpAnswerLimit only for UDP without EDNS');
-            if (qtype === TYPE.SRV && !full) assert.equal(m.additionals.length, 3, 'Additional resynced to the kept SRV targets');
+            if (qtype === TYPE.SRV && !full)
+              assert.equal(m.additionals.length, 3, 'Additional resynced to the kept SRV targets');
             if (name.toLowerCase().endsWith('starlings')) {
               assert.ok(!JSON.stringify(normal(want)).includes('consul'), 'alias replies name no .consul');
             }
@@ -468,20 +640,37 @@ test('every rendering a hit sends equals what the miss path sends without a cach
       }
     }
   }
-  assert.equal(cached.calls(), 4, 'one agent query per type and DO bit (in the key), for every name, alias, case, EDNS, transport and RD');
+  assert.equal(
+    cached.calls(),
+    4,
+    'one agent query per type and DO bit (in the key), for every name, alias, case, EDNS, transport and RD',
+  );
   assert.equal(bare.calls(), names.length * 2 * (2 * 2 * 2 + 2), 'without a cache: every query');
 });
 
 test('identical misses in flight share one upstream query; its failure is seen once', async () => {
   let calls = 0;
   let release: (r: ExchangeResult) => void = () => {};
-  const pool = { exchange: () => { calls++; return new Promise<ExchangeResult>((r) => { release = r; }); } } as unknown as UpstreamPool;
+  const pool = {
+    exchange: () => {
+      calls++;
+      return new Promise<ExchangeResult>((r) => {
+        release = r;
+      });
+    },
+  } as unknown as UpstreamPool;
   const cache = new AnswerCache(SETTINGS, metrics(), new FakeWatch());
   const p = makeProxy(cache, pool);
-  const pending = Array.from({ length: 10 }, (_, i) => p.handle(query(i % 2 ? 'janus.service.consul' : 'janus.service.starlings', TYPE.A, { id: i }).buf, '127.0.0.1', true));
+  const pending = Array.from({ length: 10 }, (_, i) =>
+    p.handle(
+      query(i % 2 ? 'janus.service.consul' : 'janus.service.starlings', TYPE.A, { id: i }).buf,
+      '127.0.0.1',
+      true,
+    ),
+  );
   assert.equal(calls, 1, 'ten clients (canonical and alias), one upstream query');
   release({ failure: 'timeout' });
-  const replies = await Promise.all(pending) as Buffer[];
+  const replies = (await Promise.all(pending.map((r) => Promise.resolve(r)))) as Buffer[];
   for (const r of replies) assert.equal(r[3]! & 0xf, RCODE.SERVFAIL);
   assert.equal(cache.size, 0, 'the failure was not cached');
 });

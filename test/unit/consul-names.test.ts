@@ -6,7 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConsulName } from '../../src/consul/names.js';
 
-const A = 1, SRV = 33, AAAA = 28, TXT = 16;
+const A = 1,
+  SRV = 33,
+  AAAA = 28,
+  TXT = 16;
 
 test('service lookups: standard form, tags, datacenter', () => {
   const cases: [string, number, unknown][] = [
@@ -68,8 +71,15 @@ test('other lookup kinds and their locality', () => {
 });
 
 test('names Consul answers with NXDOMAIN are kind other; names outside the domain are null', () => {
-  for (const name of ['consul', 'foo.consul', 'service.consul', 'node.consul', 'web.service.a.b.c.consul',
-    'web.service.dc1.dc.p1.peer.consul', 'web.service.ns1.ns.consul']) {
+  for (const name of [
+    'consul',
+    'foo.consul',
+    'service.consul',
+    'node.consul',
+    'web.service.a.b.c.consul',
+    'web.service.dc1.dc.p1.peer.consul',
+    'web.service.ns1.ns.consul',
+  ]) {
     assert.deepEqual(parseConsulName(name, 'consul', A), { kind: 'other' }, name);
   }
   // Peered service lookups: not tied to a local watch.
@@ -81,6 +91,10 @@ test('names Consul answers with NXDOMAIN are kind other; names outside the domai
 
 test('domain given with a trailing dot, mixed case, or several labels', () => {
   assert.deepEqual(parseConsulName('web.service.consul', 'Consul.', A), { kind: 'service', service: 'web' });
-  assert.deepEqual(parseConsulName('web.service.dc1.consul.example.org', 'consul.example.org', A), { kind: 'service', service: 'web', dc: 'dc1' });
+  assert.deepEqual(parseConsulName('web.service.dc1.consul.example.org', 'consul.example.org', A), {
+    kind: 'service',
+    service: 'web',
+    dc: 'dc1',
+  });
   assert.equal(parseConsulName('web.service.consul', 'consul.example.org', A), null);
 });

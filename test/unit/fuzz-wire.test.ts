@@ -59,7 +59,9 @@ test('20,000 mutated messages: only WireError escapes, round trips hold, no slow
   // Generous ceiling for a shared 2-core machine; the run takes about a second.
   const r = await fuzzInWorker(iterations, seed, Number(process.env.FUZZ_CEILING_MS ?? 60000));
   const s = r.summary;
-  console.log(`# fuzz seed=${seed} iterations=${s.iterations} calls=${s.calls} accepted=${s.accepted} wireErrors=${s.wireErrors} slowest=${s.slowestMs.toFixed(2)}ms (${s.slowestTarget}) elapsed=${(s.elapsedMs / 1000).toFixed(2)}s`);
+  console.log(
+    `# fuzz seed=${seed} iterations=${s.iterations} calls=${s.calls} accepted=${s.accepted} wireErrors=${s.wireErrors} slowest=${s.slowestMs.toFixed(2)}ms (${s.slowestTarget}) elapsed=${(s.elapsedMs / 1000).toFixed(2)}s`,
+  );
   assert.deepEqual(r.failures.slice(0, 3), []);
   assert.equal(s.iterations, iterations);
   // The mutations must reach both outcomes, or the fuzzer is not testing much.

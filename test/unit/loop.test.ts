@@ -16,24 +16,44 @@ import { RCODE } from '../../src/dns/constants.js';
 
 const HINFO = 13;
 const POOL_OPTS: PoolOptions = {
-  timeoutMs: 500, hedgeMs: 500, deadlineMs: 1000, maxFails: 3, probeIntervalMs: 1 << 30,
-  probeQuestion: buildQuestion('probe.test', 1), udpSize: 1232, maxInFlight: 16,
+  timeoutMs: 500,
+  hedgeMs: 500,
+  deadlineMs: 1000,
+  maxFails: 3,
+  probeIntervalMs: 1 << 30,
+  probeQuestion: buildQuestion('probe.test', 1),
+  udpSize: 1232,
+  maxInFlight: 16,
 };
 
-interface Seen { name: string; qtype: number }
+interface Seen {
+  name: string;
+  qtype: number;
+}
 
 /** A log that keeps what it was told. */
 function recordingLog() {
   const lines: { level: string; o: object; m?: string }[] = [];
-  const at = (level: string) => (o: object, m?: string) => { lines.push({ level, o, m }); };
+  const at = (level: string) => (o: object, m?: string) => {
+    lines.push({ level, o, m });
+  };
   return { lines, error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') };
 }
 
-async function udpSocket(t: TestContext, onMessage: (msg: Buffer, rinfo: dgram.RemoteInfo, s: dgram.Socket) => void): Promise<dgram.Socket> {
+async function udpSocket(
+  t: TestContext,
+  onMessage: (msg: Buffer, rinfo: dgram.RemoteInfo, s: dgram.Socket) => void,
+): Promise<dgram.Socket> {
   const s = dgram.createSocket('udp4');
   s.on('message', (msg, rinfo) => onMessage(msg, rinfo, s));
   await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
-  t.after(() => { try { s.close(); } catch { /* closed */ } });
+  t.after(() => {
+    try {
+      s.close();
+    } catch {
+      /* closed */
+    }
+  });
   return s;
 }
 
@@ -93,7 +113,11 @@ test('a recursor that forwards the probe back to us is a loop: its pool is swapp
   const recursor = s.pool('recursor', s.looping);
   const zone = s.pool('zone:example.test', s.honest);
   const consul = s.pool('consul', s.consul);
-  const pools = new Map<string, UpstreamPool>([['consul', consul], ['recursor', recursor], ['zone:example.test', zone]]);
+  const pools = new Map<string, UpstreamPool>([
+    ['consul', consul],
+    ['recursor', recursor],
+    ['zone:example.test', zone],
+  ]);
 
   const report = await guard.check(pools);
   const loopLabel = `127.0.0.1:${portOf(s.looping)}`;
@@ -127,8 +151,11 @@ test('a recursor that forwards the probe back to us is a loop: its pool is swapp
   assert.equal(pools.get('consul'), consul);
   const q = buildQuestion('www.example.org', 1);
   const asPool: UpstreamPool = swapped; // what the handler holds
-  assert.deepEqual(await asPool.exchange(q, 0, q.length, 0x0100, false), { failure: 'network', upstream: loopLabel },
-    'a looped pool fails at once, sending nothing');
+  assert.deepEqual(
+    await asPool.exchange(q, 0, q.length, 0x0100, false),
+    { failure: 'network', upstream: loopLabel },
+    'a looped pool fails at once, sending nothing',
+  );
   assert.deepEqual(onLoop, [['recursor', loopLabel]]);
   const errors = log.lines.filter((l) => l.level === 'error');
   assert.equal(errors.length, 1);
@@ -146,10 +173,13 @@ test('a recursor that forwards the probe back to us is a loop: its pool is swapp
   assert.equal(s.seen.looping.length, 1);
 });
 
-test('what the hot-path hook lets through: real names, look-alikes, another guard\'s probes', async (t) => {
+test("what the hot-path hook lets through: real names, look-alikes, another guard's probes", async (t) => {
   const guard = new LoopGuard({ log: recordingLog(), timeoutMs: 1500 });
   const other = new LoopGuard({ log: recordingLog(), timeoutMs: 1500 });
-  t.after(() => { guard.close(); other.close(); });
+  t.after(() => {
+    guard.close();
+    other.close();
+  });
   assert.notEqual(guard.prefix, other.prefix, 'each guard draws its own random prefix');
   const s = await setup(t, guard);
   const pools = new Map<string, UpstreamPool>([['recursor', s.pool('recursor', s.honest)]]);
@@ -159,8 +189,16 @@ test('what the hot-path hook lets through: real names, look-alikes, another guar
   assert.deepEqual(report.loops, []);
   const probe = s.seen.honest[0]!.name;
 
-  for (const name of ['', 'janus.service.consul', 'www.example.org', `cdp-000000000000-0.${LOOP_PROBE_ZONE}`,
-    `${guard.prefix}999.${LOOP_PROBE_ZONE}`, `${other.prefix}0.${LOOP_PROBE_ZONE}`, probe.toUpperCase(), `x${probe}`]) {
+  for (const name of [
+    '',
+    'janus.service.consul',
+    'www.example.org',
+    `cdp-000000000000-0.${LOOP_PROBE_ZONE}`,
+    `${guard.prefix}999.${LOOP_PROBE_ZONE}`,
+    `${other.prefix}0.${LOOP_PROBE_ZONE}`,
+    probe.toUpperCase(),
+    `x${probe}`,
+  ]) {
     assert.equal(guard.isProbe(name), false, JSON.stringify(name));
   }
   assert.equal(guard.arrivals, 0);

@@ -157,7 +157,12 @@ test('names of exactly 255 octets pass, 256 fail (decode and encode)', () => {
   const q = (name: Buffer) => Buffer.concat([header(1, 0, 1, 0, 0, 0), name, hex('00010001')]);
   assert.equal(decodeMessage(q(nameToWire(n255))).questions[0]!.name, n255);
   // 256 octets reached through a pointer: the question "c" + pointer to a 255-octet name.
-  const long = Buffer.concat([header(1, 0x8000, 2, 0, 0, 0), nameToWire(n255), hex('00010001'), hex('0163 c00c 00010001')]);
+  const long = Buffer.concat([
+    header(1, 0x8000, 2, 0, 0, 0),
+    nameToWire(n255),
+    hex('00010001'),
+    hex('0163 c00c 00010001'),
+  ]);
   throwsWire(long, /longer than 255/);
 });
 
@@ -170,7 +175,11 @@ test('malformed messages throw WireError and nothing else', () => {
     ['pointer to itself', Buffer.concat([h1, hex('c00c 00010001')]), /does not point backwards/],
     ['forward pointer', Buffer.concat([h1, hex('c00e 0000 00010001')]), /does not point backwards/],
     ['pointer to its own position', Buffer.concat([h1, hex('0161 c00e 00010001')]), /does not point backwards/],
-    ['label then pointer back to the name start (a.a.a...)', Buffer.concat([h1, hex('0161 c00c 00010001')]), /does not point backwards/],
+    [
+      'label then pointer back to the name start (a.a.a...)',
+      Buffer.concat([h1, hex('0161 c00c 00010001')]),
+      /does not point backwards/,
+    ],
     ['label type 0x40', Buffer.concat([h1, hex('4161 00 00010001')]), /label type 0x40/],
     ['label type 0x80', Buffer.concat([h1, hex('8161 00 00010001')]), /label type 0x80/],
     ['label runs past the end', Buffer.concat([h1, hex('08616263 64')]), /label runs past the end/],
@@ -222,7 +231,10 @@ test('malformed messages throw WireError and nothing else', () => {
     for (let i = 0; i < n; i++) rd.writeUInt16BE(0xc000 | (i === 0 ? 12 : 28 + 2 * (i - 1)), 2 * i);
     const rec1 = Buffer.concat([hex('00 ff00 0001 00000000'), Buffer.from([rd.length >> 8, rd.length & 0xff]), rd]); // at 17, RDATA at 28
     const last = 28 + 2 * (n - 1);
-    const rec2 = Buffer.concat([Buffer.from([0xc0 | (last >> 8), last & 0xff]), hex('0001 0001 00000000 0004 0a000001')]);
+    const rec2 = Buffer.concat([
+      Buffer.from([0xc0 | (last >> 8), last & 0xff]),
+      hex('0001 0001 00000000 0004 0a000001'),
+    ]);
     return Buffer.concat([header(1, 0x8000, 1, 2, 0, 0), hex('00 0001 0001'), rec1, rec2]);
   };
   assert.equal(decodeMessage(chained(126), { strict: true }).answers[1]!.name, ''); // 126 + the owner's own = 127 hops
@@ -239,7 +251,10 @@ test('trailing octets are ignored (BIND, miekg/dns) unless strict', () => {
   const padded = Buffer.concat([q, hex('deadbeef')]);
   assert.deepEqual(decodeMessage(padded), decodeMessage(q));
   throwsWire(Buffer.alloc(0), /header/);
-  assert.throws(() => decodeMessage(padded, { strict: true }), (e: unknown) => e instanceof WireError && /4 trailing octets/.test(e.message));
+  assert.throws(
+    () => decodeMessage(padded, { strict: true }),
+    (e: unknown) => e instanceof WireError && /4 trailing octets/.test(e.message),
+  );
 });
 
 test('encode compresses owners and RFC 1035 RDATA names, case-sensitively; SRV targets in full', () => {
@@ -271,7 +286,11 @@ test('encode compresses owners and RFC 1035 RDATA names, case-sensitively; SRV t
   assert.equal(out.indexOf(consul), 12 + 6 + 8);
   assert.equal(out.indexOf(consul, 12 + 6 + 8 + 1), out.indexOf(nameToWire('node1.node.dc1.consul')) + 15);
   assert.equal(out.indexOf(consul, out.indexOf(nameToWire('node1.node.dc1.consul')) + 16), -1);
-  const uncompressed = 12 + Q.length + 6 + m.answers.concat(m.authorities, m.additionals).reduce((n, r) => n + r.name.length + 12 + r.rdata.length, 0);
+  const uncompressed =
+    12 +
+    Q.length +
+    6 +
+    m.answers.concat(m.authorities, m.additionals).reduce((n, r) => n + r.name.length + 12 + r.rdata.length, 0);
   assert.ok(out.length < uncompressed - 100, `${out.length} vs ${uncompressed}`);
 });
 
@@ -325,7 +344,10 @@ test('maxSize: drop additionals first without TC, then header+question+OPT with 
   assert.deepEqual(dns2.Packet.parse(cut).errors, []);
   // Two A records per target: the cut never leaves one of a pair behind (RFC 2181 §5).
   for (const limit of [512, 600, 700, 800]) {
-    const pairs: Message = { ...m, additionals: [...targets.flatMap((t, i) => [a(t, `10.0.0.${i + 1}`), a(t, `10.0.1.${i + 1}`)]), opt(1232)] };
+    const pairs: Message = {
+      ...m,
+      additionals: [...targets.flatMap((t, i) => [a(t, `10.0.0.${i + 1}`), a(t, `10.0.1.${i + 1}`)]), opt(1232)],
+    };
     const d2 = decodeMessage(encodeMessage(pairs, { maxSize: limit }), { strict: true });
     const glue = d2.additionals.filter((r) => r.type === 1);
     assert.ok(glue.length > 0 && glue.length % 2 === 0, `limit ${limit}: ${glue.length} glue records`);

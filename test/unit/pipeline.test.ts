@@ -30,8 +30,12 @@ function optRR(udpSize = 1232): RR {
 
 function queryBytes(name: string, qtype: number = A, opts: { id?: number; edns?: boolean } = {}): Buffer {
   return encodeMessage({
-    id: opts.id ?? 0x4242, flags: FLAG.RD, questions: [{ name, type: qtype, class: 1 }],
-    answers: [], authorities: [], additionals: opts.edns === false ? [] : [optRR()],
+    id: opts.id ?? 0x4242,
+    flags: FLAG.RD,
+    questions: [{ name, type: qtype, class: 1 }],
+    answers: [],
+    authorities: [],
+    additionals: opts.edns === false ? [] : [optRR()],
   });
 }
 
@@ -45,24 +49,39 @@ function edeCode(m: Message): number | null {
   return null;
 }
 
-interface Asked { name: string; flags: number; dnssecOk: boolean }
+interface Asked {
+  name: string;
+  flags: number;
+  dnssecOk: boolean;
+}
 
 /**
  * A pool that answers every question with one A record owned by the name it was asked (as an
  * agent or recursor would), or fails with the reason given.
  */
-function fakePool(name: string, answer: string | FailureReason) {
+function fakePool(name: string, answer: string) {
   const asked: Asked[] = [];
   const pool = {
     name,
-    exchange(question: Buffer, qStart: number, qEnd: number, clientFlags: number, dnssecOk: boolean): Promise<ExchangeResult> {
+    exchange(
+      question: Buffer,
+      qStart: number,
+      qEnd: number,
+      clientFlags: number,
+      dnssecOk: boolean,
+    ): Promise<ExchangeResult> {
       const qname = questionName(question, qStart);
       asked.push({ name: qname, flags: clientFlags, dnssecOk });
-      if (!/^\d/.test(answer)) return Promise.resolve({ failure: answer as FailureReason, upstream: `${name}-upstream` });
+      if (!/^\d/.test(answer))
+        return Promise.resolve({ failure: answer as FailureReason, upstream: `${name}-upstream` });
       const qtype = question.readUInt16BE(qEnd - 4);
       const reply = encodeMessage({
-        id: 0, flags: 0x8000 | FLAG.RD | 0x0080 | 0x0400, questions: [{ name: qname, type: qtype, class: 1 }],
-        answers: [aRR(qname, answer)], authorities: [], additionals: [optRR()],
+        id: 0,
+        flags: 0x8000 | FLAG.RD | 0x0080 | 0x0400,
+        questions: [{ name: qname, type: qtype, class: 1 }],
+        answers: [aRR(qname, answer)],
+        authorities: [],
+        additionals: [optRR()],
       });
       const layout = scanReply(reply);
       assert.ok(layout, 'the fake reply is well formed');
@@ -89,14 +108,20 @@ function fakeCache(cacheable = (r: ExchangeResult) => !('failure' in r)) {
     return out;
   };
   const cache: ResponseCache = {
-    lookup: (key, q) => { calls.push({ op: 'lookup', key }); return answer(key, q); },
+    lookup: (key, q) => {
+      calls.push({ op: 'lookup', key });
+      return answer(key, q);
+    },
     store: (key, _q, route: Route, canonicalName, result) => {
       calls.push({ op: 'store', key, canonicalName, pool: route.pool });
       if (!cacheable(result) || 'failure' in result) return false;
       entries.set(key, Buffer.from(result.reply));
       return true;
     },
-    peek: (key, q) => { calls.push({ op: 'peek', key }); return answer(key, q); },
+    peek: (key, q) => {
+      calls.push({ op: 'peek', key });
+      return answer(key, q);
+    },
     stale: (key, q) => {
       calls.push({ op: 'stale', key });
       if (!staleReply) return null;
@@ -105,38 +130,69 @@ function fakeCache(cacheable = (r: ExchangeResult) => !('failure' in r)) {
       return out;
     },
   };
-  return { cache, entries, calls, setStale: (b: Buffer | null) => { staleReply = b; } };
+  return {
+    cache,
+    entries,
+    calls,
+    setStale: (b: Buffer | null) => {
+      staleReply = b;
+    },
+  };
 }
 
 function makeProxy(opts: { cache?: ResponseCache | null; consul?: UpstreamPool; recursor?: UpstreamPool }) {
-  const router = new Router({ domain: 'consul', aliases: ['starlings'], reverseZones: [], zones: [], hasRecursors: opts.recursor !== undefined });
+  const router = new Router({
+    domain: 'consul',
+    aliases: ['starlings'],
+    reverseZones: [],
+    zones: [],
+    hasRecursors: opts.recursor !== undefined,
+  });
   const pools = new Map<string, UpstreamPool>();
   if (opts.consul) pools.set('consul', opts.consul);
   if (opts.recursor) pools.set('recursor', opts.recursor);
   const metrics = new Metrics({ version: 'x', zones: router.zoneLabels, enabled: false });
   const proxy = new QueryHandler({
     settings: { domain: 'consul', maxUdpSize: 1232, udpAnswerLimit: 3, logQueries: false },
-    router, pools, metrics, log: createLogger('silent'), cache: opts.cache ?? null,
+    router,
+    pools,
+    metrics,
+    log: createLogger('silent'),
+    cache: opts.cache ?? null,
   });
   return { proxy, metrics };
 }
 
-test('a cache hit is answered synchronously from the cache; the pool is not asked', async () => {
+test('a cache hit is answered synchronously from the cache; the pool is not asked', () => {
   const consul = fakePool('consul', '127.0.0.11');
   const c = fakeCache();
   const { proxy, metrics } = makeProxy({ cache: c.cache, consul: consul.pool });
-  c.entries.set('janus.service.consul/1/', encodeMessage({
-    id: 0, flags: 0x8000 | FLAG.RD | 0x0080 | 0x0400, questions: [{ name: 'janus.service.consul', type: A, class: 1 }],
-    answers: [aRR('janus.service.consul', '127.0.0.99', 17)], authorities: [], additionals: [],
-  }));
+  c.entries.set(
+    'janus.service.consul/1/',
+    encodeMessage({
+      id: 0,
+      flags: 0x8000 | FLAG.RD | 0x0080 | 0x0400,
+      questions: [{ name: 'janus.service.consul', type: A, class: 1 }],
+      answers: [aRR('janus.service.consul', '127.0.0.99', 17)],
+      authorities: [],
+      additionals: [],
+    }),
+  );
   const got = proxy.handle(queryBytes('JANUS.service.consul', A, { id: 0x0101 }), '127.0.0.1', true);
   assert.ok(Buffer.isBuffer(got), 'a hit is not a promise');
   const m = decodeMessage(got);
   assert.equal(m.id, 0x0101);
   assert.equal(m.flags & 0xf, RCODE.NOERROR);
-  assert.deepEqual(m.answers.map((r) => [r.name, [...r.rdata].join('.'), r.ttl]), [['janus.service.consul', '127.0.0.99', 17]]);
+  assert.deepEqual(
+    m.answers.map((r) => [r.name, [...r.rdata].join('.'), r.ttl]),
+    [['janus.service.consul', '127.0.0.99', 17]],
+  );
   assert.deepEqual(consul.asked, []);
-  assert.deepEqual(c.calls, [{ op: 'lookup', key: 'janus.service.consul/1/' }], 'the key is the lowercased name, type and DO/CD bits');
+  assert.deepEqual(
+    c.calls,
+    [{ op: 'lookup', key: 'janus.service.consul/1/' }],
+    'the key is the lowercased name, type and DO/CD bits',
+  );
   assert.equal(metrics.cacheHits, 1);
   assert.equal(metrics.cacheMisses, 0);
 });
@@ -151,21 +207,39 @@ test('a miss goes to the pool its name routes to, is offered to the cache, and t
   assert.ok(r1 instanceof Promise, 'a miss waits for the pool');
   const m1 = decodeMessage((await r1)!);
   assert.equal(m1.id, 1);
-  assert.deepEqual(m1.answers.map((r) => [r.name, [...r.rdata].join('.')]), [['janus.service.consul', '127.0.0.11']]);
-  assert.deepEqual(consul.asked.map((a) => a.name), ['janus.service.consul']);
+  assert.deepEqual(
+    m1.answers.map((r) => [r.name, [...r.rdata].join('.')]),
+    [['janus.service.consul', '127.0.0.11']],
+  );
+  assert.deepEqual(
+    consul.asked.map((a) => a.name),
+    ['janus.service.consul'],
+  );
   assert.equal(recursor.asked.length, 0);
 
   const m2 = decodeMessage((await proxy.handle(queryBytes('www.example.org', A, { id: 2 }), '127.0.0.1', true))!);
-  assert.deepEqual(m2.answers.map((r) => [r.name, [...r.rdata].join('.')]), [['www.example.org', '192.0.2.7']]);
-  assert.deepEqual(recursor.asked.map((a) => a.name), ['www.example.org']);
+  assert.deepEqual(
+    m2.answers.map((r) => [r.name, [...r.rdata].join('.')]),
+    [['www.example.org', '192.0.2.7']],
+  );
+  assert.deepEqual(
+    recursor.asked.map((a) => a.name),
+    ['www.example.org'],
+  );
   assert.equal(consul.asked.length, 1);
 
-  assert.deepEqual(c.calls.filter((x) => x.op === 'store'), [
-    { op: 'store', key: 'janus.service.consul/1/', canonicalName: 'janus.service.consul', pool: 'consul' },
-    { op: 'store', key: 'www.example.org/1/', canonicalName: 'www.example.org', pool: 'recursor' },
-  ]);
+  assert.deepEqual(
+    c.calls.filter((x) => x.op === 'store'),
+    [
+      { op: 'store', key: 'janus.service.consul/1/', canonicalName: 'janus.service.consul', pool: 'consul' },
+      { op: 'store', key: 'www.example.org/1/', canonicalName: 'www.example.org', pool: 'recursor' },
+    ],
+  );
   // Stored: the miss reply is the cache's own rendering (peek), so hits and the miss agree.
-  assert.deepEqual(c.calls.filter((x) => x.op === 'peek').map((x) => x.key), ['janus.service.consul/1/', 'www.example.org/1/']);
+  assert.deepEqual(
+    c.calls.filter((x) => x.op === 'peek').map((x) => x.key),
+    ['janus.service.consul/1/', 'www.example.org/1/'],
+  );
 
   const r3 = proxy.handle(queryBytes('janus.service.consul', A, { id: 3 }), '127.0.0.1', true);
   assert.ok(Buffer.isBuffer(r3), 'the second ask is a hit');
@@ -185,31 +259,53 @@ test('an answer the cache declines is rendered by the handler and not found late
     assert.equal(m.answers.length, 1);
   }
   assert.equal(consul.asked.length, 2, 'nothing was kept, so both went upstream');
-  assert.deepEqual(c.calls.filter((x) => x.op === 'peek'), [], 'nothing stored, nothing to peek');
+  assert.deepEqual(
+    c.calls.filter((x) => x.op === 'peek'),
+    [],
+    'nothing stored, nothing to peek',
+  );
 });
 
 test('an alias name (starlings) asks the pool under consul and is answered under the alias', async () => {
   const consul = fakePool('consul', '127.0.0.12');
   const c = fakeCache(() => false); // the handler renders the alias itself
   const { proxy } = makeProxy({ cache: c.cache, consul: consul.pool });
-  const m = decodeMessage((await proxy.handle(queryBytes('Janus.Service.Starlings', A, { id: 9 }), '127.0.0.1', true))!);
-  assert.deepEqual(consul.asked.map((a) => a.name), ['janus.service.consul'], 'the pool sees the canonical name');
+  const m = decodeMessage(
+    (await proxy.handle(queryBytes('Janus.Service.Starlings', A, { id: 9 }), '127.0.0.1', true))!,
+  );
+  assert.deepEqual(
+    consul.asked.map((a) => a.name),
+    ['janus.service.consul'],
+    'the pool sees the canonical name',
+  );
   assert.equal(m.id, 9);
-  assert.deepEqual(m.questions, [{ name: 'Janus.Service.Starlings', type: A, class: 1 }], 'the question as the client spelled it');
+  assert.deepEqual(
+    m.questions,
+    [{ name: 'Janus.Service.Starlings', type: A, class: 1 }],
+    'the question as the client spelled it',
+  );
   assert.equal(m.answers.length, 1);
   assert.equal(m.answers[0]!.name.toLowerCase(), 'janus.service.starlings', 'owner names mapped back under the alias');
   assert.equal([...m.answers[0]!.rdata].join('.'), '127.0.0.12');
-  assert.deepEqual(c.calls.filter((x) => x.op !== 'lookup'), [
-    { op: 'store', key: 'janus.service.consul/1/', canonicalName: 'janus.service.consul', pool: 'consul' },
-  ], 'the alias and the Consul name share one cache key');
+  assert.deepEqual(
+    c.calls.filter((x) => x.op !== 'lookup'),
+    [{ op: 'store', key: 'janus.service.consul/1/', canonicalName: 'janus.service.consul', pool: 'consul' }],
+    'the alias and the Consul name share one cache key',
+  );
 });
 
 test('a pool failure becomes SERVFAIL with an Extended DNS Error, or the stale answer the cache has', async () => {
-  for (const [reason, ede] of [['timeout', EDE.NO_REACHABLE_AUTHORITY], ['network', EDE.NETWORK_ERROR], ['servfail', EDE.NETWORK_ERROR]] as const) {
+  for (const [reason, ede] of [
+    ['timeout', EDE.NO_REACHABLE_AUTHORITY],
+    ['network', EDE.NETWORK_ERROR],
+    ['servfail', EDE.NETWORK_ERROR],
+  ] as const) {
     const consul = fakePool('consul', reason);
     const c = fakeCache();
     const { proxy } = makeProxy({ cache: c.cache, consul: consul.pool });
-    const m = decodeMessage((await proxy.handle(queryBytes('janus.service.consul', A, { id: 0x0bad }), '127.0.0.1', true))!);
+    const m = decodeMessage(
+      (await proxy.handle(queryBytes('janus.service.consul', A, { id: 0x0bad }), '127.0.0.1', true))!,
+    );
     assert.equal(m.id, 0x0bad, reason);
     assert.equal(m.flags & 0xf, RCODE.SERVFAIL, reason);
     assert.ok(m.flags & 0x8000, 'QR');
@@ -217,15 +313,25 @@ test('a pool failure becomes SERVFAIL with an Extended DNS Error, or the stale a
     assert.deepEqual(m.questions, [{ name: 'janus.service.consul', type: A, class: 1 }]);
     assert.deepEqual(m.answers, []);
     assert.equal(edeCode(m), ede, reason);
-    assert.deepEqual(c.calls.map((x) => x.op), ['lookup', 'store', 'stale'], reason);
+    assert.deepEqual(
+      c.calls.map((x) => x.op),
+      ['lookup', 'store', 'stale'],
+      reason,
+    );
   }
 
   const consul = fakePool('consul', 'timeout');
   const c = fakeCache();
-  c.setStale(encodeMessage({
-    id: 0, flags: 0x8000 | FLAG.RD | 0x0080, questions: [{ name: 'janus.service.consul', type: A, class: 1 }],
-    answers: [aRR('janus.service.consul', '127.0.0.11', 30)], authorities: [], additionals: [],
-  }));
+  c.setStale(
+    encodeMessage({
+      id: 0,
+      flags: 0x8000 | FLAG.RD | 0x0080,
+      questions: [{ name: 'janus.service.consul', type: A, class: 1 }],
+      answers: [aRR('janus.service.consul', '127.0.0.11', 30)],
+      authorities: [],
+      additionals: [],
+    }),
+  );
   const { proxy, metrics } = makeProxy({ cache: c.cache, consul: consul.pool });
   const m = decodeMessage((await proxy.handle(queryBytes('janus.service.consul', A, { id: 5 }), '127.0.0.1', true))!);
   assert.equal(m.id, 5);
@@ -242,12 +348,52 @@ test('malformed queries get FORMERR (or NOTIMP, or nothing) before the cache and
 
   const cases: [string, Buffer, number | null][] = [
     ['question cut short', good.subarray(0, good.length - 3), RCODE.FORMERR],
-    ['QDCOUNT 2', (() => { const b = Buffer.from(good); b.writeUInt16BE(2, 4); return b; })(), RCODE.FORMERR],
-    ['QDCOUNT 0', (() => { const b = Buffer.from(good); b.writeUInt16BE(0, 4); return b; })(), RCODE.FORMERR],
-    ['label longer than 63', (() => { const b = Buffer.from(good); b[12] = 64; return b; })(), RCODE.FORMERR],
+    [
+      'QDCOUNT 2',
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt16BE(2, 4);
+        return b;
+      })(),
+      RCODE.FORMERR,
+    ],
+    [
+      'QDCOUNT 0',
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt16BE(0, 4);
+        return b;
+      })(),
+      RCODE.FORMERR,
+    ],
+    [
+      'label longer than 63',
+      (() => {
+        const b = Buffer.from(good);
+        b[12] = 64;
+        return b;
+      })(),
+      RCODE.FORMERR,
+    ],
     ['OPT as the question type', queryBytes('x.consul', TYPE.OPT, { id: 0x7777 }), RCODE.FORMERR],
-    ['opcode 2 (STATUS)', (() => { const b = Buffer.from(good); b.writeUInt16BE(2 << 11, 2); return b; })(), RCODE.NOTIMP],
-    ['a response (QR set)', (() => { const b = Buffer.from(good); b.writeUInt16BE(0x8000, 2); return b; })(), null],
+    [
+      'opcode 2 (STATUS)',
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt16BE(2 << 11, 2);
+        return b;
+      })(),
+      RCODE.NOTIMP,
+    ],
+    [
+      'a response (QR set)',
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt16BE(0x8000, 2);
+        return b;
+      })(),
+      null,
+    ],
     ['shorter than a header', good.subarray(0, 11), null],
   ];
   for (const [what, buf, rcode] of cases) {

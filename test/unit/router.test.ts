@@ -11,8 +11,12 @@ import { Router, reverseZonesOf, type Route, type RouterConfig } from '../../src
 
 function router(over: Partial<RouterConfig> = {}): Router {
   return new Router({
-    domain: 'consul', aliases: ['starlings'], reverseZones: ['10.in-addr.arpa'],
-    zones: ['corp', 'lab.corp'], hasRecursors: true, ...over,
+    domain: 'consul',
+    aliases: ['starlings'],
+    reverseZones: ['10.in-addr.arpa'],
+    zones: ['corp', 'lab.corp'],
+    hasRecursors: true,
+    ...over,
   });
 }
 
@@ -34,7 +38,8 @@ test('forward zones: the longest suffix wins over shorter zones and the recursor
   assert.deepEqual(rec, { kind: 'recursor', zoneLabel: 'recursor', zoneIndex: 2, pool: 'recursor', alias: null });
   assert.deepEqual(r.route('xcorp'), rec, 'label boundary: xcorp is not under corp');
   assert.deepEqual(r.route('corp.example'), rec, 'corp as a left label does not count');
-  for (const n of ['db.corp', 'x.lab.corp', 'example.org', 'web.service.consul', 'a.starlings', '']) assertIndexed(r, r.route(n));
+  for (const n of ['db.corp', 'x.lab.corp', 'example.org', 'web.service.consul', 'a.starlings', ''])
+    assertIndexed(r, r.route(n));
 });
 
 test('the Consul domain, its aliases and names equal to either', () => {
@@ -78,7 +83,13 @@ test('an alias under the Consul domain, and a domain under an alias: longest win
 
 test('reverse zones go to the agents; the root goes to the recursors or is refused', () => {
   const r = router({ reverseZones: ['10.in-addr.arpa', '8.b.d.0.1.0.0.2.ip6.arpa'] });
-  assert.deepEqual(r.route('1.0.0.10.in-addr.arpa'), { kind: 'consul', zoneLabel: 'consul', zoneIndex: 0, pool: 'consul', alias: null });
+  assert.deepEqual(r.route('1.0.0.10.in-addr.arpa'), {
+    kind: 'consul',
+    zoneLabel: 'consul',
+    zoneIndex: 0,
+    pool: 'consul',
+    alias: null,
+  });
   assert.equal(r.route('10.in-addr.arpa').pool, 'consul');
   assert.equal(r.route('1.0.0.11.in-addr.arpa').kind, 'recursor');
   assert.equal(r.route('in-addr.arpa').kind, 'recursor');
@@ -127,14 +138,20 @@ test('reverseZonesOf IPv4: octet-aligned and unaligned prefixes', () => {
   assert.deepEqual(reverseZonesOf(4, v4('8.8.8.8'), 0), ['in-addr.arpa'], '/0 ignores the address');
   const rfc1918 = reverseZonesOf(4, v4('172.16.0.0'), 12);
   assert.equal(rfc1918.length, 16);
-  assert.deepEqual(rfc1918, Array.from({ length: 16 }, (_, i) => `${16 + i}.172.in-addr.arpa`));
+  assert.deepEqual(
+    rfc1918,
+    Array.from({ length: 16 }, (_, i) => `${16 + i}.172.in-addr.arpa`),
+  );
   assert.equal(rfc1918[0], '16.172.in-addr.arpa');
   assert.equal(rfc1918[15], '31.172.in-addr.arpa');
   // Host bits set in the address are masked off first.
   assert.deepEqual(reverseZonesOf(4, v4('172.20.1.2'), 12), rfc1918);
   assert.deepEqual(reverseZonesOf(4, v4('10.1.2.3'), 8), ['10.in-addr.arpa']);
   assert.deepEqual(reverseZonesOf(4, v4('192.168.3.0'), 23), ['2.168.192.in-addr.arpa', '3.168.192.in-addr.arpa']);
-  assert.deepEqual(reverseZonesOf(4, v4('100.64.0.0'), 10), Array.from({ length: 64 }, (_, i) => `${64 + i}.100.in-addr.arpa`));
+  assert.deepEqual(
+    reverseZonesOf(4, v4('100.64.0.0'), 10),
+    Array.from({ length: 64 }, (_, i) => `${64 + i}.100.in-addr.arpa`),
+  );
   assert.deepEqual(reverseZonesOf(4, v4('10.0.0.5'), 31), ['4.0.0.10.in-addr.arpa', '5.0.0.10.in-addr.arpa']);
 });
 
@@ -143,12 +160,21 @@ test('reverseZonesOf IPv6: nibble-aligned and unaligned prefixes', () => {
   assert.deepEqual(reverseZonesOf(6, v6('fd12 3456 789a'), 8), ['d.f.ip6.arpa']);
   assert.deepEqual(reverseZonesOf(6, v6('2001 0db8'), 32), ['8.b.d.0.1.0.0.2.ip6.arpa']);
   // /33: the ninth nibble keeps its top bit (0) and the three below run 0..7.
-  assert.deepEqual(reverseZonesOf(6, v6('2001 0db8'), 33),
-    Array.from({ length: 8 }, (_, k) => `${k}.8.b.d.0.1.0.0.2.ip6.arpa`));
-  assert.deepEqual(reverseZonesOf(6, v6('2001 0db8 8000'), 33),
-    Array.from({ length: 8 }, (_, k) => `${(8 + k).toString(16)}.8.b.d.0.1.0.0.2.ip6.arpa`));
+  assert.deepEqual(
+    reverseZonesOf(6, v6('2001 0db8'), 33),
+    Array.from({ length: 8 }, (_, k) => `${k}.8.b.d.0.1.0.0.2.ip6.arpa`),
+  );
+  assert.deepEqual(
+    reverseZonesOf(6, v6('2001 0db8 8000'), 33),
+    Array.from({ length: 8 }, (_, k) => `${(8 + k).toString(16)}.8.b.d.0.1.0.0.2.ip6.arpa`),
+  );
   assert.deepEqual(reverseZonesOf(6, v6('fc'), 7), ['c.f.ip6.arpa', 'd.f.ip6.arpa']);
-  assert.deepEqual(reverseZonesOf(6, v6('fe80'), 10), ['8.e.f.ip6.arpa', '9.e.f.ip6.arpa', 'a.e.f.ip6.arpa', 'b.e.f.ip6.arpa']);
+  assert.deepEqual(reverseZonesOf(6, v6('fe80'), 10), [
+    '8.e.f.ip6.arpa',
+    '9.e.f.ip6.arpa',
+    'a.e.f.ip6.arpa',
+    'b.e.f.ip6.arpa',
+  ]);
   assert.deepEqual(reverseZonesOf(6, v6(''), 0), ['ip6.arpa']);
   const host = v6('2001 0db8 0000 0000 0000 0000 0000 0001');
   assert.deepEqual(reverseZonesOf(6, host, 128), [

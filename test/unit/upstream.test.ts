@@ -14,9 +14,14 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
 import { readdirSync, readlinkSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import type { FailureReason } from '../../src/observability/metrics.js';
-import { type PoolObserver, type PoolOptions, type ExchangeResult, type Answer, type Failure } from '../../src/upstream/types.js';
+import {
+  type PoolObserver,
+  type PoolOptions,
+  type ExchangeResult,
+  type Answer,
+  type Failure,
+} from '../../src/upstream/types.js';
 import { UpstreamSockets } from '../../src/upstream/udp.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
 import { buildOpt, buildQuestion, parseQuery } from '../../src/dns/wire.js';
@@ -29,15 +34,29 @@ const QUESTION = buildQuestion(QNAME, TYPE.A);
 
 function options(over: Partial<PoolOptions> = {}): PoolOptions {
   return {
-    timeoutMs: 300, hedgeMs: 30, deadlineMs: 1000, maxFails: 2, probeIntervalMs: 60_000,
-    probeQuestion: PROBE_QUESTION, udpSize: 1232, maxInFlight: 1024, ...over,
+    timeoutMs: 300,
+    hedgeMs: 30,
+    deadlineMs: 1000,
+    maxFails: 2,
+    probeIntervalMs: 60_000,
+    probeQuestion: PROBE_QUESTION,
+    udpSize: 1232,
+    maxInFlight: 1024,
+    ...over,
   };
 }
 
 // ------------------------------------------------------------------------------------------------
 // Replies
 
-interface ReplyOpts { rcode?: number; tc?: boolean; id?: number; ip?: [number, number, number, number]; question?: Buffer; answer?: boolean }
+interface ReplyOpts {
+  rcode?: number;
+  tc?: boolean;
+  id?: number;
+  ip?: [number, number, number, number];
+  question?: Buffer;
+  answer?: boolean;
+}
 
 /** A reply to `query`: its ID and question (or overrides), one A record unless told otherwise, our OPT. */
 function reply(query: Buffer, o: ReplyOpts = {}): Buffer {
@@ -82,7 +101,12 @@ class FakeUpstream {
   private conn: net.Socket | null = null;
   private readonly conns = new Set<net.Socket>();
 
-  private constructor(readonly udp: dgram.Socket, readonly other: dgram.Socket, readonly tcp: net.Server, readonly port: number) {}
+  private constructor(
+    readonly udp: dgram.Socket,
+    readonly other: dgram.Socket,
+    readonly tcp: net.Server,
+    readonly port: number,
+  ) {}
 
   static async start(t: TestContext): Promise<FakeUpstream> {
     const udp = dgram.createSocket('udp4');
@@ -109,7 +133,9 @@ class FakeUpstream {
     tcp.on('connection', (s) => {
       up.conns.add(s);
       s.on('close', () => up.conns.delete(s));
-      s.on('error', () => { /* the pool closes its side at the end */ });
+      s.on('error', () => {
+        /* the pool closes its side at the end */
+      });
       let buf = Buffer.alloc(0);
       s.on('data', (d: Buffer) => {
         buf = Buffer.concat([buf, d]);
@@ -130,8 +156,12 @@ class FakeUpstream {
   answerProbes = true;
   answerProbesAsQueries = false;
 
-  get addr() { return { host: '127.0.0.1', port: this.port }; }
-  get label() { return `127.0.0.1:${this.port}`; }
+  get addr() {
+    return { host: '127.0.0.1', port: this.port };
+  }
+  get label() {
+    return `127.0.0.1:${this.port}`;
+  }
 
   /** Reply to the last UDP sender from the server's own socket. */
   send(b: Buffer): void {
@@ -160,7 +190,10 @@ class FakeUpstream {
 }
 
 const silent: Behaviour = () => {};
-const rcode = (r: number): Behaviour => (q, up) => up.send(reply(q, { rcode: r }));
+const rcode =
+  (r: number): Behaviour =>
+  (q, up) =>
+    up.send(reply(q, { rcode: r }));
 
 // ------------------------------------------------------------------------------------------------
 // Recording observer
@@ -175,17 +208,31 @@ type Event =
 
 class Recorder implements PoolObserver {
   readonly events: Event[] = [];
-  request(pool: string, upstream: string, transport: 'udp' | 'tcp') { this.events.push(['request', pool, upstream, transport]); }
-  failure(pool: string, upstream: string, reason: FailureReason) { this.events.push(['failure', pool, upstream, reason]); }
-  duration(pool: string, upstream: string, seconds: number) { this.events.push(['duration', pool, upstream, seconds]); }
-  hedged(pool: string) { this.events.push(['hedged', pool]); }
-  health(pool: string, upstream: string, healthy: boolean) { this.events.push(['health', pool, upstream, healthy]); }
-  overflow(pool: string) { this.events.push(['overflow', pool]); }
+  request(pool: string, upstream: string, transport: 'udp' | 'tcp') {
+    this.events.push(['request', pool, upstream, transport]);
+  }
+  failure(pool: string, upstream: string, reason: FailureReason) {
+    this.events.push(['failure', pool, upstream, reason]);
+  }
+  duration(pool: string, upstream: string, seconds: number) {
+    this.events.push(['duration', pool, upstream, seconds]);
+  }
+  hedged(pool: string) {
+    this.events.push(['hedged', pool]);
+  }
+  health(pool: string, upstream: string, healthy: boolean) {
+    this.events.push(['health', pool, upstream, healthy]);
+  }
+  overflow(pool: string) {
+    this.events.push(['overflow', pool]);
+  }
   of<K extends Event[0]>(kind: K): Extract<Event, [K, ...unknown[]]>[] {
     return this.events.filter((e) => e[0] === kind) as Extract<Event, [K, ...unknown[]]>[];
   }
   failures(upstream: string): FailureReason[] {
-    return this.of('failure').filter((e) => e[2] === upstream).map((e) => e[3]);
+    return this.of('failure')
+      .filter((e) => e[2] === upstream)
+      .map((e) => e[3]);
   }
   requests(upstream: string, transport?: 'udp' | 'tcp'): number {
     return this.of('request').filter((e) => e[2] === upstream && (!transport || e[3] === transport)).length;
@@ -195,9 +242,18 @@ class Recorder implements PoolObserver {
 function setup(t: TestContext, ups: FakeUpstream[], over: Partial<PoolOptions> = {}) {
   const transport = new UpstreamSockets();
   const obs = new Recorder();
-  const pool = new UpstreamPool('consul', ups.map((u) => u.addr), options(over), transport, obs);
+  const pool = new UpstreamPool(
+    'consul',
+    ups.map((u) => u.addr),
+    options(over),
+    transport,
+    obs,
+  );
   // Pool first (stops probes), then the transport (clears pending timers): nothing keeps the loop alive.
-  t.after(() => { pool.close(); transport.close(); });
+  t.after(() => {
+    pool.close();
+    transport.close();
+  });
   return { transport, obs, pool };
 }
 
@@ -233,7 +289,7 @@ test('a valid answer is returned with its layout; the query sent is our upstream
   assert.equal(r.layout.rcode, RCODE.NOERROR);
   assert.equal(r.layout.an, 1);
   assert.equal(r.layout.ttlOffsets.length, 1);
-  assert.equal(r.reply.readUInt32BE(r.layout.ttlOffsets[0]!), 60);
+  assert.equal(r.reply.readUInt32BE(r.layout.ttlOffsets[0]), 60);
   assert.ok(r.layout.optStart > 0 && r.layout.optEnd === r.reply.length);
   assert.equal(answerIp(r), '127.0.0.1');
   // What went upstream: RD/CD only (TC and Z dropped), our OPT with udpSize 1232 and DO.
@@ -266,19 +322,26 @@ test('spoofed replies (wrong ID, wrong question, wrong port) are ignored; the re
     u.send(reply(q, { question: buildQuestion('web.service.consuk', TYPE.A), ip: [6, 6, 6, 2] }));
     u.send(reply(q, { question: buildQuestion(QNAME, TYPE.AAAA), ip: [6, 6, 6, 3] }));
     u.sendFromOtherPort(reply(q, { ip: [6, 6, 6, 4] }));
-    await waitFor(() => transport.mismatches >= before + 4, { timeoutMs: 2500, intervalMs: 2, what: 'four mismatches' });
+    await waitFor(() => transport.mismatches >= before + 4, {
+      timeoutMs: 2500,
+      intervalMs: 2,
+      what: 'four mismatches',
+    });
     // The question in another case is still the same question (RFC 5452 §9.1, dns0x20).
     u.send(reply(q, { question: buildQuestion(QNAME.toUpperCase(), TYPE.A), ip: [10, 0, 0, 7] }));
   };
   const r = answered(await ask(pool));
   assert.equal(answerIp(r), '10.0.0.7', 'the real answer, not a spoof');
   assert.equal(transport.mismatches - before, 4);
-  assert.deepEqual(obs.of('failure'), [], 'a mismatch is not the upstream\'s failure');
+  assert.deepEqual(obs.of('failure'), [], "a mismatch is not the upstream's failure");
   assert.equal(up.udpQueries.length, 1, 'no retry was needed');
 });
 
 test('SERVFAIL and REFUSED fail over to the next upstream and count as failures', async (t) => {
-  for (const [code, why] of [[RCODE.SERVFAIL, 'servfail'], [RCODE.REFUSED, 'refused']] as const) {
+  for (const [code, why] of [
+    [RCODE.SERVFAIL, 'servfail'],
+    [RCODE.REFUSED, 'refused'],
+  ] as const) {
     const a = await FakeUpstream.start(t);
     const b = await FakeUpstream.start(t);
     a.behaviour = rcode(code);
@@ -307,7 +370,11 @@ test('every upstream SERVFAIL: each is tried twice, the result is the failure', 
   assert.equal(a.udpQueries.length, 2);
   assert.equal(b.udpQueries.length, 2);
   assert.deepEqual(obs.failures(a.label), ['servfail', 'servfail']);
-  assert.deepEqual(pool.status().map((s) => s.healthy), [false, false], 'maxFails 2 reached by both');
+  assert.deepEqual(
+    pool.status().map((s) => s.healthy),
+    [false, false],
+    'maxFails 2 reached by both',
+  );
 });
 
 test('a silent upstream is hedged after hedgeMs, counted failed at once, then marked down and skipped', async (t) => {
@@ -331,7 +398,11 @@ test('a silent upstream is hedged after hedgeMs, counted failed at once, then ma
     // Counted the moment the hedge won, not at a's timeout (still far off).
     assert.deepEqual(obs.failures(a.label), Array(i).fill('timeout'), `exchange ${i}: a's failure counted at once`);
   }
-  assert.deepEqual(pool.status().map((s) => s.healthy), [false, true], 'a down after maxFails');
+  assert.deepEqual(
+    pool.status().map((s) => s.healthy),
+    [false, true],
+    'a down after maxFails',
+  );
   assert.deepEqual(obs.of('health'), [['health', 'consul', a.label, false]]);
 
   // Straight to b now: no hedge, no request to a.
@@ -387,7 +458,9 @@ test('TC over UDP is retried over TCP to the same upstream', async (t) => {
 test('maxInFlight 1: a second concurrent exchange overflows; the slot frees when the first ends', async (t) => {
   const a = await FakeUpstream.start(t);
   const held: Buffer[] = [];
-  a.behaviour = (q) => { held.push(q); };
+  a.behaviour = (q) => {
+    held.push(q);
+  };
   const { obs, pool } = setup(t, [a], { maxInFlight: 1, timeoutMs: 3000, deadlineMs: 4000 });
   const first = ask(pool);
   await waitFor(() => held.length === 1, { timeoutMs: 2000, what: 'the slow upstream to get the query' });
@@ -409,8 +482,13 @@ test('startProbes brings a down upstream back when it answers', async (t) => {
   const { obs, pool } = setup(t, [a, b], { probeIntervalMs: 100 });
   pool.startProbes();
   // Mark a down through hedged exchanges.
-  await waitFor(async () => { answered(await ask(pool)); return pool.status()[0]?.healthy === false; },
-    { timeoutMs: 5000, intervalMs: 1, what: 'a to be marked down' });
+  await waitFor(
+    async () => {
+      answered(await ask(pool));
+      return pool.status()[0]?.healthy === false;
+    },
+    { timeoutMs: 5000, intervalMs: 1, what: 'a to be marked down' },
+  );
   assert.deepEqual(obs.of('health')[0], ['health', 'consul', a.label, false]);
   // a comes back: the next probe round sees it answer.
   a.answerProbes = true;
@@ -424,7 +502,14 @@ test('startProbes brings a down upstream back when it answers', async (t) => {
 });
 
 test('retired sockets close once their last query is answered, and all close with the transport', async (t) => {
-  const sockets = () => readdirSync('/proc/self/fd').filter((f) => { try { return readlinkSync('/proc/self/fd/' + f).startsWith('socket:'); } catch { return false; } }).length;
+  const sockets = () =>
+    readdirSync('/proc/self/fd').filter((f) => {
+      try {
+        return readlinkSync('/proc/self/fd/' + f).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
   const up = dgram.createSocket('udp4');
   await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
   t.after(() => up.close());
@@ -442,8 +527,21 @@ test('retired sockets close once their last query is answered, and all close wit
   const base = sockets();
   const tr = new UpstreamSockets(1, 1); // one socket, retired after every query
   const q = buildQuestion('web.service.consul', TYPE.A);
-  const pool = new UpstreamPool('c', [{ host: '127.0.0.1', port: (up.address() as AddressInfo).port }],
-    { timeoutMs: 5000, hedgeMs: 3000, deadlineMs: 6000, maxFails: 2, probeIntervalMs: 60000, probeQuestion: q, udpSize: 1232, maxInFlight: 1024 }, tr);
+  const pool = new UpstreamPool(
+    'c',
+    [{ host: '127.0.0.1', port: up.address().port }],
+    {
+      timeoutMs: 5000,
+      hedgeMs: 3000,
+      deadlineMs: 6000,
+      maxFails: 2,
+      probeIntervalMs: 60000,
+      probeQuestion: q,
+      udpSize: 1232,
+      maxInFlight: 1024,
+    },
+    tr,
+  );
   for (let round = 0; round < 4; round++) {
     // Two overlapping exchanges: the second retires the socket the first is still waiting on.
     const p1 = pool.exchange(q, 0, q.length, 0x100, false);

@@ -11,16 +11,29 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import dns2 from 'dns2';
-import { buildErrorReply, buildOpt, buildQuestion, buildUpstreamQuery, parseQuery, questionName, sameQuestion, scanReply, type ParseOutcome, type Query } from '../../src/dns/wire.js';
+import {
+  buildErrorReply,
+  buildOpt,
+  buildQuestion,
+  buildUpstreamQuery,
+  parseQuery,
+  questionName,
+  sameQuestion,
+  scanReply,
+  type ParseOutcome,
+  type Query,
+} from '../../src/dns/wire.js';
 import { CLASS_IN, EDE, EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
 
 const CORPUS = new URL('../../../test/fixtures/corpus/', import.meta.url);
 function corpus(dir: 'replies-bind' | 'queries-dig'): Map<string, Buffer> {
   const d = new URL(`${dir}/`, CORPUS);
-  return new Map(readdirSync(d)
-    .filter((f) => f.endsWith('.bin'))
-    .sort()
-    .map((f) => [f, readFileSync(new URL(f, d))]));
+  return new Map(
+    readdirSync(d)
+      .filter((f) => f.endsWith('.bin'))
+      .sort()
+      .map((f) => [f, readFileSync(new URL(f, d))]),
+  );
 }
 const QUERIES = corpus('queries-dig');
 const REPLIES = corpus('replies-bind');
@@ -69,23 +82,30 @@ const ROOT = Buffer.from([0]);
 const OPT_RR = buildOpt(1232, 0, false);
 
 /** A well-formed RD query for example.org/A with optional extra sections. */
-function query(opts: { flags?: number; qd?: number; an?: Buffer[]; ns?: Buffer[]; ar?: Buffer[]; question?: Buffer } = {}): Buffer {
-  const an = opts.an ?? [], ns = opts.ns ?? [], ar = opts.ar ?? [];
+function query(
+  opts: { flags?: number; qd?: number; an?: Buffer[]; ns?: Buffer[]; ar?: Buffer[]; question?: Buffer } = {},
+): Buffer {
+  const an = opts.an ?? [],
+    ns = opts.ns ?? [],
+    ar = opts.ar ?? [];
   const question = opts.question ?? Buffer.concat([labels('example', 'org'), typeClass(TYPE.A)]);
   return Buffer.concat([
     header(0x1234, opts.flags ?? FLAG.RD, opts.qd ?? 1, an.length, ns.length, ar.length),
-    question, ...an, ...ns, ...ar,
+    question,
+    ...an,
+    ...ns,
+    ...ar,
   ]);
 }
 
 function expectQuery(o: ParseOutcome, what: string): Query {
   assert.equal(o.kind, 'query', `${what}: expected a query, got ${JSON.stringify(o)}`);
-  return (o as { kind: 'query'; q: Query }).q;
+  return o.q;
 }
 
 function expectError(o: ParseOutcome, rcode: number, what: string): { q: Query | null; id: number; flags: number } {
   assert.equal(o.kind, 'error', `${what}: expected an error, got ${JSON.stringify(o)}`);
-  const e = o as { kind: 'error'; rcode: number; q: Query | null; id: number; flags: number };
+  const e = o;
   assert.equal(e.rcode, rcode, `${what}: rcode`);
   return e;
 }
@@ -206,32 +226,101 @@ function malformed(): Array<{ what: string; buf: Buffer; rcode: number | null; w
     { what: 'empty', buf: Buffer.alloc(0), rcode: null },
     { what: 'QDCOUNT 0', buf: header(1, FLAG.RD, 0, 0, 0, 0), rcode: RCODE.FORMERR },
     { what: 'QDCOUNT 2', buf: Buffer.concat([query({ qd: 2 }), labels('b'), typeClass(TYPE.A)]), rcode: RCODE.FORMERR },
-    { what: 'pointer in the question', buf: query({ question: Buffer.concat([Buffer.from([0xc0, 0x0c]), typeClass(TYPE.A)]) }), rcode: RCODE.FORMERR },
-    { what: 'pointer after a label', buf: query({ question: Buffer.concat([Buffer.from([1, 0x61, 0xc0, 0x0c]), typeClass(TYPE.A)]) }), rcode: RCODE.FORMERR },
-    { what: 'label type 0x40', buf: query({ question: Buffer.concat([Buffer.from([0x41, 0x61]), ROOT, typeClass(TYPE.A)]) }), rcode: RCODE.FORMERR },
-    { what: 'label type 0x80', buf: query({ question: Buffer.concat([Buffer.from([0x80]), ROOT, typeClass(TYPE.A)]) }), rcode: RCODE.FORMERR },
-    { what: '256-octet name', buf: query({ question: Buffer.concat([name256, typeClass(TYPE.A)]) }), rcode: RCODE.FORMERR },
-    { what: 'name without its root label', buf: query({ question: labels('example', 'org').subarray(0, 12) }), rcode: RCODE.FORMERR },
+    {
+      what: 'pointer in the question',
+      buf: query({ question: Buffer.concat([Buffer.from([0xc0, 0x0c]), typeClass(TYPE.A)]) }),
+      rcode: RCODE.FORMERR,
+    },
+    {
+      what: 'pointer after a label',
+      buf: query({ question: Buffer.concat([Buffer.from([1, 0x61, 0xc0, 0x0c]), typeClass(TYPE.A)]) }),
+      rcode: RCODE.FORMERR,
+    },
+    {
+      what: 'label type 0x40',
+      buf: query({ question: Buffer.concat([Buffer.from([0x41, 0x61]), ROOT, typeClass(TYPE.A)]) }),
+      rcode: RCODE.FORMERR,
+    },
+    {
+      what: 'label type 0x80',
+      buf: query({ question: Buffer.concat([Buffer.from([0x80]), ROOT, typeClass(TYPE.A)]) }),
+      rcode: RCODE.FORMERR,
+    },
+    {
+      what: '256-octet name',
+      buf: query({ question: Buffer.concat([name256, typeClass(TYPE.A)]) }),
+      rcode: RCODE.FORMERR,
+    },
+    {
+      what: 'name without its root label',
+      buf: query({ question: labels('example', 'org').subarray(0, 12) }),
+      rcode: RCODE.FORMERR,
+    },
     { what: 'question cut in its type', buf: query().subarray(0, HEADER_LEN + 13 + 1), rcode: RCODE.FORMERR },
     { what: 'question cut in its class', buf: query().subarray(0, HEADER_LEN + 13 + 3), rcode: RCODE.FORMERR },
     { what: 'two OPT records', buf: query({ ar: [OPT_RR, OPT_RR] }), rcode: RCODE.FORMERR, withQ: true },
     { what: 'OPT in the answer section', buf: query({ an: [OPT_RR] }), rcode: RCODE.FORMERR, withQ: true },
     { what: 'OPT in the authority section', buf: query({ ns: [OPT_RR] }), rcode: RCODE.FORMERR, withQ: true },
-    { what: 'OPT with a non-root owner', buf: query({ ar: [rr(labels('x'), TYPE.OPT, 1232, 0, Buffer.alloc(0))] }), rcode: RCODE.FORMERR, withQ: true },
-    { what: 'ARCOUNT 1 and nothing there', buf: Buffer.concat([header(1, FLAG.RD, 1, 0, 0, 1), labels('a'), typeClass(TYPE.A)]), rcode: RCODE.FORMERR, withQ: true },
-    { what: 'qtype AXFR', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.AXFR)]) }), rcode: RCODE.REFUSED, withQ: true },
-    { what: 'qtype IXFR', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.IXFR)]) }), rcode: RCODE.REFUSED, withQ: true },
-    { what: 'qtype TSIG', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.TSIG)]) }), rcode: RCODE.REFUSED, withQ: true },
-    { what: 'qtype TKEY', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.TKEY)]) }), rcode: RCODE.REFUSED, withQ: true },
-    { what: 'qtype OPT', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.OPT)]) }), rcode: RCODE.FORMERR, withQ: true },
-    { what: 'qtype MAILA', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.MAILA)]) }), rcode: RCODE.NOTIMP, withQ: true },
-    { what: 'qtype MAILB', buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.MAILB)]) }), rcode: RCODE.NOTIMP, withQ: true },
+    {
+      what: 'OPT with a non-root owner',
+      buf: query({ ar: [rr(labels('x'), TYPE.OPT, 1232, 0, Buffer.alloc(0))] }),
+      rcode: RCODE.FORMERR,
+      withQ: true,
+    },
+    {
+      what: 'ARCOUNT 1 and nothing there',
+      buf: Buffer.concat([header(1, FLAG.RD, 1, 0, 0, 1), labels('a'), typeClass(TYPE.A)]),
+      rcode: RCODE.FORMERR,
+      withQ: true,
+    },
+    {
+      what: 'qtype AXFR',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.AXFR)]) }),
+      rcode: RCODE.REFUSED,
+      withQ: true,
+    },
+    {
+      what: 'qtype IXFR',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.IXFR)]) }),
+      rcode: RCODE.REFUSED,
+      withQ: true,
+    },
+    {
+      what: 'qtype TSIG',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.TSIG)]) }),
+      rcode: RCODE.REFUSED,
+      withQ: true,
+    },
+    {
+      what: 'qtype TKEY',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.TKEY)]) }),
+      rcode: RCODE.REFUSED,
+      withQ: true,
+    },
+    {
+      what: 'qtype OPT',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.OPT)]) }),
+      rcode: RCODE.FORMERR,
+      withQ: true,
+    },
+    {
+      what: 'qtype MAILA',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.MAILA)]) }),
+      rcode: RCODE.NOTIMP,
+      withQ: true,
+    },
+    {
+      what: 'qtype MAILB',
+      buf: query({ question: Buffer.concat([labels('consul'), typeClass(TYPE.MAILB)]) }),
+      rcode: RCODE.NOTIMP,
+      withQ: true,
+    },
     { what: 'opcode 2 (STATUS) with QDCOUNT 0', buf: header(7, 2 << 11, 0, 0, 0, 0), rcode: RCODE.NOTIMP },
     { what: 'opcode 5 (UPDATE) with a question', buf: query({ flags: 5 << 11 }), rcode: RCODE.NOTIMP },
   ];
 }
 
-test('parseQuery: malformed, response and refused queries get BIND\'s outcome', () => {
+test("parseQuery: malformed, response and refused queries get BIND's outcome", () => {
   for (const c of malformed()) {
     const o = parseQuery(c.buf);
     if (c.rcode === null) {
@@ -285,7 +374,10 @@ test('parseQuery(buf, false) validates the same and leaves name empty', () => {
     const fq = full.q;
     const lq = lean.kind === 'drop' ? null : lean.q;
     if (full.kind === 'error' && lean.kind === 'error') assert.equal(lean.rcode, full.rcode);
-    if (fq === null) { assert.equal(lq, null); continue; }
+    if (fq === null) {
+      assert.equal(lq, null);
+      continue;
+    }
     assert.ok(lq);
     assert.equal(lq.name, '');
     assert.deepEqual({ ...lq, name: fq.name }, fq);
@@ -321,7 +413,9 @@ test('scanReply walks every BIND reply: TTL offsets, OPT, rcode, negative TTL', 
   for (const [f, buf] of REPLIES) {
     const l = scanReply(buf);
     assert.ok(l, `${f}: layout`);
-    const an = buf.readUInt16BE(6), ns = buf.readUInt16BE(8), ar = buf.readUInt16BE(10);
+    const an = buf.readUInt16BE(6),
+      ns = buf.readUInt16BE(8),
+      ar = buf.readUInt16BE(10);
     assert.deepEqual([l.an, l.ns, l.ar], [an, ns, ar], `${f}: counts`);
     assert.equal(l.flags, buf.readUInt16BE(2));
     assert.equal(l.rcode, buf.readUInt16BE(2) & 0xf);
@@ -350,7 +444,8 @@ test('scanReply walks every BIND reply: TTL offsets, OPT, rcode, negative TTL', 
   const l = scanReply(nx);
   assert.ok(l);
   assert.equal(l.rcode, RCODE.NXDOMAIN);
-  const soa = dns2.Packet.parse(nx).authorities.find((r) => r.type === TYPE.SOA) as unknown as { ttl: number; minimum: number } | undefined;
+  const soa = dns2.Packet.parse(nx).authorities.find((r) => r.type === TYPE.SOA) as unknown as
+    { ttl: number; minimum: number } | undefined;
   assert.ok(soa, 'dns2 finds the SOA');
   assert.equal(l.negTtl, Math.min(soa.ttl, soa.minimum));
   assert.equal(l.negTtl, 60);
@@ -360,16 +455,29 @@ test('scanReply walks every BIND reply: TTL offsets, OPT, rcode, negative TTL', 
 function nxReply(soaTtl: number, minimum: number, opt = true): Buffer {
   const q = Buffer.concat([labels('nx', 'consul'), typeClass(TYPE.A)]);
   const soaRdata = Buffer.concat([
-    labels('ns', 'consul'), Buffer.from([10]), Buffer.from('hostmaster'), Buffer.from([0xc0, 15]),
-    Buffer.from([0, 0, 0, 1, 0, 0, 0x0e, 0x10, 0, 0, 2, 0x58, 0, 1, 0x51, 0x80]), Buffer.alloc(4),
+    labels('ns', 'consul'),
+    Buffer.from([10]),
+    Buffer.from('hostmaster'),
+    Buffer.from([0xc0, 15]),
+    Buffer.from([0, 0, 0, 1, 0, 0, 0x0e, 0x10, 0, 0, 2, 0x58, 0, 1, 0x51, 0x80]),
+    Buffer.alloc(4),
   ]);
   soaRdata.writeUInt32BE(minimum, soaRdata.length - 4);
   const soa = rr(Buffer.from([0xc0, 15]), TYPE.SOA, CLASS_IN, soaTtl, soaRdata);
-  return Buffer.concat([header(9, FLAG.QR | FLAG.RD | FLAG.RA | RCODE.NXDOMAIN, 1, 0, 1, opt ? 1 : 0), q, soa, ...(opt ? [OPT_RR] : [])]);
+  return Buffer.concat([
+    header(9, FLAG.QR | FLAG.RD | FLAG.RA | RCODE.NXDOMAIN, 1, 0, 1, opt ? 1 : 0),
+    q,
+    soa,
+    ...(opt ? [OPT_RR] : []),
+  ]);
 }
 
 test('scanReply: negTtl is min(SOA TTL, SOA MINIMUM) (RFC 2308 §5)', () => {
-  for (const [ttl, min] of [[300, 30], [10, 3600], [0, 5]] as const) {
+  for (const [ttl, min] of [
+    [300, 30],
+    [10, 3600],
+    [0, 5],
+  ] as const) {
     const buf = nxReply(ttl, min);
     const l = scanReply(buf);
     assert.ok(l, `${ttl}/${min}`);
@@ -402,8 +510,12 @@ test('scanReply refuses a reply cut short or with trailing bytes', () => {
   const optInAnswer = Buffer.concat([header(1, FLAG.QR, 1, 1, 0, 0), labels('a'), typeClass(TYPE.A), OPT_RR]);
   assert.equal(scanReply(optInAnswer), null, 'OPT in answer');
   // A forward compression pointer (or one into the header) is refused.
-  const fwd = Buffer.concat([header(1, FLAG.QR, 1, 1, 0, 0), labels('a'), typeClass(TYPE.A),
-    rr(Buffer.from([0xc0, 0x40]), TYPE.A, CLASS_IN, 1, Buffer.from([1, 2, 3, 4]))]);
+  const fwd = Buffer.concat([
+    header(1, FLAG.QR, 1, 1, 0, 0),
+    labels('a'),
+    typeClass(TYPE.A),
+    rr(Buffer.from([0xc0, 0x40]), TYPE.A, CLASS_IN, 1, Buffer.from([1, 2, 3, 4])),
+  ]);
   assert.equal(scanReply(fwd), null, 'forward pointer');
   const intoHeader = Buffer.from(fwd);
   intoHeader[HEADER_LEN + 7] = 0x02;
@@ -451,13 +563,20 @@ test('buildErrorReply NOTIMP for opcode 15 echoes ID, opcode and RD only', () =>
   const o = expectError(parseQuery(buf), RCODE.NOTIMP, 'opcode 15');
   // The query carries AD (0x20): it must not come back, nor RA/AA/CD/TC.
   assert.ok(o.flags & FLAG.AD);
-  const r = buildErrorReply(buf, o.id, o.flags, o.q, RCODE.NOTIMP, { udpSize: 1232, ra: true, ede: { code: EDE.NOT_READY } });
+  const r = buildErrorReply(buf, o.id, o.flags, o.q, RCODE.NOTIMP, {
+    udpSize: 1232,
+    ra: true,
+    ede: { code: EDE.NOT_READY },
+  });
   assert.equal(r.length, HEADER_LEN, 'header only: no question, no OPT');
   assert.equal(r.readUInt16BE(0), 0xecd3);
   const f = r.readUInt16BE(2);
   assert.equal(f, FLAG.QR | (15 << 11) | FLAG.RD | RCODE.NOTIMP);
   for (const bit of [FLAG.RA, FLAG.AA, FLAG.AD, FLAG.CD, FLAG.TC, FLAG.Z]) assert.equal(f & bit, 0);
-  assert.deepEqual([2, 3, 4, 5].map((i) => r.readUInt16BE(i * 2)), [0, 0, 0, 0]);
+  assert.deepEqual(
+    [2, 3, 4, 5].map((i) => r.readUInt16BE(i * 2)),
+    [0, 0, 0, 0],
+  );
 });
 
 test('buildErrorReply BADVERS: extended rcode 1 in our OPT, version 0, question echoed', () => {
@@ -469,7 +588,10 @@ test('buildErrorReply BADVERS: extended rcode 1 in our OPT, version 0, question 
   const f = r.readUInt16BE(2);
   assert.equal(f & 0xf, 0, 'low rcode bits of 16 are 0');
   assert.ok(f & FLAG.QR && f & FLAG.RD && f & FLAG.RA);
-  assert.deepEqual([2, 3, 4, 5].map((i) => r.readUInt16BE(i * 2)), [1, 0, 0, 1]);
+  assert.deepEqual(
+    [2, 3, 4, 5].map((i) => r.readUInt16BE(i * 2)),
+    [1, 0, 0, 1],
+  );
   assert.ok(r.subarray(HEADER_LEN, o.q.qEnd).equals(buf.subarray(HEADER_LEN, o.q.qEnd)));
   const l = scanReply(r);
   assert.ok(l);
@@ -488,7 +610,9 @@ test('buildErrorReply SERVFAIL with an EDE: option 15, code 22 and its text', ()
   const q = expectQuery(parseQuery(buf), 'DO+CD');
   const text = 'no reachable agent';
   const r = buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, {
-    udpSize: 1400, ra: true, ede: { code: EDE.NO_REACHABLE_AUTHORITY, text },
+    udpSize: 1400,
+    ra: true,
+    ede: { code: EDE.NO_REACHABLE_AUTHORITY, text },
   });
   const f = r.readUInt16BE(2);
   assert.equal(f & 0xf, RCODE.SERVFAIL);
@@ -510,12 +634,18 @@ test('buildErrorReply SERVFAIL with an EDE: option 15, code 22 and its text', ()
   const p = dns2.Packet.parse(r);
   assert.deepEqual(p.errors, []);
   assert.equal(p.questions[0]?.name, 'janus.service.consul');
-  const opt = p.additionals.find((a) => a.type === TYPE.OPT) as unknown as { rdata: Array<{ ednsCode: number; infoCode: number; extraText: string }> };
+  const opt = p.additionals.find((a) => a.type === TYPE.OPT) as unknown as {
+    rdata: Array<{ ednsCode: number; infoCode: number; extraText: string }>;
+  };
   assert.ok(opt);
   assert.deepEqual(opt.rdata, [{ ednsCode: 15, infoCode: 22, extraText: text }]);
 
   // No text: the option is just the INFO-CODE.
-  const bare = buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: 1232, ra: false, ede: { code: EDE.NETWORK_ERROR } });
+  const bare = buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, {
+    udpSize: 1232,
+    ra: false,
+    ede: { code: EDE.NETWORK_ERROR },
+  });
   const bl = scanReply(bare);
   assert.ok(bl);
   assert.equal(bare.readUInt16BE(bl.optStart + 9), 6);
@@ -525,7 +655,11 @@ test('buildErrorReply SERVFAIL with an EDE: option 15, code 22 and its text', ()
   // A client without EDNS gets no OPT (and so no EDE): RFC 6891 §7.
   const plain = fixture(QUERIES, 'srv-noedns-_janus._tcp.service.consul.bin');
   const pq = expectQuery(parseQuery(plain), 'no EDNS');
-  const pr = buildErrorReply(plain, pq.id, pq.flags, pq, RCODE.REFUSED, { udpSize: 1232, ra: true, ede: { code: EDE.PROHIBITED } });
+  const pr = buildErrorReply(plain, pq.id, pq.flags, pq, RCODE.REFUSED, {
+    udpSize: 1232,
+    ra: true,
+    ede: { code: EDE.PROHIBITED },
+  });
   assert.equal(pr.length, plain.length);
   assert.equal(pr.readUInt16BE(10), 0);
   assert.equal(pr.readUInt16BE(2) & 0xf, RCODE.REFUSED);
@@ -538,10 +672,17 @@ test('buildUpstreamQuery keeps only RD/CD/AD and writes our own OPT', () => {
   const buf = fixture(QUERIES, 'cookie-example.org.bin');
   const q = expectQuery(parseQuery(buf), 'cookie');
   const every = 0x7fff; // every bit but QR: opcode, AA, TC, RD, RA, Z, AD, CD, rcode
-  for (const [flags, dnssecOk, size] of [[every, true, 4096], [FLAG.RD, false, 1232], [FLAG.Z | FLAG.TC, false, 512]] as const) {
+  for (const [flags, dnssecOk, size] of [
+    [every, true, 4096],
+    [FLAG.RD, false, 1232],
+    [FLAG.Z | FLAG.TC, false, 512],
+  ] as const) {
     const u = buildUpstreamQuery(buf, HEADER_LEN, q.qEnd, flags, dnssecOk, size);
     assert.equal(u.readUInt16BE(2), flags & (FLAG.RD | FLAG.CD | FLAG.AD));
-    assert.deepEqual([2, 3, 4, 5].map((i) => u.readUInt16BE(i * 2)), [1, 0, 0, 1]);
+    assert.deepEqual(
+      [2, 3, 4, 5].map((i) => u.readUInt16BE(i * 2)),
+      [1, 0, 0, 1],
+    );
     assert.ok(u.subarray(HEADER_LEN, q.qEnd).equals(buf.subarray(HEADER_LEN, q.qEnd)), 'question bytes copied');
     assert.equal(u.length, q.qEnd + 11, 'OPT without options: the client cookie is not forwarded');
     const uq = expectQuery(parseQuery(u), 'upstream form');

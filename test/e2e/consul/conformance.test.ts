@@ -25,16 +25,30 @@ const SERVICES = [
   { id: 'db-1', name: 'db', address: '127.0.23.21', port: 5432, tags: [], status: 'passing' as const },
 ];
 
-after(async () => { await real?.stop(); await sim?.stop(); });
+after(async () => {
+  await real?.stop();
+  await sim?.stop();
+});
 
 before(async () => {
   if (skip) return;
   real = await startDevAgent(DEV);
   sim = await startSim({ nodeName: 'dev', nodeAddress: DEV });
   for (const s of SERVICES) {
-    const r = await httpRequest('PUT', `${real.http}/v1/agent/service/register`, {
-      ID: s.id, Name: s.name, Address: s.address, Port: s.port, Tags: s.tags, Check: { CheckID: `service:${s.id}`, TTL: '10m', Status: s.status },
-    }, '', 5000);
+    const r = await httpRequest(
+      'PUT',
+      `${real.http}/v1/agent/service/register`,
+      {
+        ID: s.id,
+        Name: s.name,
+        Address: s.address,
+        Port: s.port,
+        Tags: s.tags,
+        Check: { CheckID: `service:${s.id}`, TTL: '10m', Status: s.status },
+      },
+      '',
+      5000,
+    );
     assert.equal(r.status, 200, JSON.stringify(r.body));
     sim.register({ id: s.id, name: s.name, address: s.address, port: s.port, tags: s.tags, status: s.status });
   }
@@ -56,10 +70,13 @@ function shape(r: DigResult): Record<string, unknown> {
     return `${x.name.toLowerCase()} ${x.class} ${x.type} ${data}`;
   };
   return {
-    status: r.status, flags: r.flags.filter((f) => f !== 'qr').sort(),
+    status: r.status,
+    flags: r.flags.filter((f) => f !== 'qr').sort(),
     edns: r.opt ? { udp: r.opt.udp, flags: r.opt.flags } : null,
     question: r.question.map((q) => `${q.name.toLowerCase()} ${q.type}`),
-    answer: r.answer.map(rec).sort(), authority: r.authority.map(rec).sort(), additional: r.additional.map(rec).sort(),
+    answer: r.answer.map(rec).sort(),
+    authority: r.authority.map(rec).sort(),
+    additional: r.additional.map(rec).sort(),
   };
 }
 
@@ -79,31 +96,52 @@ const DNS_CASES: { q: string[]; todo?: string }[] = [
   { q: ['consul.', 'SOA'] },
   { q: ['consul.', 'NS'] },
   { q: ['7f00170b.addr.dc1.consul'] },
-  { q: ['7f00170b.addr.dc1.consul', 'AAAA'], todo: "Consul 1.8.7 puts an IPv4 .addr. name's A record in Answer for an AAAA question; the simulator puts it in Additional (newer Consul) — a simulator option for the version" },
+  {
+    q: ['7f00170b.addr.dc1.consul', 'AAAA'],
+    todo: "Consul 1.8.7 puts an IPv4 .addr. name's A record in Answer for an AAAA question; the simulator puts it in Additional (newer Consul) — a simulator option for the version",
+  },
   { q: ['nonsense.consul'] },
 ];
 
 for (const c of DNS_CASES) {
-  test(`DNS ${c.q.join(' ')}: the simulator answers as Consul 1.8.7`, { skip, todo: skip ? false : c.todo ?? false }, async () => {
-    const [r, s] = await Promise.all([
-      dig([`@${DEV}`, '-p', '8600', ...c.q]),
-      dig([`@${sim.host}`, '-p', String(sim.dnsPort), ...c.q]),
-    ]);
-    assert.deepEqual(shape(s), shape(r), `simulator (+) against real Consul (-):\n${r.raw}`);
-  });
+  test(
+    `DNS ${c.q.join(' ')}: the simulator answers as Consul 1.8.7`,
+    { skip, todo: skip ? false : (c.todo ?? false) },
+    async () => {
+      const [r, s] = await Promise.all([
+        dig([`@${DEV}`, '-p', '8600', ...c.q]),
+        dig([`@${sim.host}`, '-p', String(sim.dnsPort), ...c.q]),
+      ]);
+      assert.deepEqual(shape(s), shape(r), `simulator (+) against real Consul (-):\n${r.raw}`);
+    },
+  );
 }
 
 /** The fields of a health reply that the proxy reads, per instance, sorted. */
 function fields(body: unknown): unknown[] {
   assert.ok(Array.isArray(body));
-  return (body as Record<string, Record<string, unknown> | Record<string, unknown>[]>[]).map((e) => {
-    const n = e['Node'] as Record<string, unknown>, s = e['Service'] as Record<string, unknown>;
-    return {
-      node: n['Node'], address: n['Address'], taggedAddresses: n['TaggedAddresses'], nodeMeta: n['Meta'],
-      service: s['Service'], id: s['ID'], svcAddress: s['Address'], svcTagged: s['TaggedAddresses'], port: s['Port'], tags: s['Tags'], weights: s['Weights'],
-      checks: (e['Checks'] as Record<string, unknown>[]).map((c) => `${c['CheckID']} ${c['ServiceName']} ${c['Status']}`).sort(),
-    };
-  }).sort((a, b) => String(a.id).localeCompare(String(b.id)));
+  return (body as Record<string, Record<string, unknown> | Record<string, unknown>[]>[])
+    .map((e) => {
+      const n = e['Node'] as Record<string, unknown>,
+        s = e['Service'] as Record<string, unknown>;
+      return {
+        node: n['Node'],
+        address: n['Address'],
+        taggedAddresses: n['TaggedAddresses'],
+        nodeMeta: n['Meta'],
+        service: s['Service'],
+        id: s['ID'],
+        svcAddress: s['Address'],
+        svcTagged: s['TaggedAddresses'],
+        port: s['Port'],
+        tags: s['Tags'],
+        weights: s['Weights'],
+        checks: (e['Checks'] as Record<string, unknown>[])
+          .map((c) => `${c['CheckID']} ${c['ServiceName']} ${c['Status']}`)
+          .sort(),
+      };
+    })
+    .sort((a, b) => String(a.id).localeCompare(String(b.id)));
 }
 
 const simHttp = () => `http://${sim.host}:${sim.httpPort}`;
@@ -116,53 +154,97 @@ test('HTTP /v1/health/service: the fields the proxy reads agree, and so does its
     ]);
     assert.equal(s.status, r.status);
     if (svc === 'web') assert.equal(fields(r.body).length, 3, 'three web instances, one critical');
-    assert.ok(/^\d+$/.test(String(r.headers['x-consul-index'])) && /^\d+$/.test(String(s.headers['x-consul-index'])), 'both send X-Consul-Index');
+    assert.ok(
+      /^\d+$/.test(String(r.headers['x-consul-index'])) && /^\d+$/.test(String(s.headers['x-consul-index'])),
+      'both send X-Consul-Index',
+    );
     assert.deepEqual(fields(s.body), fields(r.body), `${svc}: simulator (+) against real Consul (-)`);
     assert.deepEqual(dnsView(s.body, false), dnsView(r.body, false), `${svc}: the proxy's DNS view`);
     assert.deepEqual(dnsView(s.body, true), dnsView(r.body, true), `${svc}: the proxy's DNS view with onlyPassing`);
   }
 });
 
-test('HTTP Service.Meta: an object on both (the proxy never reads it; 1.8.7 sends null when unset)', {
-  skip, todo: skip ? false : 'Consul 1.8.7 sends "Meta": null for a service registered without meta; the simulator sends {} (newer Consul) — a simulator option for the version',
-}, async () => {
-  const [r, s] = await Promise.all([
-    httpRequest('GET', `${real.http}/v1/health/service/db`, undefined, '', 5000),
-    httpRequest('GET', `${simHttp()}/v1/health/service/db`, undefined, '', 5000),
-  ]);
-  const meta = (b: unknown) => (b as { Service: { Meta: unknown } }[])[0]!.Service.Meta;
-  assert.deepEqual(meta(s.body), meta(r.body));
-});
+test(
+  'HTTP Service.Meta: an object on both (the proxy never reads it; 1.8.7 sends null when unset)',
+  {
+    skip,
+    todo: skip
+      ? false
+      : 'Consul 1.8.7 sends "Meta": null for a service registered without meta; the simulator sends {} (newer Consul) — a simulator option for the version',
+  },
+  async () => {
+    const [r, s] = await Promise.all([
+      httpRequest('GET', `${real.http}/v1/health/service/db`, undefined, '', 5000),
+      httpRequest('GET', `${simHttp()}/v1/health/service/db`, undefined, '', 5000),
+    ]);
+    const meta = (b: unknown) => (b as { Service: { Meta: unknown } }[])[0]!.Service.Meta;
+    assert.deepEqual(meta(s.body), meta(r.body));
+  },
+);
 
 /** A blocking health query against `base`: how long it took and the index it returned. */
-async function blocking(base: string, index: string, wait: string): Promise<{ ms: number; index: string; status: number }> {
+async function blocking(
+  base: string,
+  index: string,
+  wait: string,
+): Promise<{ ms: number; index: string; status: number }> {
   const t0 = performance.now();
-  const r = await httpRequest('GET', `${base}/v1/health/service/web?stale&index=${index}&wait=${wait}`, undefined, '', 30_000);
+  const r = await httpRequest(
+    'GET',
+    `${base}/v1/health/service/web?stale&index=${index}&wait=${wait}`,
+    undefined,
+    '',
+    30_000,
+  );
   return { ms: performance.now() - t0, index: String(r.headers['x-consul-index']), status: r.status };
 }
 
-test('blocking queries: an unchanged index waits out `wait` and returns the same index; a change returns at once with a higher one', { skip }, async () => {
-  const results: Record<string, unknown> = {};
-  for (const [label, base, fail] of [
-    ['real', real.http, () => httpRequest('PUT', `${real.http}/v1/agent/check/fail/service:web-2`, undefined, '', 5000)],
-    ['sim', simHttp(), async () => { sim.setHealth('web-2', 'critical'); }],
-  ] as const) {
-    const first = await httpRequest('GET', `${base}/v1/health/service/web?stale`, undefined, '', 5000);
-    const i0 = String(first.headers['x-consul-index']);
-    const idle = await blocking(base, i0, '1s');
-    const pending = blocking(base, i0, '20s');
-    // Give the request time to arrive and block; were the change first, the reply would still be
-    // early with a higher index (the assertions hold either way).
-    await new Promise((r) => setTimeout(r, 200));
-    await fail();
-    const changed = await pending;
-    // index=0 is answered at once (blocking.mdx: use at least 1).
-    const zero = await blocking(base, '0', '5s');
-    results[label] = {
-      idleSameIndex: idle.index === i0, idleWaited: idle.ms >= 900 && idle.ms < 1000 * 17 / 16 + 500,
-      changedEarly: changed.ms < 5000, changedHigher: Number(changed.index) > Number(i0), zeroAtOnce: zero.ms < 1000,
-    };
-  }
-  assert.deepEqual(results['sim'], results['real']);
-  assert.deepEqual(results['real'], { idleSameIndex: true, idleWaited: true, changedEarly: true, changedHigher: true, zeroAtOnce: true });
-});
+test(
+  'blocking queries: an unchanged index waits out `wait` and returns the same index; a change returns at once with a higher one',
+  { skip },
+  async () => {
+    const results: Record<string, unknown> = {};
+    for (const [label, base, fail] of [
+      [
+        'real',
+        real.http,
+        () => httpRequest('PUT', `${real.http}/v1/agent/check/fail/service:web-2`, undefined, '', 5000),
+      ],
+      [
+        'sim',
+        simHttp(),
+        () => {
+          sim.setHealth('web-2', 'critical');
+          return Promise.resolve();
+        },
+      ],
+    ] as const) {
+      const first = await httpRequest('GET', `${base}/v1/health/service/web?stale`, undefined, '', 5000);
+      const i0 = String(first.headers['x-consul-index']);
+      const idle = await blocking(base, i0, '1s');
+      const pending = blocking(base, i0, '20s');
+      // Give the request time to arrive and block; were the change first, the reply would still be
+      // early with a higher index (the assertions hold either way).
+      await new Promise((r) => setTimeout(r, 200));
+      await fail();
+      const changed = await pending;
+      // index=0 is answered at once (blocking.mdx: use at least 1).
+      const zero = await blocking(base, '0', '5s');
+      results[label] = {
+        idleSameIndex: idle.index === i0,
+        idleWaited: idle.ms >= 900 && idle.ms < (1000 * 17) / 16 + 500,
+        changedEarly: changed.ms < 5000,
+        changedHigher: Number(changed.index) > Number(i0),
+        zeroAtOnce: zero.ms < 1000,
+      };
+    }
+    assert.deepEqual(results['sim'], results['real']);
+    assert.deepEqual(results['real'], {
+      idleSameIndex: true,
+      idleWaited: true,
+      changedEarly: true,
+      changedHigher: true,
+      zeroAtOnce: true,
+    });
+  },
+);

@@ -87,7 +87,12 @@ export class Catalog {
       this.ensureNode(s.name, s.address);
       // Servers register service "consul" (structs.ConsulServiceName) on port 8300; NS records
       // come from its healthy instances (getNameserversAndNodeRecord).
-      this.putService({ id: cfg.servers.length > 1 || s.name !== cfg.nodeName ? `consul-${s.name}` : 'consul', name: 'consul', node: s.name, port: 8300 });
+      this.putService({
+        id: cfg.servers.length > 1 || s.name !== cfg.nodeName ? `consul-${s.name}` : 'consul',
+        name: 'consul',
+        node: s.name,
+        port: 8300,
+      });
     }
   }
 
@@ -107,7 +112,8 @@ export class Catalog {
   }
 
   private touchNode(node: string, at: number): void {
-    for (const s of this.services.values()) if (s.node.toLowerCase() === node.toLowerCase()) this.touchService(s.name, at);
+    for (const s of this.services.values())
+      if (s.node.toLowerCase() === node.toLowerCase()) this.touchService(s.name, at);
   }
 
   /** Wake blocked HTTP queries whose result index moved past their `?index=`. */
@@ -127,7 +133,14 @@ export class Catalog {
     if (!n) {
       const at = this.write();
       // Agents always carry node meta consul-network-segment="" (dns-configuration.mdx).
-      n = { id: uuidFor(name), name, address: address ?? '127.0.0.1', meta: { 'consul-network-segment': '' }, createIndex: at, modifyIndex: at };
+      n = {
+        id: uuidFor(name),
+        name,
+        address: address ?? '127.0.0.1',
+        meta: { 'consul-network-segment': '' },
+        createIndex: at,
+        modifyIndex: at,
+      };
       this.nodes.set(key, n);
       this.checks.set(`${key}\0serfHealth`, {
         node: name,
@@ -271,13 +284,30 @@ export class Catalog {
     if (!s) throw new SimError('SIM_UNKNOWN_SERVICE', `unknown service ID ${serviceId}`);
     const key = `${s.node.toLowerCase()}\0service:${serviceId}`;
     if (!this.checks.has(key)) {
-      this.putCheck({ node: s.node, checkId: `service:${serviceId}`, name: `Service '${s.name}' check`, status, notes: '', output: '', serviceId, type: 'ttl', interval: '' });
+      this.putCheck({
+        node: s.node,
+        checkId: `service:${serviceId}`,
+        name: `Service '${s.name}' check`,
+        status,
+        notes: '',
+        output: '',
+        serviceId,
+        type: 'ttl',
+        interval: '',
+      });
     } else this.setCheckStatus(s.node, `service:${serviceId}`, status);
     this.notify();
   }
 
   setNodeHealth(node: string, status: Health): void {
-    if (!this.setCheckStatus(node, 'serfHealth', status, status === 'passing' ? 'Agent alive and reachable' : 'Agent not live or unreachable')) {
+    if (
+      !this.setCheckStatus(
+        node,
+        'serfHealth',
+        status,
+        status === 'passing' ? 'Agent alive and reachable' : 'Agent not live or unreachable',
+      )
+    ) {
       throw new SimError('SIM_UNKNOWN_NODE', `unknown node ${node}`);
     }
     this.notify();

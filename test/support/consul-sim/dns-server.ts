@@ -35,7 +35,23 @@ export class DnsServer {
     if (q === null) return null;
     if ('formerr' in q) {
       // miekg answers unparseable queries / QDCOUNT != 1 with a bare FORMERR header.
-      return { q: null, msg: { id: q.id, opcode: q.opcode, aa: false, tc: false, rd: false, ra: false, cd: false, rcode: RCODE.FORMERR, q: null, answer: [], ns: [], extra: [] } };
+      return {
+        q: null,
+        msg: {
+          id: q.id,
+          opcode: q.opcode,
+          aa: false,
+          tc: false,
+          rd: false,
+          ra: false,
+          cd: false,
+          rcode: RCODE.FORMERR,
+          q: null,
+          answer: [],
+          ns: [],
+          extra: [],
+        },
+      };
     }
     if (q.opcode !== 0 && q.opcode !== 4) {
       // DefaultMsgAcceptFunc: MsgRejectNotImplemented for anything but QUERY and NOTIFY.
@@ -82,7 +98,9 @@ export class DnsServer {
       res = !q || 'formerr' in q ? await this.resolve(buf, transport, remote) : { q, msg: servfailReply(this.cfg, q) };
     } else res = await this.resolve(buf, transport, remote);
     if (!res) return null;
-    const out = res.msg ? encodeMsg(mangleMsg(fault, res.msg, transport), true) : mangleRaw(fault, Buffer.from(res.raw!), transport);
+    const out = res.msg
+      ? encodeMsg(mangleMsg(fault, res.msg, transport), true)
+      : mangleRaw(fault, Buffer.from(res.raw!), transport);
     if (fault === 'wrongid') wrongId(out);
     return this.faults.delayed(out, fault === 'slow' ? this.faults.delayMs : 0);
   }

@@ -47,7 +47,8 @@ function splitAtKeyword(labels: string[], qtype: number): { kind: string; parts:
   for (let i = labels.length - 1; i >= 0; i--) {
     const l = labels[i]!;
     if (KEYWORDS.has(l)) return { kind: l, parts: labels.slice(0, i), suffixes: labels.slice(i + 1) };
-    if (qtype === T.SRV && l.startsWith('_')) return { kind: 'service', parts: labels.slice(0, i + 1), suffixes: labels.slice(i + 1) };
+    if (qtype === T.SRV && l.startsWith('_'))
+      return { kind: 'service', parts: labels.slice(0, i + 1), suffixes: labels.slice(i + 1) };
   }
   return { kind: '', parts: [], suffixes: [] };
 }
@@ -184,7 +185,11 @@ export class DnsAnswerer {
         if (n < 1 || suffixes.length > 1) throw new NotFound(); // parseDatacenter
         const dc = suffixes[0] ?? this.cfg.dc;
         let name: string;
-        if (n >= 2 && parts[0]!.startsWith('_') && parts[n - 1]!.startsWith('_')) name = parts.slice(0, n - 1).join('.').slice(1);
+        if (n >= 2 && parts[0]!.startsWith('_') && parts[n - 1]!.startsWith('_'))
+          name = parts
+            .slice(0, n - 1)
+            .join('.')
+            .slice(1);
         else name = parts.join('.');
         this.preparedQuery(q, m, dc, name, remote);
         // ecsNotGlobalError wraps every prepared query result: ECS scope = source prefix.
@@ -261,7 +266,15 @@ export class DnsAnswerer {
   }
 
   /** handleServiceQuery / handlePreparedQuery share the record building. */
-  private serviceQuery(q: Query, m: Msg, lookup: Lookup, service: string, tag: string, ttl: number, onlyPassing = this.cfg.onlyPassing): void {
+  private serviceQuery(
+    q: Query,
+    m: Msg,
+    lookup: Lookup,
+    service: string,
+    tag: string,
+    ttl: number,
+    onlyPassing = this.cfg.onlyPassing,
+  ): void {
     const nodes = this.catalog.instances(service, tag).filter((i) => isHealthy(i, onlyPassing));
     // No instance left: NXDOMAIN, indistinguishable from a service that does not exist.
     if (nodes.length === 0) throw new NotFound();
@@ -321,7 +334,13 @@ export class DnsAnswerer {
       } else {
         target = nodeFqdn;
       }
-      m.answer.push({ name: q.name, type: T.SRV, cls: 1, ttl, d: { k: 'srv', priority: 1, weight: DnsAnswerer.weight(i), port: i.svc.port, target } });
+      m.answer.push({
+        name: q.name,
+        type: T.SRV,
+        cls: 1,
+        ttl,
+        d: { k: 'srv', priority: 1, weight: DnsAnswerer.weight(i), port: i.svc.port, target },
+      });
       if (b) m.extra.push({ name: target, type: b.length === 4 ? T.A : T.AAAA, cls: 1, ttl, d: { k: 'ip', b } });
       // Node meta TXT, owned by the node FQDN, even when the target is an .addr name.
       m.extra.push(...nodeMetaTxt(nodeFqdn, i.node, ttl));
@@ -348,14 +367,26 @@ export class DnsAnswerer {
     const lname = q.name.toLowerCase();
     for (const n of this.catalog.nodes.values()) {
       if (reverseAddr(n.address) === lname) {
-        m.answer.push({ name: q.name, type: T.PTR, cls: 1, ttl: 0, d: { k: 'name', n: `${n.name}.node.${this.cfg.dc}.${this.cfg.domain}` } });
+        m.answer.push({
+          name: q.name,
+          type: T.PTR,
+          cls: 1,
+          ttl: 0,
+          d: { k: 'name', n: `${n.name}.node.${this.cfg.dc}.${this.cfg.domain}` },
+        });
         break;
       }
     }
     if (m.answer.length === 0) {
       for (const s of this.catalog.services.values()) {
         if (s.address && reverseAddr(s.address) === lname) {
-          m.answer.push({ name: q.name, type: T.PTR, cls: 1, ttl: 0, d: { k: 'name', n: `${s.name}.service.${this.cfg.dc}.${this.cfg.domain}` } });
+          m.answer.push({
+            name: q.name,
+            type: T.PTR,
+            cls: 1,
+            ttl: 0,
+            d: { k: 'name', n: `${s.name}.service.${this.cfg.dc}.${this.cfg.domain}` },
+          });
           break;
         }
       }
@@ -369,5 +400,4 @@ export class DnsAnswerer {
     setEDNS(q, m, true);
     return m;
   }
-
 }

@@ -10,16 +10,29 @@ import { UNMATCHED, type HttpCtx } from './http-read.js';
 import type { Health } from './types.js';
 
 /** PUT/POST routes; UNMATCHED when the path is none of them. */
-export function serveAgentWrite(ctx: HttpCtx, path: string, url: URL, res: http.ServerResponse, body: string): void | typeof UNMATCHED {
+export function serveAgentWrite(
+  ctx: HttpCtx,
+  path: string,
+  url: URL,
+  res: http.ServerResponse,
+  body: string,
+): void | typeof UNMATCHED {
   let m: RegExpExecArray | null;
   if (path === '/v1/agent/service/register') return httpRegister(ctx, url, res, body);
   if ((m = /^\/v1\/agent\/service\/deregister\/(.+)$/.exec(path))) {
     const id = decodeURIComponent(m[1]!);
-    if (!ctx.catalog.removeService(id)) return send(res, 404, `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`, 'text/plain');
+    if (!ctx.catalog.removeService(id))
+      return send(
+        res,
+        404,
+        `Unknown service ID "${id}". Ensure that the service ID is passed, not the service name.`,
+        'text/plain',
+      );
     ctx.catalog.notify();
     return send(res, 200, '');
   }
-  if ((m = /^\/v1\/agent\/service\/maintenance\/(.+)$/.exec(path))) return serviceMaintenance(ctx, url, res, decodeURIComponent(m[1]!));
+  if ((m = /^\/v1\/agent\/service\/maintenance\/(.+)$/.exec(path)))
+    return serviceMaintenance(ctx, url, res, decodeURIComponent(m[1]!));
   if (path === '/v1/agent/maintenance') return nodeMaintenance(ctx, url, res);
   if (path === '/v1/agent/check/register') return httpCheckRegister(ctx, res, body);
   if ((m = /^\/v1\/agent\/check\/deregister\/(.+)$/.exec(path))) {
@@ -29,7 +42,8 @@ export function serveAgentWrite(ctx: HttpCtx, path: string, url: URL, res: http.
     ctx.catalog.notify();
     return send(res, 200, '');
   }
-  if ((m = /^\/v1\/agent\/check\/(pass|warn|fail|update)\/(.+)$/.exec(path))) return checkStatus(ctx, url, res, m[1]!, decodeURIComponent(m[2]!), body);
+  if ((m = /^\/v1\/agent\/check\/(pass|warn|fail|update)\/(.+)$/.exec(path)))
+    return checkStatus(ctx, url, res, m[1]!, decodeURIComponent(m[2]!), body);
   return UNMATCHED;
 }
 
@@ -46,7 +60,9 @@ function serviceMaintenance(ctx: HttpCtx, url: URL, res: http.ServerResponse, id
       checkId,
       name: 'Service Maintenance Mode',
       status: 'critical',
-      notes: url.searchParams.get('reason') || 'Maintenance mode is enabled for this service, but no reason was provided. This is a default message.',
+      notes:
+        url.searchParams.get('reason') ||
+        'Maintenance mode is enabled for this service, but no reason was provided. This is a default message.',
       output: '',
       serviceId: id,
       type: 'maintenance',
@@ -70,7 +86,9 @@ function nodeMaintenance(ctx: HttpCtx, url: URL, res: http.ServerResponse): void
       checkId: '_node_maintenance',
       name: 'Node Maintenance Mode',
       status: 'critical',
-      notes: url.searchParams.get('reason') || 'Maintenance mode is enabled for this node, but no reason was provided. This is a default message.',
+      notes:
+        url.searchParams.get('reason') ||
+        'Maintenance mode is enabled for this node, but no reason was provided. This is a default message.',
       output: '',
       serviceId: '',
       type: 'maintenance',
@@ -90,7 +108,8 @@ function checkStatus(ctx: HttpCtx, url: URL, res: http.ServerResponse, verb: str
   if (verb === 'update') {
     const b = parseJson(body);
     const st = String(pick(b, 'status') ?? '');
-    if (st !== 'passing' && st !== 'warning' && st !== 'critical') return send(res, 400, `Invalid check status: "${st}"`, 'text/plain');
+    if (st !== 'passing' && st !== 'warning' && st !== 'critical')
+      return send(res, 400, `Invalid check status: "${st}"`, 'text/plain');
     status = st;
     output = String(pick(b, 'output') ?? '');
   } else {
@@ -109,9 +128,12 @@ export function httpRegister(ctx: HttpCtx, url: URL, res: http.ServerResponse, b
   if (typeof name !== 'string' || !name) return send(res, 400, 'Missing service name', 'text/plain');
   const id = (pick(b, 'id') as string | undefined) || name;
   const port = pick(b, 'port');
-  if (port !== undefined && typeof port !== 'number') return send(res, 400, 'Request decode failed: Port', 'text/plain');
+  if (port !== undefined && typeof port !== 'number')
+    return send(res, 400, 'Request decode failed: Port', 'text/plain');
   const w = pick(b, 'weights') as Record<string, unknown> | undefined;
-  const weights = w ? { Passing: Number(pick(w, 'passing') ?? 1), Warning: Number(pick(w, 'warning') ?? 1) } : undefined;
+  const weights = w
+    ? { Passing: Number(pick(w, 'passing') ?? 1), Warning: Number(pick(w, 'warning') ?? 1) }
+    : undefined;
   if (weights && weights.Passing < 1) return send(res, 400, 'Passing must be greater than 0', 'text/plain');
   const defs: Record<string, unknown>[] = [];
   const one = pick(b, 'check');
@@ -124,9 +146,13 @@ export function httpRegister(ctx: HttpCtx, url: URL, res: http.ServerResponse, b
     const type = checkType(d);
     if (!type) return send(res, 400, 'Invalid check: TTL must be > 0 for TTL checks', 'text/plain');
     const status = (pick(d, 'status') as string | undefined) ?? '';
-    if (status && status !== 'passing' && status !== 'warning' && status !== 'critical') return send(res, 400, `Invalid check status: "${status}"`, 'text/plain');
+    if (status && status !== 'passing' && status !== 'warning' && status !== 'critical')
+      return send(res, 400, `Invalid check status: "${status}"`, 'text/plain');
     // Default IDs: service:<id>, or service:<id>:<n> when several checks are given.
-    const cid = (pick(d, 'checkid') as string | undefined) || (pick(d, 'id') as string | undefined) || (defs.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
+    const cid =
+      (pick(d, 'checkid') as string | undefined) ||
+      (pick(d, 'id') as string | undefined) ||
+      (defs.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`);
     checks.push({
       checkId: cid,
       name: (pick(d, 'name') as string | undefined) || `Service '${name}' check`,
@@ -154,7 +180,9 @@ export function httpRegister(ctx: HttpCtx, url: URL, res: http.ServerResponse, b
   const existing = ctx.catalog.services.get(id);
   const svc = ctx.catalog.putService({ ...args, node: existing?.node ?? node });
   if (url.searchParams.has('replace-existing-checks')) {
-    for (const c of [...ctx.catalog.checks.values()]) if (c.serviceId === id && !checks.some((x) => x.checkId === c.checkId)) ctx.catalog.deleteCheck(c.node, c.checkId);
+    for (const c of [...ctx.catalog.checks.values()])
+      if (c.serviceId === id && !checks.some((x) => x.checkId === c.checkId))
+        ctx.catalog.deleteCheck(c.node, c.checkId);
   }
   for (const c of checks) {
     const prev = ctx.catalog.checks.get(`${svc.node.toLowerCase()}\0${c.checkId}`);
@@ -175,7 +203,8 @@ export function httpCheckRegister(ctx: HttpCtx, res: http.ServerResponse, body: 
   const svc = serviceId ? ctx.catalog.services.get(serviceId) : undefined;
   if (serviceId && !svc) return send(res, 400, `ServiceID "${serviceId}" does not exist`, 'text/plain');
   const status = String(pick(b, 'status') ?? '') || 'critical';
-  if (status !== 'passing' && status !== 'warning' && status !== 'critical') return send(res, 400, `Invalid check status: "${status}"`, 'text/plain');
+  if (status !== 'passing' && status !== 'warning' && status !== 'critical')
+    return send(res, 400, `Invalid check status: "${status}"`, 'text/plain');
   ctx.catalog.putCheck({
     node: svc?.node ?? ctx.cfg.nodeName,
     checkId: (pick(b, 'checkid') as string | undefined) || (pick(b, 'id') as string | undefined) || name,

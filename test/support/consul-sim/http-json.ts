@@ -72,7 +72,13 @@ export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export function send(res: http.ServerResponse, status: number, body: string, type = 'application/json', index?: number): void {
+export function send(
+  res: http.ServerResponse,
+  status: number,
+  body: string,
+  type = 'application/json',
+  index?: number,
+): void {
   if (res.headersSent || res.destroyed) return;
   const headers: Record<string, string | number> = { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) };
   if (index !== undefined) {

@@ -66,7 +66,8 @@ export class HttpApi implements HttpCtx {
         (req.headers['x-consul-token'] as string | undefined) ??
         url.searchParams.get('token') ??
         (typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined);
-      if (given === undefined || given === '') return send(res, 403, 'Permission denied: anonymous token lacks permission', 'text/plain');
+      if (given === undefined || given === '')
+        return send(res, 403, 'Permission denied: anonymous token lacks permission', 'text/plain');
       if (given !== this.cfg.token) return send(res, 403, 'ACL not found', 'text/plain');
     }
 

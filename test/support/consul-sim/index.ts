@@ -29,7 +29,15 @@ import { HttpApi } from './http.js';
 import { parseGoDuration } from './http-json.js';
 import { encodeKVasRFC1464 } from './records.js';
 import { Recursor } from './recursor.js';
-import { SimError, type DnsFault, type Health, type HttpFault, type RegisterSpec, type Sim, type SimOptions } from './types.js';
+import {
+  SimError,
+  type DnsFault,
+  type Health,
+  type HttpFault,
+  type RegisterSpec,
+  type Sim,
+  type SimOptions,
+} from './types.js';
 import { ipBytes, ipFromBytes, reverseAddr } from './wire.js';
 
 export { SimError } from './types.js';

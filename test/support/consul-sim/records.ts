@@ -62,7 +62,12 @@ export function setEDNS(q: Query, m: Msg, ecsGlobal: boolean): void {
   let opts = Buffer.alloc(0);
   const ecs = q.edns.ecs;
   if (ecs) {
-    const global = ecsGlobal || m.rcode === RCODE.NXDOMAIN || m.rcode === RCODE.SERVFAIL || m.rcode === RCODE.REFUSED || m.rcode === RCODE.NOTIMP;
+    const global =
+      ecsGlobal ||
+      m.rcode === RCODE.NXDOMAIN ||
+      m.rcode === RCODE.SERVFAIL ||
+      m.rcode === RCODE.REFUSED ||
+      m.rcode === RCODE.NOTIMP;
     const addrLen = Math.ceil(ecs.source / 8);
     const addr = Buffer.alloc(addrLen);
     ecs.addr.copy(addr, 0, 0, Math.min(addrLen, ecs.addr.length));

@@ -51,7 +51,10 @@ export class Recursor {
         if (err) reject(err);
         else resolve(b!);
       };
-      const timer = setTimeout(() => done(new SimError('SIM_RECURSOR_TIMEOUT', 'recursor timeout')), this.cfg.recursorTimeout);
+      const timer = setTimeout(
+        () => done(new SimError('SIM_RECURSOR_TIMEOUT', 'recursor timeout')),
+        this.cfg.recursorTimeout,
+      );
       s.on('error', (e) => done(e));
       s.on('message', (b) => done(null, b));
       s.send(query, to.port, to.host);
@@ -70,19 +73,22 @@ export class Recursor {
         if (err) reject(err);
         else resolve(b!);
       };
-      const timer = setTimeout(() => done(new SimError('SIM_RECURSOR_TIMEOUT', 'recursor timeout')), this.cfg.recursorTimeout);
+      const timer = setTimeout(
+        () => done(new SimError('SIM_RECURSOR_TIMEOUT', 'recursor timeout')),
+        this.cfg.recursorTimeout,
+      );
       s.on('error', (e) => done(e));
       s.on('close', () => done(new SimError('SIM_RECURSOR_CLOSED', 'recursor closed the connection')));
       s.on('data', (d) => {
         acc = Buffer.concat([acc, d]);
-        if (acc.length >= 2 && acc.length >= 2 + acc.readUInt16BE(0)) done(null, acc.subarray(2, 2 + acc.readUInt16BE(0)));
+        if (acc.length >= 2 && acc.length >= 2 + acc.readUInt16BE(0))
+          done(null, acc.subarray(2, 2 + acc.readUInt16BE(0)));
       });
       const len = Buffer.alloc(2);
       len.writeUInt16BE(query.length);
       s.write(Buffer.concat([len, query]));
     });
   }
-
 
   closeAll(): void {
     for (const s of this.sockets) {

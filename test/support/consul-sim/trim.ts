@@ -28,7 +28,8 @@ export function trimUDP(q: Query, m: Msg, udpLimit: number): boolean {
   }
   while (m.answer.length > 1 && encodeMsg(m, compress).length > maxSize - 8) {
     if (m.ns.length) m.ns = []; // first try to drop the NS section
-    if (encodeMsg(m, compress).length - maxSize > 100) m.answer = m.answer.slice(0, binaryTruncate(m, maxSize, index, compress));
+    if (encodeMsg(m, compress).length - maxSize > 100)
+      m.answer = m.answer.slice(0, binaryTruncate(m, maxSize, index, compress));
     else m.answer = m.answer.slice(0, -1);
     if (index) syncExtra(index, m);
   }
@@ -46,13 +47,13 @@ export function trimTCP(q: Query, m: Msg): boolean {
   while (m.answer.length > 1 && encodeMsg(m, true).length > maxSize) {
     truncated = true;
     if (m.ns.length) m.ns = [];
-    if (encodeMsg(m, true).length - maxSize > 100) m.answer = m.answer.slice(0, binaryTruncate(m, maxSize, index, true));
+    if (encodeMsg(m, true).length - maxSize > 100)
+      m.answer = m.answer.slice(0, binaryTruncate(m, maxSize, index, true));
     else m.answer = m.answer.slice(0, -1);
     if (index) syncExtra(index, m);
   }
   return truncated;
 }
-
 
 /** indexRRs: first RR per lowercased owner name (the OPT record, owner ".", included). */
 function indexRRs(rrs: RR[]): Map<string, RR> {
@@ -106,4 +107,3 @@ function binaryTruncate(m: Msg, maxSize: number, index: Map<string, RR> | null, 
   m.answer = original;
   return start;
 }
-

@@ -42,7 +42,8 @@ export interface SimOptions {
   enableTruncate?: boolean;
 }
 
-export type DnsFault = 'silent' | 'slow' | 'servfail' | 'garbage' | 'wrongid' | 'wrongquestion' | 'truncated' | 'refuse';
+export type DnsFault =
+  'silent' | 'slow' | 'servfail' | 'garbage' | 'wrongid' | 'wrongquestion' | 'truncated' | 'refuse';
 export type HttpFault = '500' | 'hang' | 'refuse' | 'slow';
 export type Health = 'passing' | 'warning' | 'critical';
 
@@ -95,4 +96,3 @@ export class SimError extends Error {
     this.name = 'SimError';
   }
 }
-

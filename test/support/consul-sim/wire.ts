@@ -5,14 +5,35 @@
  */
 import net from 'node:net';
 
-export const T = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, AXFR: 252, ANY: 255 } as const;
+export const T = {
+  A: 1,
+  NS: 2,
+  CNAME: 5,
+  SOA: 6,
+  PTR: 12,
+  TXT: 16,
+  AAAA: 28,
+  SRV: 33,
+  OPT: 41,
+  AXFR: 252,
+  ANY: 255,
+} as const;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
 export type RData =
   | { k: 'ip'; b: Buffer }
   | { k: 'name'; n: string }
   | { k: 'srv'; priority: number; weight: number; port: number; target: string }
-  | { k: 'soa'; mname: string; rname: string; serial: number; refresh: number; retry: number; expire: number; minimum: number }
+  | {
+      k: 'soa';
+      mname: string;
+      rname: string;
+      serial: number;
+      refresh: number;
+      retry: number;
+      expire: number;
+      minimum: number;
+    }
   | { k: 'txt'; s: string[] }
   | { k: 'raw'; b: Buffer };
 
@@ -119,11 +140,15 @@ export function parseQuery(buf: Buffer): Query | { formerr: true; id: number; op
       if (off > buf.length) throw new DecodeError('short rdata');
       if (i >= skip && type === T.OPT && edns === null) {
         let ecs: Ecs | null = null;
-        for (let o = rdStart; o + 4 <= rdStart + rdlen; ) {
+        for (let o = rdStart; o + 4 <= rdStart + rdlen;) {
           const code = buf.readUInt16BE(o);
           const olen = buf.readUInt16BE(o + 2);
           if (code === 8 && olen >= 4) {
-            ecs = { family: buf.readUInt16BE(o + 4), source: buf[o + 6]!, addr: Buffer.from(buf.subarray(o + 8, o + 4 + olen)) };
+            ecs = {
+              family: buf.readUInt16BE(o + 4),
+              source: buf[o + 6]!,
+              addr: Buffer.from(buf.subarray(o + 8, o + 4 + olen)),
+            };
           }
           o += 4 + olen;
         }
@@ -301,7 +326,9 @@ export function ipBytes(ip: string): Buffer | null {
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
   if (v4) {
     const parts = v4[1]!.split('.').map(Number);
-    s = s.slice(0, -v4[1]!.length) + (((parts[0]! << 8) | parts[1]!).toString(16) + ':' + ((parts[2]! << 8) | parts[3]!).toString(16));
+    s =
+      s.slice(0, -v4[1]!.length) +
+      (((parts[0]! << 8) | parts[1]!).toString(16) + ':' + ((parts[2]! << 8) | parts[3]!).toString(16));
   }
   const [head, tail] = s.split('::') as [string, string | undefined];
   const h = head ? head.split(':') : [];
