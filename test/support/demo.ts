@@ -1,51 +1,132 @@
 /*
- * `npm run demo`: a Janus-like cluster in the Consul simulator and, once it is built, the proxy in
- * front of it, with loopback upstreams only (no recursor). Prints the dig lines to try and how to
- * fail an instance through the simulator's HTTP API, then runs until Ctrl-C.
+ * `npm run demo`: the seed's cluster and the proxy in front of it, with loopback upstreams only (no
+ * recursor). With a real Consul binary (test/support/install-consul.sh) that is real Consul: three
+ * servers, two Janus hosts (client agents with the seed's service definition, a TCP check on 8800
+ * and a stand-in HTTP server there) and the Alien4Cloud host's client agent, which the proxy asks
+ * first. Without one (or with `--sim`) it is the Consul simulator, and the demo says so. Prints the
+ * dig lines to try and the commands that fail a Janus host, then runs until Ctrl-C.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import http from 'node:http';
 import { startJanusCluster } from './consul-sim/index.js';
+import { ConsulCluster, consulBinary } from './consul-cluster.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../src/cli.js'); // dist/src/cli.js
 const PROXY = { host: '127.0.0.1', port: 8053, metrics: '127.0.0.1:9153' };
 
-async function main(): Promise<void> {
-  const haveProxy = existsSync(cli);
+/** The demo's loopback block (the real-Consul tests use 127.0.20.x and up; a demo may run beside them). */
+const NET = '127.0.90';
+const JANUS = [`${NET}.31`, `${NET}.32`];
+
+interface Backend {
+  dns: string[];
+  http: string[];
+  failHelp: string[];
+  stop(): Promise<void>;
+}
+
+/** The seed topology on real Consul, with the Janus stand-ins that make its TCP checks pass. */
+async function realCluster(bin: string): Promise<Backend> {
+  const janus = (n: number) => ({
+    id: `janus-${n}`,
+    name: 'janus',
+    port: 8800,
+    tags: ['server', `server${n}`],
+    address: JANUS[n - 1],
+  });
+  const cluster = new ConsulCluster([
+    { name: 's1', address: `${NET}.21`, server: true },
+    { name: 's2', address: `${NET}.22`, server: true },
+    { name: 's3', address: `${NET}.23`, server: true },
+    { name: 'janus-1', address: JANUS[0]!, services: [janus(1)] },
+    { name: 'janus-2', address: JANUS[1]!, services: [janus(2)] },
+    { name: 'a4c', address: `${NET}.41` },
+  ]);
+  const standIns: http.Server[] = [];
+  try {
+    for (const addr of JANUS) {
+      const srv = http.createServer((_q, res) => res.end(`janus stand-in on ${addr}\n`));
+      await new Promise<void>((r, j) => {
+        srv.once('error', j);
+        srv.listen(8800, addr, () => r());
+      });
+      standIns.push(srv);
+    }
+    console.log(`Real Consul (${bin}): starting 3 servers and 3 client agents on ${NET}.x ...`);
+    await cluster.start();
+    await cluster.waitFor(async () => (await cluster.passing('janus')).length === 2, 'both Janus instances passing');
+  } catch (err) {
+    for (const s of standIns) s.close();
+    await cluster.stop();
+    throw err;
+  }
+  console.log(
+    `  servers ${NET}.21-23; janus-1 ${JANUS[0]}:8800, janus-2 ${JANUS[1]}:8800; Alien4Cloud agent ${NET}.41`,
+  );
+  const j1 = `http://${JANUS[0]}:8500`;
+  return {
+    dns: [`${NET}.41:8600`, `${NET}.21:8600`],
+    http: [`http://${NET}.41:8500`, `http://${NET}.21:8500`],
+    failHelp: [
+      'Put janus-1 in maintenance (its instance leaves the answers), then take it out again:',
+      `  ${bin} maint -enable -service janus-1 -http-addr ${j1}`,
+      `  ${bin} maint -disable -service janus-1 -http-addr ${j1}`,
+      'Or make its node leave the cluster (janus-1 is gone until the demo restarts):',
+      `  ${bin} leave -http-addr ${j1}`,
+    ],
+    stop: async () => {
+      for (const s of standIns) s.close();
+      await cluster.stop();
+    },
+  };
+}
+
+/** The same names from the Consul simulator (one process, no real Consul needed). */
+async function simulator(haveProxy: boolean): Promise<Backend> {
   // With the proxy, `starlings` is the proxy's alias (rewritten to consul on the way in and back on
   // the way out). Without it, the simulator answers it natively as alt_domain so the same dig lines
   // still work.
   const sim = await startJanusCluster(haveProxy ? {} : { altDomain: 'starlings' });
-  const simDns = `127.0.0.1:${sim.dnsPort}`;
   const simHttp = `http://127.0.0.1:${sim.httpPort}`;
-  console.log(`Consul simulator: DNS ${simDns} (udp+tcp), HTTP ${simHttp}`);
+  console.log(`Consul simulator: DNS 127.0.0.1:${sim.dnsPort} (udp+tcp), HTTP ${simHttp}`);
   console.log('  janus-1 at 127.0.0.11:8800 tags [server, server1]; janus-2 at 127.0.0.12:8800 tags [server, server2]');
+  return {
+    dns: [`127.0.0.1:${sim.dnsPort}`],
+    http: [simHttp],
+    failHelp: [
+      'Mark janus-1 critical (it leaves the answers), then passing again:',
+      `  curl -X PUT ${simHttp}/v1/agent/check/fail/service:janus-1`,
+      `  curl -X PUT ${simHttp}/v1/agent/check/pass/service:janus-1`,
+    ],
+    stop: () => sim.stop(),
+  };
+}
 
+async function main(): Promise<void> {
+  const haveProxy = existsSync(cli);
+  const bin = process.argv.includes('--sim') ? null : consulBinary();
+  if (!bin && !process.argv.includes('--sim'))
+    console.log('No Consul binary (bash test/support/install-consul.sh installs one): using the simulator.');
+  const backend = bin ? await realCluster(bin) : await simulator(haveProxy);
   let proxy: ChildProcess | null = null;
-  let target = { host: '127.0.0.1', port: sim.dnsPort };
+  const [firstDns] = backend.dns;
+  let target = { host: firstDns!.slice(0, firstDns!.lastIndexOf(':')), port: Number(firstDns!.split(':').pop()) };
   if (haveProxy) {
-    const args = [
-      cli,
-      '--listen',
-      `${PROXY.host}:${PROXY.port}`,
-      '--agent',
-      simDns,
-      '--consul-http',
-      simHttp,
-      '--metrics',
-      PROXY.metrics,
-    ];
+    const args = [cli, '--listen', `${PROXY.host}:${PROXY.port}`, '--metrics', PROXY.metrics];
+    for (const a of backend.dns) args.push('--agent', a);
+    for (const h of backend.http) args.push('--consul-http', h);
     proxy = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     proxy.on('exit', (code, sig) => {
-      if (!stopping) console.log(`proxy exited (${code ?? sig}); the simulator keeps running`);
+      if (!stopping) console.log(`proxy exited (${code ?? sig}); Consul keeps running`);
     });
     target = { host: PROXY.host, port: PROXY.port };
     console.log(`Proxy: node ${args.map((a) => (a === cli ? 'dist/src/cli.js' : a)).join(' ')}`);
   } else {
-    console.log('Proxy not built (dist/src/cli.js missing): the dig lines below query the simulator directly.');
+    console.log('Proxy not built (dist/src/cli.js missing): the dig lines below query Consul directly.');
   }
 
   const at = `@${target.host} -p ${target.port}`;
@@ -59,9 +140,9 @@ async function main(): Promise<void> {
   ]) {
     console.log(`  dig ${at} ${q}`);
   }
-  console.log('\nMark janus-1 critical (it leaves DNS), then passing again:');
-  console.log(`  curl -X PUT ${simHttp}/v1/agent/check/fail/service:janus-1`);
-  console.log(`  curl -X PUT ${simHttp}/v1/agent/check/pass/service:janus-1`);
+  console.log('');
+  for (const line of backend.failHelp) console.log(line);
+  if (haveProxy) console.log(`Metrics: curl http://${PROXY.metrics}/metrics`);
   console.log('\nCtrl-C to stop.');
 
   let stopping = false;
@@ -69,7 +150,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (proxy && proxy.exitCode === null) proxy.kill('SIGTERM');
-    void sim.stop().then(() => process.exit(0));
+    void backend.stop().then(() => process.exit(0));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
