@@ -1,12 +1,13 @@
 /**
- * Invalidation lag (issue 5 "Done when"): time from marking an instance critical in Consul (the
+ * Invalidation lag: time from marking an instance critical in Consul (the
  * simulator's state, which wakes the blocked /v1/health/service watch) to the first proxy answer
  * without that instance. The proxy is the real CLI (child process, cache on, default settings);
  * the client is a tiny raw UDP poller (sub-millisecond resolution, one query in flight) rather
  * than dig (tens of ms per process). Before each trial the answer is cached (a query that reaches
  * the agent zero times) and the instance restored, so every trial starts from a warm cache.
  *
- *   npx tsc -p <tsconfig including bench/failover-lag.ts> && node dist/bench/failover-lag.js [trials]
+ *   npm run failover-lag [-- trials]          the simulator (default 30 trials)
+ *   npm run failover-lag -- --real [trials]   real Consul, the seed's cluster (bench/lib/real-lag.ts; default 10)
  */
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
@@ -14,8 +15,10 @@ import { startSim, type Sim } from '../test/support/consul-sim/index.js';
 import { startProxy, type ProxyProc } from '../test/support/proc.js';
 import { waitFor } from '../test/support/wait.js';
 import { queryMessage } from '../test/support/query.js';
+import { realLag } from './lib/real-lag.js';
 
-const TRIALS = Number(process.argv[2] ?? 30);
+const REAL = process.argv.includes('--real');
+const TRIALS = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? (REAL ? 10 : 30));
 const SERVICE = 'lag';
 const GONE = '127.0.60.1';
 
@@ -175,7 +178,7 @@ async function main() {
   }
 }
 
-main().catch((err) => {
+(REAL ? realLag(TRIALS) : main()).catch((err) => {
   console.error(err);
   process.exitCode = 1;
 });

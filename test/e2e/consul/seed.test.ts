@@ -17,6 +17,7 @@ import { ask, aAddrs, percentile, type Reply } from '../../support/dns-ask.js';
 import { dig } from '../../support/dig.js';
 import { startProxy, startUnbound, type ProxyProc, type Unbound } from '../../support/proc.js';
 import { waitFor } from '../../support/wait.js';
+import { sideBySide } from '../../support/side-by-side.js';
 
 const skip = consulSkip();
 const J1 = '127.0.20.31',
@@ -99,9 +100,8 @@ const A4C_DNS = '127.0.20.41:8600',
   S1_DNS = '127.0.20.21:8600';
 
 /**
- * Polls `reference` (an agent's own DNS, the .consul name) and the proxy (the .starlings name)
- * side by side until both satisfy `ok`; returns the proxy's lag behind the agent in ms
- * (negative: the proxy was first). `change` is what makes them differ, started once polling runs.
+ * The proxy's lag behind the agent's own DNS (test/support/side-by-side.ts) for `name` under
+ * `.consul` at `reference` and under `.starlings` at the proxy, recorded under `label`.
  */
 async function lag(
   label: string,
@@ -111,63 +111,22 @@ async function lag(
   change: () => Promise<void>,
   timeoutMs = 30_000,
 ): Promise<number> {
-  let tRef = NaN,
-    tProxy = NaN;
-  let stopRef = false,
-    stopProxy = false;
-  const rtts: number[] = [];
-  const poll = async (server: string, q: string, stopped: () => boolean, set: (t: number) => void) => {
-    while (!stopped()) {
-      try {
-        const r = await ask(server, q, 'A', 1000);
-        rtts.push(r.ms);
-        if (r.rcode === 0 && ok(r)) {
-          set(performance.now());
-          return;
-        }
-      } catch {
-        /* a timeout while an agent is down: keep polling */
-      }
-      await new Promise((res) => setTimeout(res, 5));
-    }
-  };
-  const t0 = performance.now();
-  let proxyTimer: NodeJS.Timeout | undefined;
-  // Once the agent has changed, the proxy gets PROXY_GRACE_MS to follow; past that its lag is
-  // recorded as Infinity (the assertions say so) rather than waited out.
-  const a = poll(
+  const r = await sideBySide({
     reference,
-    `${name}.consul`,
-    () => stopRef,
-    (t) => {
-      tRef = t;
-      proxyTimer = setTimeout(() => {
-        stopProxy = true;
-      }, PROXY_GRACE_MS);
-    },
-  );
-  const b = poll(
-    proxyAddr,
-    `${name}.starlings`,
-    () => stopProxy,
-    (t) => {
-      tProxy = t;
-    },
-  );
-  await change();
-  const timer = setTimeout(() => {
-    stopRef = true;
-    stopProxy = true;
-  }, timeoutMs);
-  await Promise.all([a, b]);
-  clearTimeout(timer);
-  clearTimeout(proxyTimer);
-  assert.ok(!Number.isNaN(tRef), `the agent's own DNS never changed for ${name} within ${timeoutMs} ms`);
-  lags[label] = Number.isNaN(tProxy) ? Infinity : Math.round(tProxy - tRef);
-  slack[label] = Math.round(percentile(rtts, 99));
-  if (Number.isNaN(tProxy))
+    referenceName: `${name}.consul`,
+    proxy: proxyAddr,
+    proxyName: `${name}.starlings`,
+    ok,
+    change,
+    graceMs: PROXY_GRACE_MS,
+    timeoutMs,
+  });
+  assert.ok(!Number.isNaN(r.lagMs), `the agent's own DNS never changed for ${name} within ${timeoutMs} ms`);
+  lags[label] = r.lagMs === Infinity ? Infinity : Math.round(r.lagMs);
+  slack[label] = Math.round(r.pollP99Ms);
+  if (r.lagMs === Infinity)
     console.log(
-      `# ${label}: the proxy had not followed ${PROXY_GRACE_MS} ms after the agent (agent after ${Math.round(tRef - t0)} ms)`,
+      `# ${label}: the proxy had not followed ${PROXY_GRACE_MS} ms after the agent (agent after ${Math.round(r.agentMs)} ms)`,
     );
   return lags[label];
 }
