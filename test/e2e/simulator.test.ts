@@ -324,6 +324,36 @@ describe('DNS against the seed Janus cluster', () => {
     assert.equal((await ask(sim.dnsPort, 'zz.addr.consul', TYPE.A)).header.rcode, RC.NXDOMAIN);
   });
 
+  test("consulVersion '1.8': the .addr. A record in Answer for AAAA, Service.Meta null without meta", async (t) => {
+    const old = await startSim({ consulVersion: '1.8' });
+    t.after(() => old.stop());
+    old.register({ id: 'db-1', name: 'db', address: '127.0.0.21', port: 5432 });
+    old.register({ id: 'web-1', name: 'web', address: '127.0.0.22', port: 80, meta: { v: '1' } });
+    const mis = await ask(old.dnsPort, '7f00000b.addr.dc1.consul', TYPE.AAAA);
+    assert.equal(mis.header.rcode, RC.NOERROR);
+    assert.deepEqual(
+      recs(mis.answers).map((x) => x.address),
+      ['127.0.0.11'],
+    );
+    const meta = async (sim: Sim, svc: string): Promise<unknown> => {
+      const body = await new Promise<string>((resolve, reject) => {
+        http
+          .get(`http://127.0.0.1:${sim.httpPort}/v1/health/service/${svc}`, (res) => {
+            let b = '';
+            res.on('data', (d: Buffer) => (b += d.toString()));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', reject);
+      });
+      return (JSON.parse(body) as { Service: { Meta: unknown } }[])[0]!.Service.Meta;
+    };
+    assert.equal(await meta(old, 'db'), null);
+    assert.deepEqual(await meta(old, 'web'), { v: '1' });
+    sim.register({ id: 'nometa-1', name: 'nometa', address: '127.0.0.23', port: 1 });
+    t.after(() => sim.deregister('nometa-1'));
+    assert.deepEqual(await meta(sim, 'nometa'), {}, 'newer Consul (the default): {}');
+  });
+
   test('consul. SOA and NS answered by the agent; SOA for any name under the domain', async () => {
     const soa = await ask(sim.dnsPort, 'consul', TYPE.SOA);
     assert.equal(soa.header.rcode, RC.NOERROR);

@@ -1,10 +1,10 @@
 /**
- * The simulator held to the real thing: the same services on test/support/consul-sim.ts and on a
+ * The simulator held to the real thing: the same services on test/support/consul-sim and on a
  * real `consul agent -dev` (127.0.23.1, node "dev"), the same questions to both. DNS answers are
  * compared section by section up to ID, TTL and record order (the SOA serial is Consul's clock);
- * the health endpoint is compared on the fields the proxy reads (src/health.ts's dnsView); and
- * blocking queries on how their index behaves. A difference that is Consul's version (the
- * simulator models a newer Consul) is marked `todo` with what 1.8.7 does.
+ * the health endpoint is compared on the fields the proxy reads (src/consul/health.ts's dnsView);
+ * and blocking queries on how their index behaves. Where Consul versions differ, the simulator
+ * runs as 1.8 (`consulVersion: '1.8'`, the real agent here); its default is newer Consul.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +33,7 @@ after(async () => {
 before(async () => {
   if (skip) return;
   real = await startDevAgent(DEV);
-  sim = await startSim({ nodeName: 'dev', nodeAddress: DEV });
+  sim = await startSim({ nodeName: 'dev', nodeAddress: DEV, consulVersion: '1.8' });
   for (const s of SERVICES) {
     const r = await httpRequest(
       'PUT',
@@ -96,10 +96,7 @@ const DNS_CASES: { q: string[]; todo?: string }[] = [
   { q: ['consul.', 'SOA'] },
   { q: ['consul.', 'NS'] },
   { q: ['7f00170b.addr.dc1.consul'] },
-  {
-    q: ['7f00170b.addr.dc1.consul', 'AAAA'],
-    todo: "Consul 1.8.7 puts an IPv4 .addr. name's A record in Answer for an AAAA question; the simulator puts it in Additional (newer Consul) — a simulator option for the version",
-  },
+  { q: ['7f00170b.addr.dc1.consul', 'AAAA'] },
   { q: ['nonsense.consul'] },
 ];
 
@@ -165,13 +162,8 @@ test('HTTP /v1/health/service: the fields the proxy reads agree, and so does its
 });
 
 test(
-  'HTTP Service.Meta: an object on both (the proxy never reads it; 1.8.7 sends null when unset)',
-  {
-    skip,
-    todo: skip
-      ? false
-      : 'Consul 1.8.7 sends "Meta": null for a service registered without meta; the simulator sends {} (newer Consul) — a simulator option for the version',
-  },
+  'HTTP Service.Meta of a service registered without meta: the same on both (null on 1.8.7; the proxy never reads it)',
+  { skip },
   async () => {
     const [r, s] = await Promise.all([
       httpRequest('GET', `${real.http}/v1/health/service/db`, undefined, '', 5000),

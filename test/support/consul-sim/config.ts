@@ -35,6 +35,8 @@ export interface SimConfig {
   recursorTimeout: number;
   enableTruncate: boolean;
   prepared: PreparedQuery[];
+  /** SimOptions.consulVersion === '1.8'. */
+  consul18: boolean;
 }
 
 export function resolveConfig(opts: SimOptions): SimConfig {
@@ -71,6 +73,7 @@ export function resolveConfig(opts: SimOptions): SimConfig {
       if (!isLoopback(hp.host)) throw new SimError('SIM_NON_LOOPBACK_RECURSOR', `recursor ${r} is not loopback`);
       return hp;
     }),
+    consul18: opts.consulVersion === '1.8',
     prepared: (opts.preparedQueries ?? []).map((p, i) => ({ ...p, id: uuidFor(`pq-${i}-${p.name}`) })),
   };
 }

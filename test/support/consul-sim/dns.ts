@@ -213,8 +213,9 @@ export class DnsAnswerer {
     if ((size !== 4 && size !== 16) || !/^[0-9a-f]*$/.test(hex) || hex.length % 2) throw new NotFound();
     const b = Buffer.from(hex, 'hex');
     const rr: RR = { name: owner, type: size === 4 ? T.A : T.AAAA, cls: 1, ttl: this.cfg.nodeTtl, d: { k: 'ip', b } };
-    // A mismatched type puts the record in Additional: NOERROR, no answer, no SOA (#10393).
-    if (q.qtype === rr.type || q.qtype === T.ANY) m.answer.push(rr);
+    // A mismatched type puts the record in Additional: NOERROR, no answer, no SOA (#10393); 1.8
+    // answered with it whatever the type.
+    if (q.qtype === rr.type || q.qtype === T.ANY || this.cfg.consul18) m.answer.push(rr);
     else m.extra.push(rr);
   }
 

@@ -21,7 +21,8 @@ export function nodeJson(dc: string, n: NodeRec): Record<string, unknown> {
   };
 }
 
-export function serviceJson(s: ServiceRec): Record<string, unknown> {
+/** `consul18`: a service without meta shows `"Meta": null`, as Consul 1.8 encodes an unset map. */
+export function serviceJson(s: ServiceRec, consul18 = false): Record<string, unknown> {
   const tagged: Record<string, unknown> = {};
   if (s.address) {
     const fam = net.isIPv6(s.address) ? 'ipv6' : 'ipv4';
@@ -34,7 +35,7 @@ export function serviceJson(s: ServiceRec): Record<string, unknown> {
     Tags: [...s.tags], // normalised to [] (agent/health_endpoint.go)
     Address: s.address,
     TaggedAddresses: tagged,
-    Meta: { ...s.meta },
+    Meta: consul18 && Object.keys(s.meta).length === 0 ? null : { ...s.meta },
     Port: s.port,
     Weights: { ...s.weights },
     EnableTagOverride: s.enableTagOverride,

@@ -54,7 +54,7 @@ function serveHealth(
         list.sort((a, b) => cmp(a.node.name, b.node.name) || cmp(a.svc.id, b.svc.id));
         return list.map((i) => ({
           Node: nodeJson(ctx.cfg.dc, i.node),
-          Service: serviceJson(i.svc),
+          Service: serviceJson(i.svc, ctx.cfg.consul18),
           Checks: i.checks.map((c) => checkJson(ctx.catalog.services, c)),
         }));
       },
@@ -162,7 +162,8 @@ function serveCatalog(
     );
   if (path === '/v1/agent/services') {
     const out: Record<string, unknown> = {};
-    for (const s of ctx.catalog.services.values()) out[s.id] = { ...serviceJson(s), Datacenter: ctx.cfg.dc };
+    for (const s of ctx.catalog.services.values())
+      out[s.id] = { ...serviceJson(s, ctx.cfg.consul18), Datacenter: ctx.cfg.dc };
     return send(res, 200, JSON.stringify(out));
   }
   if (path === '/v1/agent/checks') {

@@ -40,6 +40,13 @@ export interface SimOptions {
   recursorTimeoutMs?: number;
   /** `dns_config.enable_truncate` (default false: trimmed UDP answers carry no TC, #375/#788). */
   enableTruncate?: boolean;
+  /**
+   * Which Consul to behave as where versions differ (default 'latest'). '1.8' is Debian bullseye's
+   * 1.8.7, the real Consul the conformance suite runs: an IPv4 `.addr.` name asked as AAAA gets
+   * its A record in Answer (newer Consul: in Additional), and a service registered without meta has
+   * `"Meta": null` in the HTTP API (newer Consul: `{}`).
+   */
+  consulVersion?: '1.8' | 'latest';
 }
 
 export type DnsFault =
