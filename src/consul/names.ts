@@ -67,90 +67,87 @@ const OTHER: ConsulLookup = Object.freeze({ kind: 'other' });
  * engine watches a local or `?dc=` catalog, not the peer's imported one.
  */
 export function parseConsulName(nameLower: string, domain: string, qtype: number): ConsulLookup | null {
-  const dom = normDomain(domain);
-  let rest: string;
-  if (dom === '') rest = nameLower;
-  else if (nameLower === dom) rest = '';
-  else if (nameLower.endsWith(dom) && nameLower.charCodeAt(nameLower.length - dom.length - 1) === 0x2e /* . */) {
-    rest = nameLower.slice(0, nameLower.length - dom.length - 1);
-  } else return null;
+  const rest = underDomain(nameLower, normDomain(domain));
+  if (rest === null) return null;
   if (rest === '') return OTHER; // "consul." itself: no keyword → NXDOMAIN + SOA
-
-  const labels = rest.split('.');
-  // Scan from the right for the first keyword. SRV only: a label starting with "_" also counts as
-  // the service keyword and stays part of the query (agent/dns.go: "If this is a SRV query the
-  // 'service' label is optional").
-  let kind = '';
-  let parts: string[] = [];
-  let suffixes: string[] = [];
-  for (let i = labels.length - 1; i >= 0; i--) {
-    const l = labels[i] as string;
-    if (KEYWORDS.has(l)) {
-      kind = l;
-      parts = labels.slice(0, i);
-      suffixes = labels.slice(i + 1);
-      break;
-    }
-    if (qtype === TYPE.SRV && l.charCodeAt(0) === 0x5f /* _ */) {
-      kind = 'service';
-      parts = labels.slice(0, i + 1);
-      suffixes = labels.slice(i + 1);
-      break;
-    }
-  }
-  if (kind === '' || parts.length < 1) return OTHER;
-
-  switch (kind) {
-    case 'service': {
-      const loc = parseLocality(suffixes);
-      if (loc === null || loc.peer !== undefined) return OTHER;
-      const n = parts.length;
-      let service: string;
-      let tag = '';
-      const p0 = parts[0] as string;
-      const last = parts[n - 1] as string;
-      if (n === 2 && p0.charCodeAt(0) === 0x5f && last.charCodeAt(0) === 0x5f) {
-        // RFC 2782 form _<service>._<tag>; "_tcp" means no tag filter.
-        service = p0.slice(1);
-        tag = last.slice(1);
-        if (tag === 'tcp') tag = '';
-      } else {
-        // [tag.]service: labels left of the service name are re-joined into one tag (Consul 0.3 form).
-        service = last;
-        if (n >= 2) tag = parts.slice(0, n - 1).join('.');
-      }
-      const out: { kind: 'service'; service: string; tag?: string; dc?: string } = { kind: 'service', service };
-      if (tag !== '') out.tag = tag;
-      if (loc.dc !== undefined) out.dc = loc.dc;
-      return out;
-    }
+  const k = findKeyword(rest.split('.'), qtype);
+  if (k === null || k.parts.length < 1) return OTHER;
+  switch (k.kind) {
+    case 'service':
+      return serviceLookup(k.parts, k.suffixes);
     case 'connect':
     case 'ingress':
     case 'node': {
-      const loc = parseLocality(suffixes);
+      const loc = parseLocality(k.suffixes);
       if (loc === null) return OTHER;
       // Peering is not supported for connect/ingress; a peered node lookup keeps its kind.
-      return loc.dc !== undefined ? { kind, dc: loc.dc } : { kind };
+      return loc.dc !== undefined ? { kind: k.kind, dc: loc.dc } : { kind: k.kind };
     }
-    case 'virtual': {
+    case 'virtual':
       // The single locality label of a .virtual. lookup names a peer, not a datacenter
       // ("virtual IPs should not be shared between datacenters").
-      const loc = parseLocality(suffixes);
-      if (loc === null) return OTHER;
-      return { kind: 'virtual' };
-    }
-    case 'query': {
+      return parseLocality(k.suffixes) === null ? OTHER : { kind: 'virtual' };
+    case 'query':
       // parseDatacenter: zero or one label only.
-      if (suffixes.length > 1) return OTHER;
-      return suffixes.length === 1 ? { kind: 'query', dc: suffixes[0] as string } : { kind: 'query' };
-    }
+      if (k.suffixes.length > 1) return OTHER;
+      return k.suffixes.length === 1 ? { kind: 'query', dc: k.suffixes[0] as string } : { kind: 'query' };
     case 'addr': {
       // <hex>.addr[...]: exactly one query label of 8 or 32 hex digits; Consul ignores the suffixes.
-      const h = parts.length === 1 ? (parts[0] as string) : '';
+      const h = k.parts.length === 1 ? (k.parts[0] as string) : '';
       if ((h.length !== 8 && h.length !== 32) || !/^[0-9a-f]+$/.test(h)) return OTHER;
-      return suffixes.length === 1 ? { kind: 'addr', dc: suffixes[0] as string } : { kind: 'addr' };
+      return k.suffixes.length === 1 ? { kind: 'addr', dc: k.suffixes[0] as string } : { kind: 'addr' };
     }
     default:
       return OTHER;
   }
+}
+
+/** The labels of `nameLower` left of the domain `dom` ('' for the domain itself); null when outside it. */
+function underDomain(nameLower: string, dom: string): string | null {
+  if (dom === '') return nameLower;
+  if (nameLower === dom) return '';
+  if (nameLower.endsWith(dom) && nameLower.charCodeAt(nameLower.length - dom.length - 1) === 0x2e /* . */)
+    return nameLower.slice(0, nameLower.length - dom.length - 1);
+  return null;
+}
+
+/**
+ * Scans from the right for the first keyword: the labels left of it are the query parts, those
+ * right of it the locality. SRV only: a label starting with "_" also counts as the service keyword
+ * and stays part of the query (agent/dns.go: "If this is a SRV query the 'service' label is
+ * optional").
+ */
+function findKeyword(labels: string[], qtype: number): { kind: string; parts: string[]; suffixes: string[] } | null {
+  for (let i = labels.length - 1; i >= 0; i--) {
+    const l = labels[i] as string;
+    if (KEYWORDS.has(l)) return { kind: l, parts: labels.slice(0, i), suffixes: labels.slice(i + 1) };
+    if (qtype === TYPE.SRV && l.charCodeAt(0) === 0x5f /* _ */)
+      return { kind: 'service', parts: labels.slice(0, i + 1), suffixes: labels.slice(i + 1) };
+  }
+  return null;
+}
+
+/** `[tag.]service` or the RFC 2782 form `_service._tag`, then the locality. */
+function serviceLookup(parts: string[], suffixes: string[]): ConsulLookup {
+  const loc = parseLocality(suffixes);
+  if (loc === null || loc.peer !== undefined) return OTHER;
+  const n = parts.length;
+  let service: string;
+  let tag = '';
+  const p0 = parts[0] as string;
+  const last = parts[n - 1] as string;
+  if (n === 2 && p0.charCodeAt(0) === 0x5f && last.charCodeAt(0) === 0x5f) {
+    // RFC 2782 form _<service>._<tag>; "_tcp" means no tag filter.
+    service = p0.slice(1);
+    tag = last.slice(1);
+    if (tag === 'tcp') tag = '';
+  } else {
+    // [tag.]service: labels left of the service name are re-joined into one tag (Consul 0.3 form).
+    service = last;
+    if (n >= 2) tag = parts.slice(0, n - 1).join('.');
+  }
+  const out: { kind: 'service'; service: string; tag?: string; dc?: string } = { kind: 'service', service };
+  if (tag !== '') out.tag = tag;
+  if (loc.dc !== undefined) out.dc = loc.dc;
+  return out;
 }
