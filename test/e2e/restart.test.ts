@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TYPE } from '../../src/dns/constants.js';
 import { queryMessage } from '../support/query.js';
-import { startSim, type Sim } from '../support/consul-sim/index.js';
+import { startJanusCluster, startSim, type Sim } from '../support/consul-sim/index.js';
 import { CLI, freePort, startProxy } from '../support/proc.js';
 import { startActivator, type Activator } from '../support/activator.js';
 import { udpLoad, tcpLoad, summarize, type TcpStats, type Stats } from '../support/load.js';
@@ -451,5 +451,41 @@ test(
     });
     assert.ok(await udpAnswered(p2, 3), 'still answering on the running address');
     assert.equal(a.childPid, pid, 'no restart');
+  },
+);
+
+test(
+  'SIGTERM drain over UDP: a query arriving while another is in flight is answered, not dropped',
+  { timeout: 30_000 },
+  async (t) => {
+    const slow = await startJanusCluster();
+    t.after(() => slow.stop());
+    await slow.setFault({ dns: 'slow', delayMs: 800 });
+    const p = await startProxy(['--agent', `127.0.0.1:${slow.dnsPort}`, '--metrics', 'off']);
+    t.after(() => p.stop('SIGKILL'));
+    await waitFor(() => slow.queries >= 1, { what: 'the start-up probe at the agent' });
+    const ask = (id: number, name: string) =>
+      new Promise<number | null>((resolve) => {
+        const s = dgram.createSocket('udp4');
+        const timer = setTimeout(() => finish(null), 3000);
+        const finish = (v: number | null) => {
+          clearTimeout(timer);
+          s.close();
+          resolve(v);
+        };
+        s.on('error', () => finish(null));
+        s.on('message', (m) => finish(m.readUInt16BE(0)));
+        s.connect(p.port, '127.0.0.1', () => s.send(queryMessage(id, name)));
+      });
+    const q0 = slow.queries;
+    const first = ask(1, 'janus.service.consul');
+    await waitFor(() => slow.queries > q0, { what: 'the first query at the (slow) agent' });
+    p.proc.kill('SIGTERM');
+    await waitFor(() => p.logs.some((l) => l.msg === 'shutting down'), { what: 'drain started' });
+    // Read from the socket while the first is still in flight: answering it costs nothing more than
+    // the wait already under way, and dropping it would lose a query a client sent before the close.
+    const second = ask(2, 'nosuch.service.consul');
+    assert.deepEqual(await Promise.all([first, second]), [1, 2]);
+    assert.equal(await p.exited, 0);
   },
 );
