@@ -140,7 +140,10 @@ export class DnsServer {
         const srv = net.createServer((sock) => this.onConnection(sock));
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);
-          srv.listen({ fd: s.fd }, () => {
+          // Node calls listen(2) again on the fd, which resets its backlog: ask for the most, which
+          // the kernel caps at net.core.somaxconn, rather than Node's 511 below the unit's Backlog=.
+          // (With a handle, Node takes the backlog from the arguments, not from the options.)
+          srv.listen({ fd: s.fd }, 65535, () => {
             srv.off('error', reject);
             resolve();
           });

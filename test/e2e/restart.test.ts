@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -386,6 +387,13 @@ test(
     }).tcpDone;
     assert.deepEqual([udp.sent, udp.answered], [20, 20], JSON.stringify(udp));
     assert.deepEqual([tcp.sent, tcp.answered], [20, 20], JSON.stringify(tcp));
+    // Taking the listening socket must not shrink the unit's Backlog= to Node's default of 511:
+    // `ss` shows a listening socket's backlog as Send-Q.
+    const ss = spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' });
+    if (ss.status === 0) {
+      const backlog = Number(ss.stdout.trim().split(/\s+/)[2]);
+      assert.equal(backlog, Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim()), ss.stdout);
+    } else t.diagnostic(`ss not run: ${ss.error?.message ?? ss.stderr}`);
   },
 );
 
