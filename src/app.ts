@@ -193,24 +193,21 @@ async function build(
     } catch {
       /* none */
     }
-    recursorList = recursorList.flatMap((r) =>
-      r === 'resolv.conf'
-        ? expandResolvConf(
-            text,
-            own,
-            Object.values(os.networkInterfaces())
-              .flat()
-              .map((i) => i!.address),
-          )
-        : [r],
+    const fromFile = expandResolvConf(
+      text,
+      own,
+      Object.values(os.networkInterfaces())
+        .flat()
+        .map((i) => i!.address),
     );
+    const stubs = resolvedStubs(fromFile);
+    if (stubs.length)
+      log.warn(
+        { key: 'recursors', recursors: stubs },
+        "recursors: [resolv.conf] names systemd-resolved's stub: every other name goes through resolved, and back here if resolved forwards the Consul domain to us (a loop); give the site's resolvers as recursors",
+      );
+    recursorList = recursorList.flatMap((r) => (r === 'resolv.conf' ? fromFile : [r]));
   }
-  const stubs = resolvedStubs(recursorList);
-  if (stubs.length)
-    log.warn(
-      { recursors: stubs },
-      "recursors: [resolv.conf] names systemd-resolved's stub: every other name goes through resolved, and if resolved forwards the Consul domain to us, back here (a loop); give recursors explicitly",
-    );
   if (recursorList.length)
     pools.set(
       'recursor',
