@@ -8,7 +8,8 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import type { Config } from './config/schema.js';
 import { parseHostPort, parseCidr } from './net/address.js';
-import { expandResolvConf } from './net/resolv-conf.js';
+import { expandResolvConf, resolvedStubs } from './net/resolv-conf.js';
+import { parseListenFds, socketKinds } from './net/listen-fds.js';
 import { parseProbe } from './config/checks.js';
 import os from 'node:os';
 import { Router, reverseZonesOf } from './query/router.js';
@@ -16,7 +17,8 @@ import { type UpstreamAddress, type PoolObserver } from './upstream/types.js';
 import { UpstreamSockets } from './upstream/udp.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { QueryHandler, type QueryHandlerDeps } from './query/handler.js';
-import { DnsServer } from './server/dns-server.js';
+import { DnsServer, type InheritedSocket } from './server/dns-server.js';
+import { createNotifier } from './server/sd-notify.js';
 import { Metrics } from './observability/metrics.js';
 import { startAdmin } from './server/admin.js';
 import { AnswerCache, type WatchView } from './cache/answer-cache.js';
@@ -191,17 +193,20 @@ async function build(
     } catch {
       /* none */
     }
-    recursorList = recursorList.flatMap((r) =>
-      r === 'resolv.conf'
-        ? expandResolvConf(
-            text,
-            own,
-            Object.values(os.networkInterfaces())
-              .flat()
-              .map((i) => i!.address),
-          )
-        : [r],
+    const fromFile = expandResolvConf(
+      text,
+      own,
+      Object.values(os.networkInterfaces())
+        .flat()
+        .map((i) => i!.address),
     );
+    const stubs = resolvedStubs(fromFile);
+    if (stubs.length)
+      log.warn(
+        { key: 'recursors', recursors: stubs },
+        "recursors: [resolv.conf] names systemd-resolved's stub: every other name goes through resolved, and back here if resolved forwards the Consul domain to us (a loop); give the site's resolvers as recursors",
+      );
+    recursorList = recursorList.flatMap((r) => (r === 'resolv.conf' ? fromFile : [r]));
   }
   if (recursorList.length)
     pools.set(
@@ -285,12 +290,26 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   let built = await build(config, transport, metrics, log, afterChange);
   proxy = new QueryHandler(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
-  await server.listen(config.listen.map((l) => parseHostPort(l)));
+  const inherited = inheritedSockets(log);
+  if (inherited) {
+    await server.adopt(inherited);
+    const got = new Set([...server.udpAddresses, ...server.tcpAddresses]);
+    if (config.listen.some((l) => !got.has(l)) || [...got].some((a) => !config.listen.includes(a)))
+      log.warn(
+        { listen: config.listen, inherited: [...got] },
+        'listen is ignored: the service manager passed sockets, and those are answered on',
+      );
+  } else {
+    await server.listen(config.listen.map((l) => parseHostPort(l)));
+  }
+  const notifier = createNotifier(process.env, log);
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).
   void built.deps.loop?.check(built.deps.pools);
   let draining = false;
   let admin: { address: string; close(): Promise<void> } | null = null;
   const readiness = () => {
+    // Lame duck: not ready from SIGTERM on, while queries are still answered.
+    if (draining) return { ok: false, reason: 'shutting down' };
     // Ready when an agent answered within two probe intervals and, with recursors, a recursor did.
     const window = 2 * config.upstream.probeIntervalMs + config.upstream.timeoutMs;
     const now = Date.now();
@@ -318,10 +337,16 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     { udp: server.udpAddresses, tcp: server.tcpAddresses, metrics: admin?.address ?? 'off', version: VERSION },
     'listening',
   );
+  // Ready to systemd once the sockets answer, whatever the agents' state (that is /ready's).
+  notifier.notify('READY=1', `STATUS=answering on ${server.udpAddresses.join(' ')}`);
 
-  return {
-    udpAddresses: server.udpAddresses,
-    tcpAddresses: server.tcpAddresses,
+  const app: App = {
+    get udpAddresses() {
+      return server.udpAddresses;
+    },
+    get tcpAddresses() {
+      return server.tcpAddresses;
+    },
     adminAddress: admin?.address ?? null,
     metrics,
     proxy,
@@ -346,15 +371,79 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     async close() {
       draining = true;
+      notifier.notify('STOPPING=1');
+      // Lame duck: /ready is 503 from now on, so balancers stop sending; until they have, answer.
+      if (config.shutdown.lameDuckMs > 0) await new Promise((r) => setTimeout(r, config.shutdown.lameDuckMs));
       server.drain();
       const deadline = Date.now() + config.upstream.deadlineMs + 500;
-      while (proxy.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      while ((proxy.pending > 0 || !server.retired) && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
       await server.close();
       built.deps.loop?.close();
       for (const p of built.pools) p.close();
       await built.watcher?.stop();
       transport.close();
       if (admin) await admin.close();
+      await notifier.flush(1000);
     },
   };
+  const reloadRest = app.reload.bind(app);
+  app.reload = async (next: Config) => {
+    // MONOTONIC_USEC (CLOCK_MONOTONIC, which process.hrtime reads) lets systemd tell this reload from an earlier one.
+    notifier.notify('RELOADING=1', `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
+    try {
+      await relisten(next);
+      await reloadRest(next);
+    } finally {
+      notifier.notify('READY=1');
+    }
+  };
+  return app;
+
+  /** A reload's `listen`: new addresses open first; a bind failure keeps the running ones. */
+  async function relisten(next: Config): Promise<void> {
+    if (inherited) {
+      if (JSON.stringify(next.listen) !== JSON.stringify(config.listen))
+        log.warn({ listen: next.listen }, 'listen is ignored: the sockets come from the service manager');
+      return;
+    }
+    try {
+      const r = await server.relisten(next.listen, parseHostPort);
+      if (r.opened.length || r.retired.length)
+        log.info(
+          { opened: r.opened, closing: r.retired, udp: server.udpAddresses, tcp: server.tcpAddresses },
+          'listen addresses changed; the old ones close once their queries are answered',
+        );
+    } catch (err) {
+      log.error(
+        { key: 'listen', listen: next.listen, running: server.udpAddresses, err },
+        `listen: ${err instanceof Error ? err.message : String(err)}; keeping the running addresses`,
+      );
+    }
+  }
+}
+
+/**
+ * Sockets passed by the service manager for this process (systemd socket activation), with their
+ * kind looked up; null when there are none. LISTEN_* is removed from the environment then, as
+ * sd_listen_fds(unset_environment) does, so that no child takes them for its own.
+ */
+function inheritedSockets(log: Logger): InheritedSocket[] | null {
+  const fds = parseListenFds(process.env, process.pid);
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_FDNAMES;
+  if (!fds) return null;
+  const kinds = socketKinds(fds);
+  const out: InheritedSocket[] = [];
+  fds.forEach((f, i) => {
+    const k = kinds[i];
+    if (k) out.push({ fd: f.fd, kind: k.kind, ipv6: k.ipv6 });
+    else log.warn({ fd: f.fd, name: f.name }, 'inherited fd is neither a UDP nor a TCP socket; ignored');
+  });
+  log.info(
+    { sockets: fds.map((f, i) => ({ ...f, kind: kinds[i]?.kind ?? null })) },
+    'sockets from the service manager',
+  );
+  return out.length ? out : null;
 }

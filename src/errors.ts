@@ -73,3 +73,16 @@ export class HealthWatchError extends Error {
     this.name = 'HealthWatchError';
   }
 }
+
+/** A DNS listen address that cannot be bound (at start or on reload); the system error's code is `syscallCode`. */
+export class ListenError extends Error {
+  readonly code = 'CDP_ERR_LISTEN';
+  constructor(
+    message: string,
+    readonly syscallCode: string | undefined,
+    options?: { cause: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ListenError';
+  }
+}

@@ -180,6 +180,7 @@ function int(min: number, max?: number, described?: string): Check<number> {
 /** Milliseconds for a timer: Node turns a delay above 2^31-1 into 1 ms (TimeoutOverflowWarning). */
 const ms = int(1, 2147483647, 'a positive integer of milliseconds (at most 2147483647)');
 const seconds = int(0);
+const msOrZero = int(0, 2147483647, 'a non-negative integer of milliseconds (at most 2147483647)');
 
 const positiveNumber: Check<number> = (v, at, p) =>
   typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fail(p, at, 'a positive number', v);
@@ -342,6 +343,7 @@ export const FILE_SCHEMA = mapping({
   }),
   metrics: mapping({ listen: metricsListen('host:port or off') }),
   log: mapping({ level: oneOf(LOG_LEVELS), queries: bool }),
+  shutdown: mapping({ lameDuckMs: msOrZero }),
   acl: mapping({
     allow: list(cidr, 'CIDRs', 1, 'CIDR (0.0.0.0/0 and ::/0 allow everyone)'),
     action: oneOf(['refuse', 'drop'] as const),

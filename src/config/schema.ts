@@ -67,6 +67,8 @@ export interface Config {
   };
   metrics: { listen: string /* "host:port" or "off" */ };
   log: { level: LogLevel; queries: boolean };
+  /** SIGTERM: how long queries are still answered with /ready already 503, before the drain. */
+  shutdown: { lameDuckMs: number };
   acl: { allow: string[]; action: 'refuse' | 'drop' };
   limits: {
     rate: { enabled: boolean; qps: number; burst: number; action: 'refuse' | 'drop' | 'tc' };
@@ -121,6 +123,8 @@ export const DEFAULTS: Config = deepFreeze({
   },
   metrics: { listen: '127.0.0.1:9153' },
   log: { level: 'info', queries: false },
+  // 0: drain at once. Behind a readiness-driven balancer, at least its probe period (docker/config.yaml: 5000).
+  shutdown: { lameDuckMs: 0 },
   // As dnsdist's default ACL: loopback, RFC 1918, RFC 6598 (CGNAT), IPv6 ULA and link-local.
   acl: {
     allow: [
@@ -144,11 +148,11 @@ export const DEFAULTS: Config = deepFreeze({
 
 /**
  * Keys a reload (SIGHUP) cannot change, with the warning a reload that changes one logs: the
- * sockets are bound and the logger is made once at start. The running value is kept; a restart
- * applies the new one. Every other key takes effect on reload.
+ * admin listener and the logger are made once at start. The running value is kept; a restart
+ * applies the new one. Every other key takes effect on reload (`listen` too: new sockets are
+ * opened before the old ones close).
  */
 const RESTART_ONLY_KEYS: Readonly<Record<string, string>> = Object.freeze({
-  listen: 'listen addresses change only on restart',
   'metrics.listen': 'the metrics listen address changes only on restart',
   'log.level': 'the log level changes only on restart',
 });

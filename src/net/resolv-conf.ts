@@ -28,3 +28,13 @@ export function expandResolvConf(text: string, ownListen: HostPort[], localAddre
   }
   return out;
 }
+
+/**
+ * The entries of an expanded recursor list that are systemd-resolved's stub listeners
+ * (127.0.0.53:53, and 127.0.0.54:53, its "proxy" stub since systemd 247). Forwarding to them
+ * hands every name to resolved, which sends the Consul names it routes to this proxy back to us:
+ * a loop when resolved forwards `~consul` here, and a detour through resolved otherwise.
+ */
+export function resolvedStubs(recursors: string[]): string[] {
+  return recursors.filter((r) => r === '127.0.0.53:53' || r === '127.0.0.54:53');
+}

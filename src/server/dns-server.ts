@@ -11,6 +11,7 @@ import net from 'node:net';
 import type { QueryHandler } from '../query/handler.js';
 import type { Logger } from '../observability/log.js';
 import { formatHostPort } from '../net/address.js';
+import { ListenError } from '../errors.js';
 
 export interface ListenAddress {
   host: string;
@@ -30,14 +31,42 @@ export interface ServerCounters {
   tcpRejected: Record<'max_connections' | 'max_per_client', number>;
 }
 
+/** A UDP socket and the queries read from it whose answers are not sent yet. */
+interface UdpSocket {
+  sock: dgram.Socket;
+  /** Read and not yet answered (the answer's send not completed). */
+  inFlight: number;
+  /** A send completed (or a query ended with no answer): made once per socket, not per query. */
+  done: () => void;
+  /** Retired (drain, or a reload that dropped its address): closed as soon as inFlight is 0. */
+  closing: boolean;
+  closed: boolean;
+}
+
+/** The UDP and TCP sockets of one `listen` address, or one fd inherited from the service manager. */
+interface ListenSet {
+  /** The configured "host:port" (a reload compares it), or "fd:N" for an inherited socket. */
+  key: string;
+  udp: UdpSocket | null;
+  tcp: net.Server | null;
+  udpAddress: string | null;
+  tcpAddress: string | null;
+}
+
+/** A socket passed by the service manager (see net/listen-fds.ts). */
+export interface InheritedSocket {
+  fd: number;
+  kind: 'udp' | 'tcp';
+  ipv6: boolean;
+}
+
 export class DnsServer {
-  private udp: dgram.Socket[] = [];
-  private tcp: net.Server[] = [];
+  private sets: ListenSet[] = [];
+  /** Retired UDP sockets still sending the answers of queries read before they were retired. */
+  private retiring = new Set<UdpSocket>();
   private conns = new Set<net.Socket>();
   private perClient = new Map<string, number>();
   private draining = false;
-  udpAddresses: string[] = [];
-  tcpAddresses: string[] = [];
 
   constructor(
     private readonly proxy: QueryHandler,
@@ -50,46 +79,206 @@ export class DnsServer {
     this.limits = l;
   }
 
+  get udpAddresses(): string[] {
+    return this.sets.flatMap((s) => (s.udpAddress ? [s.udpAddress] : []));
+  }
+
+  get tcpAddresses(): string[] {
+    return this.sets.flatMap((s) => (s.tcpAddress ? [s.tcpAddress] : []));
+  }
+
+  /** Whether every retired UDP socket has sent its last answer and closed. */
+  get retired(): boolean {
+    return this.retiring.size === 0;
+  }
+
+  /**
+   * Binds UDP and TCP on every address. On a failure nothing this call opened stays open, and
+   * the error names the address.
+   */
   async listen(addrs: ListenAddress[]): Promise<void> {
-    for (const a of addrs) {
-      // Bind TCP first when the port is 0, then UDP on the same port, so both share one number.
-      const srv = net.createServer((sock) => this.onConnection(sock));
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen({ host: a.host, port: a.port, exclusive: true }, () => {
-          srv.off('error', reject);
-          resolve();
+    const opened: ListenSet[] = [];
+    try {
+      for (const a of addrs) opened.push(await this.open(a));
+    } catch (err) {
+      for (const set of opened) this.closeNow(set);
+      throw err;
+    }
+    this.sets.push(...opened);
+  }
+
+  /**
+   * A reload's `listen`: opens the addresses not open yet, then retires those no longer listed
+   * (no new TCP connection; UDP closes once its in-flight queries are answered). A bind failure
+   * throws before anything changes, so the running set keeps answering.
+   */
+  async relisten(
+    keys: string[],
+    parse: (key: string) => ListenAddress,
+  ): Promise<{ opened: string[]; retired: string[] }> {
+    const have = new Set(this.sets.map((s) => s.key));
+    const want = new Set(keys);
+    const added = keys.filter((k) => !have.has(k));
+    const opened: ListenSet[] = [];
+    try {
+      for (const k of added) opened.push(await this.open(parse(k), k));
+    } catch (err) {
+      for (const set of opened) this.closeNow(set);
+      throw err;
+    }
+    const gone = this.sets.filter((s) => !want.has(s.key));
+    this.sets = [...this.sets.filter((s) => want.has(s.key)), ...opened];
+    for (const set of gone) this.retire(set);
+    return { opened: added, retired: gone.map((s) => s.key) };
+  }
+
+  /** Takes sockets inherited from the service manager in place of `listen`. */
+  async adopt(inherited: InheritedSocket[]): Promise<void> {
+    for (const s of inherited) {
+      const set: ListenSet = { key: `fd:${s.fd}`, udp: null, tcp: null, udpAddress: null, tcpAddress: null };
+      if (s.kind === 'tcp') {
+        const srv = net.createServer((sock) => this.onConnection(sock));
+        await new Promise<void>((resolve, reject) => {
+          srv.once('error', reject);
+          // Node calls listen(2) again on the fd, which resets its backlog: ask for the most, which
+          // the kernel caps at net.core.somaxconn, rather than Node's 511 below the unit's Backlog=.
+          // (With a handle, Node takes the backlog from the arguments, not from the options.)
+          srv.listen({ fd: s.fd }, 65535, () => {
+            srv.off('error', reject);
+            resolve();
+          });
         });
-      });
-      const port = (srv.address() as net.AddressInfo).port;
-      this.tcp.push(srv);
-      this.tcpAddresses.push(formatHostPort({ host: a.host, port }));
-      const sock = dgram.createSocket({ type: net.isIPv6(a.host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(a.host) });
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.bind({ address: a.host, port, exclusive: true }, () => {
-          sock.off('error', reject);
-          resolve();
+        set.tcp = srv;
+        const a = srv.address() as net.AddressInfo;
+        set.tcpAddress = formatHostPort({ host: a.address, port: a.port });
+      } else {
+        const sock = dgram.createSocket(s.ipv6 ? 'udp6' : 'udp4');
+        await new Promise<void>((resolve, reject) => {
+          sock.once('error', reject);
+          sock.bind({ fd: s.fd }, () => {
+            sock.off('error', reject);
+            resolve();
+          });
         });
-      });
-      sock.on('error', (err) => this.log.warn({ err }, 'udp socket error'));
-      sock.on('message', (msg, rinfo) => this.onDatagram(sock, msg, rinfo));
-      this.udp.push(sock);
-      this.udpAddresses.push(formatHostPort({ host: a.host, port }));
+        set.udp = this.serveUdp(sock);
+        const a = sock.address();
+        set.udpAddress = formatHostPort({ host: a.address, port: a.port });
+      }
+      this.sets.push(set);
     }
   }
 
-  private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (this.draining) return;
+  private async open(a: ListenAddress, key = formatHostPort(a)): Promise<ListenSet> {
+    const where = formatHostPort(a);
+    // Bind TCP first when the port is 0, then UDP on the same port, so both share one number.
+    const srv = net.createServer((sock) => this.onConnection(sock));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new ListenError(`cannot listen on ${where} (tcp): ${err.message}`, err.code, { cause: err })),
+      );
+      srv.listen({ host: a.host, port: a.port, exclusive: true }, () => {
+        srv.removeAllListeners('error');
+        resolve();
+      });
+    });
+    const port = (srv.address() as net.AddressInfo).port;
+    const sock = dgram.createSocket({ type: net.isIPv6(a.host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(a.host) });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', (err: NodeJS.ErrnoException) =>
+          reject(
+            new ListenError(
+              `cannot listen on ${formatHostPort({ host: a.host, port })} (udp): ${err.message}`,
+              err.code,
+              {
+                cause: err,
+              },
+            ),
+          ),
+        );
+        sock.bind({ address: a.host, port, exclusive: true }, () => {
+          sock.removeAllListeners('error');
+          resolve();
+        });
+      });
+    } catch (err) {
+      srv.close();
+      throw err;
+    }
+    return {
+      key,
+      udp: this.serveUdp(sock),
+      tcp: srv,
+      udpAddress: formatHostPort({ host: a.host, port }),
+      tcpAddress: formatHostPort({ host: a.host, port }),
+    };
+  }
+
+  private serveUdp(sock: dgram.Socket): UdpSocket {
+    const u: UdpSocket = {
+      sock,
+      inFlight: 0,
+      closing: false,
+      closed: false,
+      done: () => {
+        u.inFlight--;
+        if (u.closing) this.settle(u);
+      },
+    };
+    sock.on('error', (err) => this.log.warn({ err }, 'udp socket error'));
+    sock.on('message', (msg, rinfo) => this.onDatagram(u, msg, rinfo));
+    return u;
+  }
+
+  /**
+   * Every datagram read is answered, draining or not: a retired socket is closed only once nothing
+   * read from it is in flight, and what arrives meanwhile is answered too. Whatever the kernel still
+   * queues then stays for the next owner of an inherited socket (or is refused once the port closes).
+   */
+  private onDatagram(u: UdpSocket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const r = this.proxy.handle(msg, rinfo.address, true);
     if (r === null) return;
+    // Counted until the send completes, so that a retiring socket is not closed under a send.
+    u.inFlight++;
     if (r instanceof Promise) {
       // eslint-disable-next-line @typescript-eslint/no-floating-promises -- known gap: a rejected pipeline promise is unhandled (todo test: test/e2e/reload.test.ts item 19)
       r.then((reply) => {
-        if (reply) sock.send(reply, rinfo.port, rinfo.address, noop);
+        if (reply && !u.closed) u.sock.send(reply, rinfo.port, rinfo.address, u.done);
+        else u.done();
       });
     } else {
-      sock.send(r, rinfo.port, rinfo.address, noop);
+      u.sock.send(r, rinfo.port, rinfo.address, u.done);
+    }
+  }
+
+  /** Closes a retired UDP socket once it has nothing in flight. */
+  private settle(u: UdpSocket): void {
+    if (!u.closing || u.closed || u.inFlight > 0) return;
+    u.closed = true;
+    this.retiring.delete(u);
+    try {
+      u.sock.close();
+    } catch {
+      /* closed */
+    }
+  }
+
+  /** No new TCP connection on this set; its UDP socket closes once its in-flight queries are answered. */
+  private retire(set: ListenSet): void {
+    set.tcp?.close();
+    if (set.udp && !set.udp.closed) {
+      set.udp.closing = true;
+      this.retiring.add(set.udp);
+      this.settle(set.udp);
+    }
+  }
+
+  private closeNow(set: ListenSet): void {
+    set.tcp?.close();
+    if (set.udp) {
+      set.udp.closing = true;
+      set.udp.inFlight = 0;
+      this.settle(set.udp);
     }
   }
 
@@ -196,33 +385,57 @@ export class DnsServer {
     armIdle();
   }
 
-  /** Stops taking new queries; sockets stay open so in-flight answers can still be sent. */
+  /**
+   * Stops taking new work: no new TCP connection (an inherited listening socket stays open in the
+   * service manager, which queues connections for the next process), no new query read from open
+   * connections; UDP sockets close as soon as what was read from them is answered.
+   */
   drain(): void {
     this.draining = true;
-    for (const s of this.tcp) s.close();
+    for (const set of this.sets) this.retire(set);
     for (const c of this.conns) c.pause();
   }
 
-  /** Stops accepting and closes open TCP connections (the caller drains in-flight queries first). */
+  /**
+   * Closes what is left (the caller drains in-flight queries first). TCP connections are ended
+   * after their last answer is written, never cut in the middle of one; a client that then
+   * reconnects resends only what was not answered.
+   */
   async close(): Promise<void> {
-    for (const s of this.udp) {
-      try {
-        s.close();
-      } catch {
-        /* closed */
-      }
+    for (const u of [...this.retiring]) {
+      u.inFlight = 0;
+      this.settle(u);
     }
-    this.udp = [];
-    const closing = this.tcp.map(
-      (s) =>
+    for (const set of this.sets) this.closeNow(set);
+    const closing = this.sets.flatMap((set) =>
+      set.tcp
+        ? [
+            new Promise<void>((r) => {
+              if (!set.tcp!.listening) r();
+              else set.tcp!.close(() => r());
+            }),
+          ]
+        : [],
+    );
+    this.sets = [];
+    const ending = [...this.conns].map(
+      (c) =>
         new Promise<void>((r) => {
-          if (!s.listening) r();
-          else s.close(() => r());
+          if (c.destroyed) return r();
+          // A peer that never reads would hold its unsent answers forever: cut it after a grace.
+          const timer = setTimeout(() => c.destroy(), 1000);
+          c.once('close', () => {
+            clearTimeout(timer);
+            r();
+          });
+          // FIN after the last answer, then keep reading (and ignoring: draining takes no query)
+          // until the peer closes too. Closing with unread queries in the kernel's buffer would
+          // send a RST, which can discard answers the peer has not read yet.
+          c.end();
+          c.resume();
         }),
     );
-    this.tcp = [];
-    for (const c of this.conns) c.destroy();
-    await Promise.all(closing);
+    await Promise.all([...closing, ...ending]);
   }
 }
 
