@@ -327,6 +327,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).
   void built.deps.loop?.check(built.deps.pools);
   let draining = false;
+  /** Closers of replaced configurations whose pools wait for the queries still using them. */
+  const retiring = new Set<() => void>();
   let admin: { address: string; close(): Promise<void> } | null = null;
   const readiness = () => {
     // Ready when an agent answered within two probe intervals and, with recursors, a recursor did.
@@ -368,6 +370,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       // Whole: from here on nothing fails. Queries in flight finish with the old configuration.
       // `old` is read after the build: a reload that overlapped this one is then replaced (and closed).
       const old = built;
+      const oldDeadlineMs = config.upstream.deadlineMs;
       built = fresh;
       config = next;
       start(built, metrics);
@@ -375,11 +378,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       old.deps.loop?.close();
       void built.deps.loop?.check(built.deps.pools);
       server.setLimits(next.limits.tcp);
-      for (const p of old.pools) p.close();
-      // Series of upstreams the new configuration no longer has would otherwise linger frozen.
-      const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
-      for (const p of old.pools)
-        for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+      // A query in flight may still need the old pools (its retry over TCP, the next agent) until
+      // its deadline: they close after it.
+      const retire = () => {
+        if (!retiring.delete(retire)) return;
+        for (const p of old.pools) p.close();
+        // Series of upstreams the running configuration does not have would otherwise linger frozen.
+        const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
+        for (const p of old.pools)
+          for (const s of p.status())
+            if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+      };
+      retiring.add(retire);
+      setTimeout(retire, oldDeadlineMs + 100).unref();
       await old.watcher?.stop();
       log.info(
         { upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) },
@@ -392,6 +403,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       const deadline = Date.now() + config.upstream.deadlineMs + 500;
       while (proxy.pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await server.close();
+      for (const retire of [...retiring]) retire();
       built.deps.loop?.close();
       for (const p of built.pools) p.close();
       await built.watcher?.stop();

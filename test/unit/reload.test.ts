@@ -24,6 +24,7 @@ import type { Config } from '../../src/config/schema.js';
 import { startApp } from '../../src/app.js';
 import { startScripted, reply, isProbe, a, metricValue, type Scripted } from '../support/scripted-upstream.js';
 import { freePort } from '../support/proc.js';
+import { waitFor } from '../support/wait.js';
 
 const A = TYPE.A;
 
@@ -353,15 +354,43 @@ test('two reloads that overlap: the one that finishes last runs, the other is cl
   const first = await scripted(t);
   const second = await scripted(t);
   const closed = await freePort();
-  const base = `upstream:\n  probeIntervalMs: 100\n`;
+  // A replaced configuration's pools close once its queries' deadline has passed.
+  const base = `upstream:\n  probeIntervalMs: 100\n  timeoutMs: 200\n  hedgeMs: 20\n  deadlineMs: 200\n`;
   const cfg = (up: Scripted) =>
     configFrom(['--agent', up.address, '--consul-http', `http://127.0.0.1:${closed}`], base);
   const app = await startApp(cfg(agent), createLogger('silent'));
   t.after(() => app.close());
   await Promise.all([app.reload(cfg(first)), app.reload(cfg(second))]);
-  await sleep(300);
+  await sleep(500);
   const [a0, b0] = [probes(first), probes(second)];
   await sleep(600);
   const more = [probes(first) - a0, probes(second) - b0].sort((x, y) => x - y);
   assert.ok(more[0]! <= 1 && more[1]! >= 3, `probes in 600 ms by the two configurations: ${more.join(', ')}`);
+});
+
+test('a miss in flight over TCP across a reload is answered: the old pools close once their queries are done', async (t) => {
+  // The agent truncates over UDP and answers over TCP 600 ms later; the reload lands in between.
+  const agent = await startScripted((q) => {
+    if (isProbe(q)) return reply(q);
+    if (q.transport === 'udp') return reply(q, { flags: 0x0200 });
+    return { bytes: reply(q, { answers: [a(q.rawName, '192.0.2.22')] }), delayMs: 600 };
+  });
+  t.after(() => agent.stop());
+  const closed = await freePort();
+  const cfg = (probeIntervalMs: number) =>
+    configFrom(
+      ['--agent', agent.address, '--consul-http', `http://127.0.0.1:${closed}`],
+      `upstream:\n  probeIntervalMs: ${probeIntervalMs}\n`,
+    );
+  const app = await startApp(cfg(1000), createLogger('silent'));
+  t.after(() => app.close());
+  const answer = app.proxy.handle(queryBytes('tcp.service.consul', 22), '127.0.0.1', true);
+  assert.ok(answer instanceof Promise);
+  await waitFor(() => agent.queries.some((q) => q.transport === 'tcp'), { what: 'the retry over TCP' });
+  await app.reload(cfg(2000));
+  const m = decodeMessage((await answer)!);
+  assert.equal(m.flags & 0xf, RCODE.NOERROR);
+  assert.deepEqual([...m.answers[0]!.rdata], [192, 0, 2, 22]);
+  const overTcp = agent.queriesFor('tcp.service.consul').filter((q) => q.transport === 'tcp').length;
+  assert.equal(overTcp, 1, 'the exchange over TCP was not cut by the reload (and asked again)');
 });
