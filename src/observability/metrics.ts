@@ -296,8 +296,8 @@ export class Metrics {
       'DNS queries received, by client transport, zone and query type.',
       ['transport', 'zone', 'type'],
       (i) => ({
-        zone: labels[Math.floor(i / (N_TRANSPORTS * N_TYPES))]!,
         transport: TRANSPORT_NAMES[Math.floor(i / N_TYPES) % N_TRANSPORTS]!,
+        zone: labels[Math.floor(i / (N_TRANSPORTS * N_TYPES))]!,
         type: TYPE_NAMES[i % N_TYPES]!,
       }),
       () => this.requests,
