@@ -68,6 +68,31 @@ interface Built {
   cache: AnswerCache | null;
 }
 
+/** Closes what a build made, for a build that failed half way or was never started. */
+async function discard(pools: Iterable<UpstreamPool>, watcher: HealthWatcher | null): Promise<void> {
+  for (const p of pools) p.close();
+  await watcher?.stop();
+}
+
+/**
+ * Puts a whole new configuration to work: from here on its pools probe, the zone labels follow its
+ * router and the cache gauges read its cache. Nothing here can fail.
+ */
+function start(b: Built, metrics: Metrics): void {
+  metrics.setZones(b.deps.router.zoneLabels);
+  for (const p of b.pools) {
+    for (const s of p.status()) metrics.upstream(p.name, s.upstream).healthy = 1;
+    p.startProbes();
+  }
+  const { cache, watcher } = b;
+  metrics.sources = {
+    cacheEntries: () => cache?.size ?? 0,
+    healthWatches: () => watcher?.size ?? 0,
+    healthChanges: () => watcher?.changes ?? 0,
+    serviceInstances: () => watcher?.instanceCounts() ?? new Map(),
+  };
+}
+
 /**
  * The cache and its health watcher, tied together: a change reported by a watch drops the
  * service's entries; `liveSince` tells the cache which entries a live watch protects.
@@ -130,12 +155,36 @@ function buildCache(
   return { cache, watcher };
 }
 
+/**
+ * Builds every part of a configuration and starts none of them (see start()): what can fail (the
+ * TLS files the health watcher reads, a pool, the gate) fails here, and then everything built so
+ * far is closed, so a failed reload leaves no probe, timer or socket behind.
+ */
 async function build(
   config: Config,
   transport: UpstreamSockets,
   metrics: Metrics,
   log: Logger,
   afterChange: () => void,
+): Promise<Built> {
+  // The cache first: its health watcher reads the TLS files, the likeliest thing to fail.
+  const cached = config.cache.enabled ? buildCache(config, metrics, log, afterChange) : null;
+  const pools = new Map<string, UpstreamPool>();
+  try {
+    return await buildRest(config, transport, metrics, log, cached, pools);
+  } catch (err) {
+    await discard(pools.values(), cached?.watcher ?? null);
+    throw err;
+  }
+}
+
+async function buildRest(
+  config: Config,
+  transport: UpstreamSockets,
+  metrics: Metrics,
+  log: Logger,
+  cached: { cache: AnswerCache; watcher: HealthWatcher } | null,
+  pools: Map<string, UpstreamPool>,
 ): Promise<Built> {
   const observer: PoolObserver = {
     request: (pool, up, t) => {
@@ -166,7 +215,6 @@ async function build(
     udpSize,
     maxInFlight: u.maxInFlight,
   });
-  const pools = new Map<string, UpstreamPool>();
   // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
   // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
   // They are probed with a question Consul answers itself, never a root name.
@@ -244,17 +292,6 @@ async function build(
     zones: config.zones.map((z) => z.name),
     hasRecursors: pools.has('recursor'),
   });
-  for (const p of pools.values()) {
-    for (const s of p.status()) metrics.upstream(p.name, s.upstream).healthy = 1;
-    p.startProbes();
-  }
-  const cached = config.cache.enabled ? buildCache(config, metrics, log, afterChange) : null;
-  metrics.sources = {
-    cacheEntries: () => cached?.cache.size ?? 0,
-    healthWatches: () => cached?.watcher.size ?? 0,
-    healthChanges: () => cached?.watcher.changes ?? 0,
-    serviceInstances: () => cached?.watcher.instanceCounts() ?? new Map(),
-  };
   return {
     deps: {
       settings: {
@@ -288,6 +325,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   let proxy: QueryHandler | null = null;
   const afterChange = () => proxy?.forgetInflight();
   let built = await build(config, transport, metrics, log, afterChange);
+  start(built, metrics);
   proxy = new QueryHandler(built.deps);
   const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
   const inherited = inheritedSockets(log);
@@ -306,6 +344,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).
   void built.deps.loop?.check(built.deps.pools);
   let draining = false;
+  /** Closers of replaced configurations whose pools wait for the queries still using them. */
+  const retiring = new Set<() => void>();
   let admin: { address: string; close(): Promise<void> } | null = null;
   const readiness = () => {
     // Lame duck: not ready from SIGTERM on, while queries are still answered.
@@ -351,18 +391,31 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     metrics,
     proxy,
     async reload(next: Config) {
+      const fresh = await build(next, transport, metrics, log, afterChange);
+      // Whole: from here on nothing fails. Queries in flight finish with the old configuration.
+      // `old` is read after the build: a reload that overlapped this one is then replaced (and closed).
       const old = built;
-      built = await build(next, transport, metrics, log, afterChange);
+      const oldDeadlineMs = config.upstream.deadlineMs;
+      built = fresh;
       config = next;
+      start(built, metrics);
       proxy.reconfigure(built.deps);
       old.deps.loop?.close();
       void built.deps.loop?.check(built.deps.pools);
       server.setLimits(next.limits.tcp);
-      for (const p of old.pools) p.close();
-      // Series of upstreams the new configuration no longer has would otherwise linger frozen.
-      const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
-      for (const p of old.pools)
-        for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+      // A query in flight may still need the old pools (its retry over TCP, the next agent) until
+      // its deadline: they close after it.
+      const retire = () => {
+        if (!retiring.delete(retire)) return;
+        for (const p of old.pools) p.close();
+        // Series of upstreams the running configuration does not have would otherwise linger frozen.
+        const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
+        for (const p of old.pools)
+          for (const s of p.status())
+            if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+      };
+      retiring.add(retire);
+      setTimeout(retire, oldDeadlineMs + 100).unref();
       await old.watcher?.stop();
       log.info(
         { upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) },
@@ -379,6 +432,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       while ((proxy.pending > 0 || !server.retired) && Date.now() < deadline)
         await new Promise((r) => setTimeout(r, 20));
       await server.close();
+      for (const retire of [...retiring]) retire();
       built.deps.loop?.close();
       for (const p of built.pools) p.close();
       await built.watcher?.stop();

@@ -45,6 +45,14 @@ async function main(): Promise<void> {
   }
   let config: Config = loaded.config;
   const log = createLogger(config.log.level);
+  // Signals are caught from here on: one during start-up must not meet Node's default action
+  // (SIGHUP exits). It is held and delivered to the handlers below once they are installed.
+  const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+  let held: (typeof SIGNALS)[number] | null = null;
+  const hold = (signal: (typeof SIGNALS)[number]) => {
+    if (held !== 'SIGTERM' && held !== 'SIGINT') held = signal;
+  };
+  for (const s of SIGNALS) process.on(s, hold);
   let app: App;
   try {
     app = await startApp(config, log);
@@ -89,6 +97,8 @@ async function main(): Promise<void> {
       (err) => log.error({ err }, 'reload failed; keeping the running configuration'),
     );
   });
+  for (const s of SIGNALS) process.off(s, hold);
+  if (held) process.emit(held, held);
 }
 
 main().catch((err) => {

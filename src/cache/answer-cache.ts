@@ -401,9 +401,10 @@ export class AnswerCache implements ResponseCache {
   /** Admin flush: everything, one name (all types), or one service. Returns how many went. */
   flush(sel: { name?: string; service?: string }): number {
     let keys: string[];
-    if (sel.service) keys = [...(this.byService.get(sel.service) ?? [])];
+    // Service names are keyed as queries carry them, lowercased (RFC 4343).
+    if (sel.service) keys = [...(this.byService.get(sel.service.toLowerCase()) ?? [])];
     else if (sel.name) {
-      const n = cacheKeyPrefix(sel.name);
+      const n = cacheKeyPrefix(sel.name, this.s.domain, this.aliases);
       keys = [...this.lru.keys()].filter((k) => isKeyOf(k, n));
     } else keys = [...this.lru.keys()];
     for (const k of keys) this.lru.delete(k);
@@ -412,7 +413,7 @@ export class AnswerCache implements ResponseCache {
   }
 
   entries(name: string): unknown[] {
-    const n = cacheKeyPrefix(name);
+    const n = cacheKeyPrefix(name, this.s.domain, this.aliases);
     const now = this.now();
     const out: unknown[] = [];
     for (const [k, e] of this.lru.entries()) {

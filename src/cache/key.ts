@@ -4,15 +4,25 @@
  *
  *   <lowercased canonical name>/<qtype>/<D if DO><C if CD>
  */
+import { bareLength, isUnder } from '../dns/names.js';
 
 /** The key of a canonical question. `name` is lowercased, without the trailing dot. */
 export function cacheKey(name: string, qtype: number, dnssecOk: boolean, checkingDisabled: boolean): string {
   return name + '/' + qtype + '/' + (dnssecOk ? 'D' : '') + (checkingDisabled ? 'C' : '');
 }
 
-/** The name part of every key of `name` (all types and bits); accepts a trailing dot and any case. */
-export function cacheKeyPrefix(name: string): string {
-  return name.toLowerCase().replace(/\.$/, '') + '/';
+/**
+ * The name part of every key of `name` (all types and bits), for names an operator types: any
+ * case, a trailing dot, and a name under an alias, which is keyed under the Consul domain as its
+ * queries are (`x.service.starlings` → `x.service.consul`). The longest suffix wins, as in routing.
+ */
+export function cacheKeyPrefix(name: string, domain: string, aliases: readonly string[]): string {
+  const lower = name.toLowerCase();
+  const n = bareLength(lower);
+  let alias: string | null = null;
+  for (const a of aliases) if (isUnder(lower, n, a) && (alias === null || a.length > alias.length)) alias = a;
+  if (alias !== null && domain.length > alias.length && isUnder(lower, n, domain)) alias = null;
+  return (alias === null ? lower.slice(0, n) : lower.slice(0, n - alias.length) + domain) + '/';
 }
 
 /** Whether `key` is one of `name`'s keys, given cacheKeyPrefix(name). */

@@ -42,6 +42,7 @@ const N_SOURCES = SOURCE_NAMES.length;
 export const TRANSPORT = { udp: 0, tcp: 1 } as const;
 export type Transport = (typeof TRANSPORT)[keyof typeof TRANSPORT];
 const TRANSPORT_NAMES = ['udp', 'tcp'] as const;
+const N_TRANSPORTS = TRANSPORT_NAMES.length;
 
 /** code → index of its label in `labels`, `labels.length` ("other") for codes not listed. */
 function labelIndex(labels: readonly (readonly [string, number])[], size: number): Uint8Array {
@@ -117,8 +118,8 @@ export interface MetricsOptions {
   /** Value of build_info{version}. */
   version: string;
   /**
-   * `zone` label values by index, fixed for the life of the process, e.g.
-   * ['consul', 'alias', 'recursor', 'corp.']. The hot path passes the index.
+   * `zone` label values by index, e.g. ['consul', 'alias', 'recursor', 'corp.']. The hot path
+   * passes the index; a reload that changes the zones says so with setZones().
    */
   zones: string[];
   /** false: counting calls become no-ops and the registry stays empty (default true). */
@@ -184,7 +185,8 @@ function noop(): void {}
 export class Metrics {
   readonly registry: Registry;
   readonly enabled: boolean;
-  readonly zones: readonly string[];
+  /** The `zone` label of each index the hot path passes (the running configuration's zones). */
+  zones: readonly string[] = [];
 
   // Plain counters bumped by the hot path.
   cacheHits = 0;
@@ -202,11 +204,17 @@ export class Metrics {
   /** Set by the modules that own these figures; read at scrape time. */
   sources: MetricSources = {};
 
-  private readonly nz: number;
-  /** [transport][zone][type] flattened; Float64Array keeps counts exact up to 2^53. */
-  private readonly requests: Float64Array;
-  /** [zone][rcode][source] flattened. */
-  private readonly responses: Float64Array;
+  /**
+   * Every zone label counted since start, in order of first use: the cells below are laid out by
+   * this list, so a reload that adds, drops or reorders zones moves no count to another label.
+   */
+  private readonly labels: string[] = [];
+  /** Index the hot path passes → index of its label in `labels`. */
+  private zoneMap = new Int32Array(0);
+  /** [label][transport][type] flattened; Float64Array keeps counts exact up to 2^53. */
+  private requests = new Float64Array(0);
+  /** [label][rcode][source] flattened. */
+  private responses = new Float64Array(0);
   private readonly upstreams = new Map<string, UpstreamStats>();
   private readonly pools = new Map<string, PoolStats>();
   private readonly upstreamHist: Histogram<'pool' | 'upstream'> | null = null;
@@ -220,10 +228,7 @@ export class Metrics {
       throw new MetricsError(`metrics: duplicate zone label in ${JSON.stringify(opts.zones)}`);
     }
     this.enabled = opts.enabled !== false;
-    this.zones = Object.freeze([...opts.zones]);
-    this.nz = opts.zones.length;
-    this.requests = new Float64Array(TRANSPORT_NAMES.length * this.nz * N_TYPES);
-    this.responses = new Float64Array(this.nz * N_RCODES * N_SOURCES);
+    this.setZones(opts.zones);
     this.registry = new Registry();
 
     if (!this.enabled) {
@@ -257,35 +262,57 @@ export class Metrics {
     this.registerDefences(registers);
   }
 
+  /**
+   * The running configuration's zone labels, index by index (at start and on every reload). A
+   * label not seen before gets cells of its own; one no longer listed keeps its counts (counters
+   * never go back) but is no longer counted into. Cold path: it may reallocate the cells.
+   */
+  setZones(zones: readonly string[]): void {
+    const map = new Int32Array(zones.length);
+    const known = this.labels.length;
+    zones.forEach((zone, i) => {
+      let j = this.labels.indexOf(zone);
+      if (j < 0) j = this.labels.push(zone) - 1;
+      map[i] = j;
+    });
+    if (this.labels.length > known) {
+      const requests = new Float64Array(this.labels.length * N_TRANSPORTS * N_TYPES);
+      requests.set(this.requests);
+      this.requests = requests;
+      const responses = new Float64Array(this.labels.length * N_RCODES * N_SOURCES);
+      responses.set(this.responses);
+      this.responses = responses;
+    }
+    this.zoneMap = map;
+    this.zones = Object.freeze([...zones]);
+  }
+
   /** Query traffic: requests and responses, copied from the typed-array cells at scrape time. */
   private registerTraffic(registers: Registry[]): void {
-    const reqLabels: { transport: string; zone: string; type: string }[] = [];
-    for (const transport of TRANSPORT_NAMES) {
-      for (const zone of this.zones) {
-        for (const type of TYPE_NAMES) reqLabels.push({ transport, zone, type });
-      }
-    }
+    const labels = this.labels;
     cellCounter(
       registers,
       'requests_total',
       'DNS queries received, by client transport, zone and query type.',
       ['transport', 'zone', 'type'],
-      reqLabels,
-      this.requests,
+      (i) => ({
+        transport: TRANSPORT_NAMES[Math.floor(i / N_TYPES) % N_TRANSPORTS]!,
+        zone: labels[Math.floor(i / (N_TRANSPORTS * N_TYPES))]!,
+        type: TYPE_NAMES[i % N_TYPES]!,
+      }),
+      () => this.requests,
     );
-    const respLabels: { zone: string; rcode: string; source: string }[] = [];
-    for (const zone of this.zones) {
-      for (const rcode of RCODE_NAMES) {
-        for (const source of SOURCE_NAMES) respLabels.push({ zone, rcode, source });
-      }
-    }
     cellCounter(
       registers,
       'responses_total',
       'DNS responses sent, by zone, rcode and where the answer came from (cache, upstream, stale, local).',
       ['zone', 'rcode', 'source'],
-      respLabels,
-      this.responses,
+      (i) => ({
+        zone: labels[Math.floor(i / (N_RCODES * N_SOURCES))]!,
+        rcode: RCODE_NAMES[Math.floor(i / N_SOURCES) % N_RCODES]!,
+        source: SOURCE_NAMES[i % N_SOURCES]!,
+      }),
+      () => this.responses,
     );
   }
 
@@ -463,25 +490,26 @@ export class Metrics {
   /*
    * The two per-query calls are a multiply-add into a typed array: no allocation, no string, no
    * bounds check beyond the typed array's own (an index past the end is silently ignored, so a
-   * bad `zone` can miscount but never throw). `zone` must be an index into opts.zones, resolved
-   * once with zoneIndex() at start-up.
+   * bad `zone` can miscount but never throw). `zone` is an index into `zones`, resolved once with
+   * zoneIndex() (or a router's own indexes, given to setZones()); it names a label through
+   * `zoneMap`, one typed-array read.
    */
 
   /** Count one query received. `qtype` is the 16-bit QTYPE from the question. */
   request(transport: Transport, zone: number, qtype: number): void {
-    this.requests[(transport * this.nz + zone) * N_TYPES + TYPE_INDEX[qtype & 0xffff]!]!++;
+    this.requests[(this.zoneMap[zone]! * N_TRANSPORTS + transport) * N_TYPES + TYPE_INDEX[qtype & 0xffff]!]!++;
   }
 
   /** Count one response sent. `rcode` may include the EDNS extended bits (up to 12 bits). */
   response(zone: number, rcode: number, source: Source): void {
-    this.responses[(zone * N_RCODES + RCODE_INDEX[rcode & 0xfff]!) * N_SOURCES + source]!++;
+    this.responses[(this.zoneMap[zone]! * N_RCODES + RCODE_INDEX[rcode & 0xfff]!) * N_SOURCES + source]!++;
   }
 
   eviction(reason: EvictionReason, n = 1): void {
     this.evictions[reason] += n;
   }
 
-  /** Index of a zone label for request()/response(), or -1. Call at start-up, not per query. */
+  /** Index of a zone label for request()/response(), or -1. Call when wiring, not per query. */
   zoneIndex(zone: string): number {
     return this.zones.indexOf(zone);
   }
@@ -567,16 +595,17 @@ function readSource(src: (() => number) | undefined): number | undefined {
 }
 
 /**
- * A counter over cells of a typed array, one label set per cell. Only cells that ever counted are
- * exported: a counter never returns to 0, so series do not flap.
+ * A counter over cells of a typed array, one label set per cell (made at scrape time, and only
+ * for cells that ever counted: a counter never returns to 0, so series do not flap). `cells` is
+ * read at each scrape: the array is replaced when zones are added.
  */
 function cellCounter<L extends string>(
   registers: Registry[],
   name: string,
   help: string,
   labelNames: L[],
-  labels: Record<L, string>[],
-  cells: Float64Array,
+  labels: (cell: number) => Record<L, string>,
+  cells: () => Float64Array,
 ): void {
   new Counter({
     name: PREFIX + name,
@@ -585,9 +614,10 @@ function cellCounter<L extends string>(
     registers,
     collect() {
       this.reset();
-      for (let i = 0; i < cells.length; i++) {
-        const v = cells[i]!;
-        if (v > 0) this.inc(labels[i]!, v);
+      const c = cells();
+      for (let i = 0; i < c.length; i++) {
+        const v = c[i]!;
+        if (v > 0) this.inc(labels(i), v);
       }
     },
   });

@@ -87,29 +87,37 @@ export class QueryHandler {
     this.inflight.clear();
   }
 
-  /** Swaps in a new configuration (SIGHUP). In-flight queries finish with the old one. */
+  /**
+   * Swaps in a new configuration (SIGHUP). Each query keeps the configuration it started with to
+   * the end; a query from now on never joins an exchange of the old one (its answer belongs to the
+   * old pools and is stored in the old cache).
+   */
   reconfigure(deps: QueryHandlerDeps): void {
     this.deps = deps;
     this.memo.clear();
+    this.inflight.clear();
   }
 
-  /** Answers one client message. Never throws. */
+  /**
+   * Answers one client message. Never throws, and a promise it returns never rejects: the
+   * listener holds no rejection to handle. An error that is not one of our rcodes is a bug:
+   * SERVFAIL for that query and an error log with the stack, never an exit.
+   */
   handle(buf: Buffer, address: string, udp: boolean): Buffer | null | Promise<Buffer | null> {
+    const deps = this.deps;
+    let r: Buffer | null | Promise<Buffer | null>;
     try {
-      return this.pipeline(buf, address, udp);
+      r = this.pipeline(buf, address, udp);
     } catch (err) {
-      // Not one of our rcodes: a bug. Answer SERVFAIL if we can read a header, and log the stack.
-      this.deps.log.error({ err }, 'query handler failed');
-      if (buf.length < HEADER_LEN) return null;
-      return buildErrorReply(buf, buf.readUInt16BE(0), buf.readUInt16BE(2), null, RCODE.SERVFAIL, {
-        udpSize: this.deps.settings.maxUdpSize,
-        ra: true,
-      });
+      return failed(deps, buf, err);
     }
+    return r instanceof Promise ? r.catch((err: unknown) => failed(deps, buf, err)) : r;
   }
 
   private pipeline(buf: Buffer, address: string, udp: boolean): Buffer | null | Promise<Buffer | null> {
-    const { settings, metrics } = this.deps;
+    // The continuation of a miss runs after the exchange, maybe after a reload: it reads these.
+    const deps = this.deps;
+    const { settings, metrics } = deps;
     const transport = udp ? 0 : 1;
 
     // 1. Parse and validate the raw bytes (the name comes from the memo, or is built in step 3).
@@ -184,37 +192,51 @@ export class QueryHandler {
       const qEnd = m.question ? m.question.length : q.qEnd;
       const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool
         .exchange(question, qStart, qEnd, q.flags, q.dnssecOk)
-        .then((result) => {
-          if (this.inflight.get(key) === ex) this.inflight.delete(key);
-          const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
-          return { result, stored };
-        });
+        .then(
+          (result) => {
+            if (this.inflight.get(key) === ex) this.inflight.delete(key);
+            const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
+            return { result, stored };
+          },
+          (err: unknown) => {
+            // A bug below (pools resolve, never reject): the next query must not join this one.
+            if (this.inflight.get(key) === ex) this.inflight.delete(key);
+            throw err;
+          },
+        );
       this.inflight.set(key, ex);
       exchange = ex;
     }
     this.pending++;
     const t0 = settings.logQueries ? Date.now() : 0;
-    return exchange.then(({ result, stored }) => {
-      this.pending--;
-      const reply = this.fromUpstream(buf, q, route, result, stored, key, udp);
-      if (t0)
-        this.deps.log.info(
-          {
-            client: address,
-            name: q.name,
-            type: q.qtype,
-            rcode: reply[3]! & 0xf,
-            source: 'failure' in result ? 'local' : 'upstream',
-            ms: Date.now() - t0,
-          },
-          'query',
-        );
-      return reply;
-    });
+    return exchange.then(
+      ({ result, stored }) => {
+        this.pending--;
+        const reply = this.fromUpstream(deps, buf, q, route, result, stored, key, udp);
+        if (t0)
+          deps.log.info(
+            {
+              client: address,
+              name: q.name,
+              type: q.qtype,
+              rcode: reply[3]! & 0xf,
+              source: 'failure' in result ? 'local' : 'upstream',
+              ms: Date.now() - t0,
+            },
+            'query',
+          );
+        return reply;
+      },
+      (err: unknown) => {
+        this.pending--;
+        throw err;
+      },
+    );
   }
 
   /** Renders an upstream result for this client: the answer, a stale answer, or SERVFAIL + EDE. */
   private fromUpstream(
+    deps: QueryHandlerDeps,
     buf: Buffer,
     q: Query,
     route: Route,
@@ -223,9 +245,9 @@ export class QueryHandler {
     key: string,
     udp: boolean,
   ): Buffer {
-    const { settings, metrics } = this.deps;
+    const { settings, metrics } = deps;
     if ('failure' in r) {
-      const stale = this.deps.cache?.stale(key, q, buf, route, udp);
+      const stale = deps.cache?.stale(key, q, buf, route, udp);
       if (stale) {
         metrics.servedStale++;
         metrics.response(route.zoneIndex, stale[3]! & 0xf, SOURCE.stale);
@@ -241,7 +263,7 @@ export class QueryHandler {
     }
     metrics.response(route.zoneIndex, r.layout.rcode, SOURCE.upstream);
     // The rendering the cache just made is exactly what later hits will send: send that.
-    const cached = stored ? this.deps.cache!.peek(key, q, buf, route, udp) : null;
+    const cached = stored ? deps.cache?.peek(key, q, buf, route, udp) : null;
     if (cached) return cached;
     const flags = replyFlags(q, r.layout.flags);
     const fin = { maxUdpSize: settings.maxUdpSize, udp };
@@ -299,4 +321,22 @@ export class QueryHandler {
     this.deps.metrics.response(zoneIndex, rcode, SOURCE.local);
     return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
   }
+}
+
+/** The answer to a query the pipeline failed on: SERVFAIL when its header can be read, logged once. */
+function failed(deps: QueryHandlerDeps, buf: Buffer, err: unknown): Buffer | null {
+  deps.log.error({ err }, 'query handler failed');
+  if (buf.length < HEADER_LEN) return null;
+  let q: Query | null = null;
+  try {
+    const parsed = parseQuery(buf, false);
+    if (parsed.kind === 'drop') return null;
+    if (parsed.kind !== 'error') q = parsed.q;
+  } catch {
+    /* answered without the question */
+  }
+  return buildErrorReply(buf, buf.readUInt16BE(0), buf.readUInt16BE(2), q, RCODE.SERVFAIL, {
+    udpSize: deps.settings.maxUdpSize,
+    ra: true,
+  });
 }
