@@ -22,6 +22,7 @@ import {
   scrape,
   type Scripted,
   type Script,
+  scriptedProxyArgs,
 } from '../support/scripted-upstream.js';
 
 type T = { after(fn: () => unknown): void };
@@ -52,19 +53,7 @@ test('item 19: SIGHUP setting cache.enabled false while a slow cacheable miss is
   const up = await scripted(t, (q) =>
     isProbe(q) ? reply(q) : { bytes: reply(q, { answers: [a(q.rawName, '192.0.2.19', 300)] }), delayMs: 800 },
   );
-  const p = await startProxy(
-    [
-      '--metrics',
-      'off',
-      '--consul-http',
-      `http://127.0.0.1:${await freePort()}`,
-      '--agent',
-      up.address,
-      '--recursor',
-      up.address,
-    ],
-    { config: 'cache:\n  enabled: true\n' },
-  );
+  const p = await startProxy(await scriptedProxyArgs(up.address), { config: 'cache:\n  enabled: true\n' });
   t.after(() => p.stop());
   const answer = askUdp(p.port, clientQuery(19, 'slow.reload.example', 1), 2500);
   await waitFor(() => up.queriesFor('slow.reload.example').length > 0, { what: 'the miss to reach the upstream' });
@@ -78,19 +67,7 @@ test('item 19: SIGHUP setting cache.enabled false while a slow cacheable miss is
 
 test('item 20: SIGHUP adding a forward zone → its UDP queries are labelled transport="udp",zone="<new zone>"', async (t) => {
   const up = await scripted(t, answerA('192.0.2.20'));
-  const p = await startProxy(
-    [
-      '--metrics',
-      '127.0.0.1:0',
-      '--consul-http',
-      `http://127.0.0.1:${await freePort()}`,
-      '--agent',
-      up.address,
-      '--recursor',
-      up.address,
-    ],
-    { config: '{}\n' },
-  );
+  const p = await startProxy(await scriptedProxyArgs(up.address, '127.0.0.1:0'), { config: '{}\n' });
   t.after(() => p.stop());
   await reload(p, `zones:\n  - name: newzone.test\n    upstreams: ["${up.address}"]\n`, /configuration reloaded/);
   for (let i = 0; i < 3; i++) {
@@ -172,19 +149,7 @@ test(
   { todo: 'item 24: counted under zone="recursor" (index 2)' },
   async (t) => {
     const up = await scripted(t, answerA('192.0.2.24'));
-    const p = await startProxy(
-      [
-        '--metrics',
-        '127.0.0.1:0',
-        '--consul-http',
-        `http://127.0.0.1:${await freePort()}`,
-        '--agent',
-        up.address,
-        '--recursor',
-        up.address,
-      ],
-      { config: '{}\n' },
-    );
+    const p = await startProxy(await scriptedProxyArgs(up.address, '127.0.0.1:0'), { config: '{}\n' });
     t.after(() => p.stop());
     // QDCOUNT 1, then a label length running past the end of the message.
     const bad = Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 40, 0x61, 0x62]);

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { decodeMessage, encodeMessage } from '../../src/dns/message.js';
-import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
+import { startProxy, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
 import { startJanusCluster } from '../support/consul-sim/index.js';
 import { waitFor } from '../support/wait.js';
@@ -28,6 +28,7 @@ import {
   scrape,
   type Scripted,
   type Script,
+  scriptedProxyArgs,
 } from '../support/scripted-upstream.js';
 import { nameToWire } from '../../src/dns/message.js';
 
@@ -41,19 +42,7 @@ async function setup(
 ): Promise<{ up: Scripted; p: ProxyProc; ask: (...args: string[]) => ReturnType<typeof dig> }> {
   const up = await startScripted((q) => (isProbe(q) ? reply(q) : script(q)));
   t.after(() => up.stop());
-  const p = await startProxy(
-    [
-      '--metrics',
-      metrics ? '127.0.0.1:0' : 'off',
-      '--consul-http',
-      `http://127.0.0.1:${await freePort()}`,
-      '--agent',
-      up.address,
-      '--recursor',
-      up.address,
-    ],
-    { config },
-  );
+  const p = await startProxy(await scriptedProxyArgs(up.address, metrics ? '127.0.0.1:0' : 'off'), { config });
   t.after(() => p.stop());
   return { up, p, ask: (...args) => dig(['@127.0.0.1', '-p', String(p.port), ...args]) };
 }

@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startProxy, freePort, type ProxyProc } from '../support/proc.js';
+import { startProxy, type ProxyProc } from '../support/proc.js';
 import { dig } from '../support/dig.js';
 import {
   startScripted,
@@ -19,6 +19,7 @@ import {
   RCODE,
   type Scripted,
   type Script,
+  scriptedProxyArgs,
 } from '../support/scripted-upstream.js';
 import { nameToWire } from '../../src/dns/message.js';
 
@@ -31,19 +32,7 @@ async function setup(
 ): Promise<{ up: Scripted; p: ProxyProc; ask: (...args: string[]) => ReturnType<typeof dig> }> {
   const up = await startScripted((q) => (isProbe(q) ? reply(q) : script(q)));
   t.after(() => up.stop());
-  const p = await startProxy(
-    [
-      '--metrics',
-      'off',
-      '--consul-http',
-      `http://127.0.0.1:${await freePort()}`,
-      '--agent',
-      up.address,
-      '--recursor',
-      up.address,
-    ],
-    { config },
-  );
+  const p = await startProxy(await scriptedProxyArgs(up.address), { config });
   t.after(() => p.stop());
   return { up, p, ask: (...args) => dig(['@127.0.0.1', '-p', String(p.port), ...args]) };
 }

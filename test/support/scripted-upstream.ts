@@ -12,6 +12,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { decodeMessage, encodeMessage, nameToWire, type Message, type Record as RR } from '../../src/dns/message.js';
 import { a, opt, rr } from './fuzz.js';
+import { freePort } from './proc.js';
 
 export { a, opt, rr };
 
@@ -48,6 +49,24 @@ export interface Scripted {
   queriesFor(name: string): SeenQuery[];
   setScript(s: Script): void;
   stop(): Promise<void>;
+}
+
+/**
+ * The CLI flags for a proxy whose Consul agent and recursor are both the scripted server at
+ * `address`, and whose Consul HTTP API is a closed port (no health watch: Consul's TTLs apply).
+ * `metrics` is the `--metrics` value ("off", or "127.0.0.1:0" for a test that scrapes).
+ */
+export async function scriptedProxyArgs(address: string, metrics = 'off'): Promise<string[]> {
+  return [
+    '--metrics',
+    metrics,
+    '--consul-http',
+    `http://127.0.0.1:${await freePort()}`,
+    '--agent',
+    address,
+    '--recursor',
+    address,
+  ];
 }
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
