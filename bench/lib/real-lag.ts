@@ -11,21 +11,16 @@ import { ConsulCluster, consulBinary } from '../../test/support/consul-cluster.j
 import { aAddrs, type Reply } from '../../test/support/dns-ask.js';
 import { startProxy, type ProxyProc } from '../../test/support/proc.js';
 import { sideBySide } from '../../test/support/side-by-side.js';
+import { janusStandIn, seedAddresses, seedAgents } from '../../test/support/seed-cluster.js';
 
 const NET = '127.0.91';
-const J1 = `${NET}.31`,
-  J2 = `${NET}.32`;
-const A4C = `${NET}.41`;
+const {
+  janus: [J1, J2],
+  a4c: A4C,
+  s1: S1,
+} = seedAddresses(NET);
 
 type Kind = 'check_fail' | 'check_recover' | 'node_fail' | 'node_recover';
-
-function standIn(addr: string): Promise<http.Server> {
-  const srv = http.createServer((_q, res) => res.end('janus stand-in\n'));
-  return new Promise((r, j) => {
-    srv.once('error', j);
-    srv.listen(8800, addr, () => r(srv));
-  });
-}
 
 function stats(xs: number[]): { median: number; p99: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
@@ -36,23 +31,9 @@ function stats(xs: number[]): { median: number; p99: number; max: number } {
 export async function realLag(trials: number): Promise<void> {
   const bin = consulBinary();
   if (!bin) throw new Error('no Consul binary: bash test/support/install-consul.sh installs it');
-  const janus = (n: number, address: string) => ({
-    id: `janus-${n}`,
-    name: 'janus',
-    port: 8800,
-    tags: ['server', `server${n}`],
-    address,
-  });
-  const cluster = new ConsulCluster([
-    { name: 's1', address: `${NET}.21`, server: true },
-    { name: 's2', address: `${NET}.22`, server: true },
-    { name: 's3', address: `${NET}.23`, server: true },
-    { name: 'janus-1', address: J1, services: [janus(1, J1)] },
-    { name: 'janus-2', address: J2, services: [janus(2, J2)] },
-    { name: 'a4c', address: A4C },
-  ]);
-  let j1: http.Server | null = await standIn(J1);
-  const j2 = await standIn(J2);
+  const cluster = new ConsulCluster(seedAgents(NET));
+  let j1: http.Server | null = await janusStandIn(J1);
+  const j2 = await janusStandIn(J2);
   let proxy: ProxyProc | null = null;
   const lags: Record<Kind, number[]> = { check_fail: [], check_recover: [], node_fail: [], node_recover: [] };
   const pollP99: number[] = [];
@@ -63,8 +44,8 @@ export async function realLag(trials: number): Promise<void> {
       config:
         [
           'consul:',
-          `  agents: ["${A4C}:8600", "${NET}.21:8600"]`,
-          `  http: ["http://${A4C}:8500", "http://${NET}.21:8500"]`,
+          `  agents: ["${A4C}:8600", "${S1}:8600"]`,
+          `  http: ["http://${A4C}:8500", "http://${S1}:8500"]`,
         ].join('\n') + '\n',
     });
     const proxyAddr = `${proxy.host}:${proxy.port}`;
@@ -93,7 +74,7 @@ export async function realLag(trials: number): Promise<void> {
         await new Promise<void>((r) => s.close(() => r()));
       });
       await measure('check_recover', both, async () => {
-        j1 = await standIn(J1);
+        j1 = await janusStandIn(J1);
       });
       await measure('node_fail', without, () => cluster.kill('janus-1'));
       await measure('node_recover', both, () => cluster.restart('janus-1'));

@@ -13,6 +13,7 @@ import path from 'node:path';
 import http from 'node:http';
 import { startJanusCluster } from './consul-sim/index.js';
 import { ConsulCluster, consulBinary } from './consul-cluster.js';
+import { janusStandIn, seedAddresses, seedAgents } from './seed-cluster.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../src/cli.js'); // dist/src/cli.js
@@ -20,7 +21,7 @@ const PROXY = { host: '127.0.0.1', port: 8053, metrics: '127.0.0.1:9153' };
 
 /** The demo's loopback block (the real-Consul tests use 127.0.20.x and up; a demo may run beside them). */
 const NET = '127.0.90';
-const JANUS = [`${NET}.31`, `${NET}.32`];
+const { janus: JANUS, a4c: A4C, s1: S1 } = seedAddresses(NET);
 
 interface Backend {
   dns: string[];
@@ -31,31 +32,10 @@ interface Backend {
 
 /** The seed topology on real Consul, with the Janus stand-ins that make its TCP checks pass. */
 async function realCluster(bin: string): Promise<Backend> {
-  const janus = (n: number) => ({
-    id: `janus-${n}`,
-    name: 'janus',
-    port: 8800,
-    tags: ['server', `server${n}`],
-    address: JANUS[n - 1],
-  });
-  const cluster = new ConsulCluster([
-    { name: 's1', address: `${NET}.21`, server: true },
-    { name: 's2', address: `${NET}.22`, server: true },
-    { name: 's3', address: `${NET}.23`, server: true },
-    { name: 'janus-1', address: JANUS[0]!, services: [janus(1)] },
-    { name: 'janus-2', address: JANUS[1]!, services: [janus(2)] },
-    { name: 'a4c', address: `${NET}.41` },
-  ]);
+  const cluster = new ConsulCluster(seedAgents(NET));
   const standIns: http.Server[] = [];
   try {
-    for (const addr of JANUS) {
-      const srv = http.createServer((_q, res) => res.end(`janus stand-in on ${addr}\n`));
-      await new Promise<void>((r, j) => {
-        srv.once('error', j);
-        srv.listen(8800, addr, () => r());
-      });
-      standIns.push(srv);
-    }
+    for (const addr of JANUS) standIns.push(await janusStandIn(addr));
     console.log(`Real Consul (${bin}): starting 3 servers and 3 client agents on ${NET}.x ...`);
     await cluster.start();
     await cluster.waitFor(async () => (await cluster.passing('janus')).length === 2, 'both Janus instances passing');
@@ -64,13 +44,11 @@ async function realCluster(bin: string): Promise<Backend> {
     await cluster.stop();
     throw err;
   }
-  console.log(
-    `  servers ${NET}.21-23; janus-1 ${JANUS[0]}:8800, janus-2 ${JANUS[1]}:8800; Alien4Cloud agent ${NET}.41`,
-  );
+  console.log(`  servers ${NET}.21-23; janus-1 ${JANUS[0]}:8800, janus-2 ${JANUS[1]}:8800; Alien4Cloud agent ${A4C}`);
   const j1 = `http://${JANUS[0]}:8500`;
   return {
-    dns: [`${NET}.41:8600`, `${NET}.21:8600`],
-    http: [`http://${NET}.41:8500`, `http://${NET}.21:8500`],
+    dns: [`${A4C}:8600`, `${S1}:8600`],
+    http: [`http://${A4C}:8500`, `http://${S1}:8500`],
     failHelp: [
       'Put janus-1 in maintenance (its instance leaves the answers), then take it out again:',
       `  ${bin} maint -enable -service janus-1 -http-addr ${j1}`,

@@ -9,7 +9,7 @@
  * changing its answer and the proxy's doing so, both polled side by side. The tests run in order
  * on one cluster; each leaves it as it found it (every agent running, every check passing).
  */
-import { test, before, after } from 'node:test';
+import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { ConsulCluster, consulSkip } from '../../support/consul-cluster.js';
@@ -18,17 +18,10 @@ import { dig } from '../../support/dig.js';
 import { startProxy, startUnbound, type ProxyProc, type Unbound } from '../../support/proc.js';
 import { waitFor } from '../../support/wait.js';
 import { sideBySide } from '../../support/side-by-side.js';
+import { janusStandIn, seedAddresses, seedAgents } from '../../support/seed-cluster.js';
 
 const skip = consulSkip();
-const J1 = '127.0.20.31',
-  J2 = '127.0.20.32';
-const janusSvc = (n: number, addr: string) => ({
-  id: `janus-${n}`,
-  name: 'janus',
-  port: 8800,
-  tags: ['server', `server${n}`],
-  address: addr,
-});
+const [J1, J2] = seedAddresses('127.0.20').janus;
 
 let cluster: ConsulCluster;
 let unbound: Unbound;
@@ -50,14 +43,7 @@ after(async () => {
 /** The Janus stand-in on addr:8800: up makes the TCP check pass, down makes it fail. */
 async function janusUp(addr: string): Promise<void> {
   if (standIns.has(addr)) return;
-  const srv = http.createServer((_q, res) => {
-    res.end('janus stand-in\n');
-  });
-  await new Promise<void>((r, j) => {
-    srv.once('error', j);
-    srv.listen(8800, addr, () => r());
-  });
-  standIns.set(addr, srv);
+  standIns.set(addr, await janusStandIn(addr));
 }
 async function janusDown(addr: string): Promise<void> {
   const srv = standIns.get(addr);
@@ -72,14 +58,7 @@ before(async () => {
   await janusUp(J1);
   await janusUp(J2);
   unbound = await startUnbound();
-  cluster = new ConsulCluster([
-    { name: 's1', address: '127.0.20.21', server: true },
-    { name: 's2', address: '127.0.20.22', server: true },
-    { name: 's3', address: '127.0.20.23', server: true },
-    { name: 'janus-1', address: J1, services: [janusSvc(1, J1)] },
-    { name: 'janus-2', address: J2, services: [janusSvc(2, J2)] },
-    { name: 'a4c', address: '127.0.20.41' },
-  ]);
+  cluster = new ConsulCluster(seedAgents('127.0.20'));
   await cluster.start();
   await cluster.waitFor(async () => (await cluster.passing('janus')).length === 2, 'both Janus instances passing');
   proxy = await startProxy(['--metrics', '127.0.0.1:0'], {
@@ -481,31 +460,38 @@ test(
   },
 );
 
+/**
+ * A proxy of its own in front of the Alien4Cloud agent and server 1, whose health probes are rare
+ * (after the start-up ones), so the agents' own DNS counters count client misses only.
+ */
+async function countingProxy(t: TestContext): Promise<{ server: string; agents: string[] }> {
+  const p = await startProxy(['--metrics', 'off'], {
+    config:
+      [
+        'consul:',
+        '  agents: ["127.0.20.41:8600", "127.0.20.21:8600"]',
+        '  http: ["http://127.0.20.41:8500", "http://127.0.20.21:8500"]',
+        'upstream:',
+        '  probeIntervalMs: 3600000',
+      ].join('\n') + '\n',
+  });
+  t.after(() => p.stop());
+  const agents = ['a4c', 's1'];
+  const before = await cluster.dnsQueryCount(agents);
+  await waitFor(async () => (await cluster.dnsQueryCount(agents)) >= before + 2, {
+    timeoutMs: 10_000,
+    what: 'the start-up probes to reach both agents',
+  });
+  return { server: `${p.host}:${p.port}`, agents };
+}
+
 const repeated: { fromFirst?: number } = {};
 
 test(
   "once the health watch is live, 500 repeated A and SRV queries raise the agents' own DNS counters by 0",
   { skip },
   async (t) => {
-    // A proxy of its own whose health probes are rare, so Consul's counters count client misses only.
-    const p = await startProxy(['--metrics', 'off'], {
-      config:
-        [
-          'consul:',
-          '  agents: ["127.0.20.41:8600", "127.0.20.21:8600"]',
-          '  http: ["http://127.0.20.41:8500", "http://127.0.20.21:8500"]',
-          'upstream:',
-          '  probeIntervalMs: 3600000',
-        ].join('\n') + '\n',
-    });
-    t.after(() => p.stop());
-    const server = `${p.host}:${p.port}`;
-    const agents = ['a4c', 's1'];
-    const before0 = await cluster.dnsQueryCount(agents);
-    await waitFor(async () => (await cluster.dnsQueryCount(agents)) >= before0 + 2, {
-      timeoutMs: 10_000,
-      what: 'the start-up probes to reach both agents',
-    });
+    const { server, agents } = await countingProxy(t);
     const qs: [string, 'A' | 'SRV'][] = [
       ['janus.service.starlings', 'A'],
       ['_janus._tcp.service.starlings', 'SRV'],
@@ -564,24 +550,7 @@ test(
       : "Consul's negative answers carry SOA MINIMUM 0 and AAAA on a service is such an answer, so every repeat goes to the agent; the caching fix (negative answers of watched or known-empty names) makes this pass",
   },
   async (t) => {
-    const p = await startProxy(['--metrics', 'off'], {
-      config:
-        [
-          'consul:',
-          '  agents: ["127.0.20.41:8600", "127.0.20.21:8600"]',
-          '  http: ["http://127.0.20.41:8500", "http://127.0.20.21:8500"]',
-          'upstream:',
-          '  probeIntervalMs: 3600000',
-        ].join('\n') + '\n',
-    });
-    t.after(() => p.stop());
-    const server = `${p.host}:${p.port}`;
-    const agents = ['a4c', 's1'];
-    const before0 = await cluster.dnsQueryCount(agents);
-    await waitFor(async () => (await cluster.dnsQueryCount(agents)) >= before0 + 2, {
-      timeoutMs: 10_000,
-      what: 'the start-up probes to reach both agents',
-    });
+    const { server, agents } = await countingProxy(t);
     const qs: [string, 'AAAA' | 'A'][] = [
       ['janus.service.starlings', 'AAAA'],
       ['no-such-service.service.starlings', 'A'],
