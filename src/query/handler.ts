@@ -125,7 +125,7 @@ export class QueryHandler {
     if (parsed.kind === 'drop') return null;
     if (parsed.kind === 'error') {
       // A source outside the ACL gets nothing, not even a FORMERR (no reflection).
-      if (this.deps.gate && this.deps.gate.check(address, udp) !== 0) return null;
+      if (deps.gate && deps.gate.check(address, udp) !== 0) return null;
       metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
       metrics.response(2, parsed.rcode, SOURCE.local);
       return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, {
@@ -136,7 +136,7 @@ export class QueryHandler {
     const q = parsed.q;
 
     // 2. Access control and rate limits.
-    const gate = this.deps.gate;
+    const gate = deps.gate;
     if (gate) {
       const verdict = gate.check(address, udp);
       if (verdict !== 0) {
@@ -164,7 +164,7 @@ export class QueryHandler {
     const bits = (q.dnssecOk ? 2 : 0) | (q.flags & FLAG.CD ? 1 : 0);
     const key =
       m.keys[bits] ?? (m.keys[bits] = cacheKey(canonicalName, q.qtype, q.dnssecOk, (q.flags & FLAG.CD) !== 0));
-    const cache = this.deps.cache;
+    const cache = deps.cache;
     if (cache) {
       const hit = cache.lookup(key, q, buf, route, udp);
       if (hit) {
@@ -172,7 +172,7 @@ export class QueryHandler {
         metrics.cacheHits++;
         metrics.response(route.zoneIndex, hit[3]! & 0xf, SOURCE.cache);
         if (settings.logQueries)
-          this.deps.log.info(
+          deps.log.info(
             { client: address, name: q.name, type: q.qtype, rcode: hit[3]! & 0xf, source: 'cache', ms: 0 },
             'query',
           );
@@ -182,7 +182,7 @@ export class QueryHandler {
     }
 
     // 6. Upstream (identical misses share one exchange; the cache sees the answer once).
-    const pool = this.deps.pools.get(route.pool);
+    const pool = deps.pools.get(route.pool);
     if (!pool) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
     let exchange = this.inflight.get(key);
     if (!exchange) {
