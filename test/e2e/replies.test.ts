@@ -48,23 +48,22 @@ async function setup(
 }
 
 const answerA: Script = (q) => reply(q, { answers: [a(q.rawName, '192.0.2.1', 300)] });
+/** Two MX records with 40 glue A records: an answer that fits 512 octets only without its Additional section. */
+const mxWithGlue: Script = (q) => {
+  const mx = (pref: number, exchange: string) => {
+    const p = Buffer.alloc(2);
+    p.writeUInt16BE(pref);
+    return rr(q.rawName, 15, 300, Buffer.concat([p, nameToWire(exchange)]));
+  };
+  const glue = Array.from({ length: 40 }, (_, i) => a(`mail${i % 2}.mx.example`, `192.0.2.${i + 1}`, 300));
+  return reply(q, { answers: [mx(10, 'mail0.mx.example'), mx(20, 'mail1.mx.example')], additionals: glue });
+};
 
 test(
   'item 12: 2 MX with 40 glue A records to a 512-octet client → the 2 MX without TC (additional records dropped)',
   { todo: 'item 12: the render path sets TC with 0 answers when only the additional section overflows' },
   async (t) => {
-    const mx = (owner: string, pref: number, exchange: string) => {
-      const p = Buffer.alloc(2);
-      p.writeUInt16BE(pref);
-      return rr(owner, 15, 300, Buffer.concat([p, nameToWire(exchange)]));
-    };
-    const glue = Array.from({ length: 40 }, (_, i) => a(`mail${i % 2}.mx.example`, `192.0.2.${i + 1}`, 300));
-    const { ask } = await setup(t, (q) =>
-      reply(q, {
-        answers: [mx(q.rawName, 10, 'mail0.mx.example'), mx(q.rawName, 20, 'mail1.mx.example')],
-        additionals: glue,
-      }),
-    );
+    const { ask } = await setup(t, mxWithGlue);
     const r = await ask('mx.example', 'MX', '+noedns', '+ignore');
     assert.equal(r.status, 'NOERROR', r.raw);
     assert.equal(r.flags.includes('tc'), false, r.raw);
@@ -245,18 +244,7 @@ test(
   'item 12: the same MX answer to an EDNS client with +bufsize=512 → the 2 MX without TC',
   { todo: 'item 12: the render path sets TC with 0 answers when only the additional section overflows' },
   async (t) => {
-    const mx = (owner: string, pref: number, exchange: string) => {
-      const p = Buffer.alloc(2);
-      p.writeUInt16BE(pref);
-      return rr(owner, 15, 300, Buffer.concat([p, nameToWire(exchange)]));
-    };
-    const glue = Array.from({ length: 40 }, (_, i) => a(`mail${i % 2}.mx.example`, `192.0.2.${i + 1}`, 300));
-    const { ask } = await setup(t, (q) =>
-      reply(q, {
-        answers: [mx(q.rawName, 10, 'mail0.mx.example'), mx(q.rawName, 20, 'mail1.mx.example')],
-        additionals: glue,
-      }),
-    );
+    const { ask } = await setup(t, mxWithGlue);
     const r = await ask('mx.example', 'MX', '+bufsize=512', '+ignore');
     assert.equal(r.status, 'NOERROR', r.raw);
     assert.equal(r.flags.includes('tc'), false, r.raw);
