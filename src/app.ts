@@ -178,15 +178,9 @@ async function build(
   }
 }
 
-async function buildRest(
-  config: Config,
-  transport: UpstreamSockets,
-  metrics: Metrics,
-  log: Logger,
-  cached: { cache: AnswerCache; watcher: HealthWatcher } | null,
-  pools: Map<string, UpstreamPool>,
-): Promise<Built> {
-  const observer: PoolObserver = {
+/** Upstream pool events into the metrics. */
+function poolObserver(metrics: Metrics): PoolObserver {
+  return {
     request: (pool, up, t) => {
       const s = metrics.upstream(pool, up);
       if (t === 'udp') s.requestsUdp++;
@@ -204,6 +198,46 @@ async function buildRest(
       metrics.pool(pool).overflow++;
     },
   };
+}
+
+/**
+ * `recursors` with the word resolv.conf replaced by that file's nameservers (our own addresses
+ * left out), warning when they are systemd-resolved's stub.
+ */
+function expandRecursors(config: Config, log: Logger): string[] {
+  if (!config.recursors.includes('resolv.conf')) return config.recursors;
+  const own = config.listen.map((l) => parseHostPort(l));
+  let text = '';
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    /* none */
+  }
+  const fromFile = expandResolvConf(
+    text,
+    own,
+    Object.values(os.networkInterfaces())
+      .flat()
+      .map((i) => i!.address),
+  );
+  const stubs = resolvedStubs(fromFile);
+  if (stubs.length)
+    log.warn(
+      { key: 'recursors', recursors: stubs },
+      "recursors: [resolv.conf] names systemd-resolved's stub: every other name goes through resolved, and back here if resolved forwards the Consul domain to us (a loop); give the site's resolvers as recursors",
+    );
+  return config.recursors.flatMap((r) => (r === 'resolv.conf' ? fromFile : [r]));
+}
+
+async function buildRest(
+  config: Config,
+  transport: UpstreamSockets,
+  metrics: Metrics,
+  log: Logger,
+  cached: { cache: AnswerCache; watcher: HealthWatcher } | null,
+  pools: Map<string, UpstreamPool>,
+): Promise<Built> {
+  const observer = poolObserver(metrics);
   const u = config.upstream;
   const poolOpts = (probeQuestion: Buffer, udpSize: number) => ({
     timeoutMs: u.timeoutMs,
@@ -218,69 +252,16 @@ async function buildRest(
   // Agents are asked with the largest EDNS buffer Consul honours (it caps at 65467 and, without
   // enable_truncate, trims silently rather than set TC): one reply then holds every instance.
   // They are probed with a question Consul answers itself, never a root name.
-  const agentProbe = buildQuestion(config.consul.domain + '.', TYPE.SOA);
-  pools.set(
-    'consul',
-    new UpstreamPool(
-      'consul',
-      await resolveUpstreams(config.consul.agents, log),
-      poolOpts(agentProbe, 65467),
-      transport,
-      observer,
-      log,
-    ),
-  );
+  const addPool = async (name: string, upstreams: string[], probeQuestion: Buffer, udpSize: number) => {
+    const list = await resolveUpstreams(upstreams, log);
+    pools.set(name, new UpstreamPool(name, list, poolOpts(probeQuestion, udpSize), transport, observer, log));
+  };
+  await addPool('consul', config.consul.agents, buildQuestion(config.consul.domain + '.', TYPE.SOA), 65467);
   const probe = parseProbe(u.recursorProbe);
   const recursorProbe = buildQuestion(probe.name, probe.type);
-  let recursorList = config.recursors;
-  if (recursorList.includes('resolv.conf')) {
-    const own = config.listen.map((l) => parseHostPort(l));
-    let text = '';
-    try {
-      text = readFileSync('/etc/resolv.conf', 'utf8');
-    } catch {
-      /* none */
-    }
-    const fromFile = expandResolvConf(
-      text,
-      own,
-      Object.values(os.networkInterfaces())
-        .flat()
-        .map((i) => i!.address),
-    );
-    const stubs = resolvedStubs(fromFile);
-    if (stubs.length)
-      log.warn(
-        { key: 'recursors', recursors: stubs },
-        "recursors: [resolv.conf] names systemd-resolved's stub: every other name goes through resolved, and back here if resolved forwards the Consul domain to us (a loop); give the site's resolvers as recursors",
-      );
-    recursorList = recursorList.flatMap((r) => (r === 'resolv.conf' ? fromFile : [r]));
-  }
-  if (recursorList.length)
-    pools.set(
-      'recursor',
-      new UpstreamPool(
-        'recursor',
-        await resolveUpstreams(recursorList, log),
-        poolOpts(recursorProbe, 1232),
-        transport,
-        observer,
-        log,
-      ),
-    );
-  for (const z of config.zones) {
-    pools.set(
-      'zone:' + z.name,
-      new UpstreamPool(
-        'zone:' + z.name,
-        await resolveUpstreams(z.upstreams, log),
-        poolOpts(recursorProbe, 1232),
-        transport,
-        observer,
-        log,
-      ),
-    );
-  }
+  const recursorList = expandRecursors(config, log);
+  if (recursorList.length) await addPool('recursor', recursorList, recursorProbe, 1232);
+  for (const z of config.zones) await addPool('zone:' + z.name, z.upstreams, recursorProbe, 1232);
   const reverseZones = config.consul.reverseZones.flatMap((c) => {
     const p = parseCidr(c);
     return reverseZonesOf(p.family, p.bytes, p.prefix);
@@ -314,6 +295,7 @@ async function buildRest(
   };
 }
 
+// eslint-disable-next-line max-lines-per-function -- one closure over the running state (configuration, build, draining) that reload, swap and close share; each step is a named function
 export async function startApp(config: Config, log: Logger): Promise<App> {
   // With no listener nobody can scrape: counting calls become no-ops (Metrics `enabled`).
   const metrics = new Metrics({
@@ -326,20 +308,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const afterChange = () => proxy?.forgetInflight();
   let built = await build(config, transport, metrics, log, afterChange);
   start(built, metrics);
-  proxy = new QueryHandler(built.deps);
-  const server = new DnsServer(proxy, config.limits.tcp, metrics, log);
-  const inherited = inheritedSockets(log);
-  if (inherited) {
-    await server.adopt(inherited);
-    const got = new Set([...server.udpAddresses, ...server.tcpAddresses]);
-    if (config.listen.some((l) => !got.has(l)) || [...got].some((a) => !config.listen.includes(a)))
-      log.warn(
-        { listen: config.listen, inherited: [...got] },
-        'listen is ignored: the service manager passed sockets, and those are answered on',
-      );
-  } else {
-    await server.listen(config.listen.map((l) => parseHostPort(l)));
-  }
+  const handler = new QueryHandler(built.deps);
+  proxy = handler;
+  const server = new DnsServer(handler, config.limits.tcp, metrics, log);
+  const inherited = await openListeners(server, config, log);
   const notifier = createNotifier(process.env, log);
   // Once we listen: a probe sent through each recursor must not come back to us (loop guard).
   void built.deps.loop?.check(built.deps.pools);
@@ -347,19 +319,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   /** Closers of replaced configurations whose pools wait for the queries still using them. */
   const retiring = new Set<() => void>();
   let admin: { address: string; close(): Promise<void> } | null = null;
-  const readiness = () => {
-    // Lame duck: not ready from SIGTERM on, while queries are still answered.
-    if (draining) return { ok: false, reason: 'shutting down' };
-    // Ready when an agent answered within two probe intervals and, with recursors, a recursor did.
-    const window = 2 * config.upstream.probeIntervalMs + config.upstream.timeoutMs;
-    const now = Date.now();
-    const consul = built.deps.pools.get('consul');
-    if (!consul || now - consul.lastOkAt() > window)
-      return { ok: false, reason: 'no Consul agent answered a probe recently' };
-    const rec = built.deps.pools.get('recursor');
-    if (rec && now - rec.lastOkAt() > window) return { ok: false, reason: 'no recursor answered a probe recently' };
-    return { ok: true };
-  };
+  // Lame duck: not ready from SIGTERM on, while queries are still answered.
+  const readiness = () => (draining ? { ok: false, reason: 'shutting down' } : upstreamsReady(config, built));
   if (config.metrics.listen !== 'off') {
     admin = await startAdmin(parseHostPort(config.metrics.listen), {
       metrics,
@@ -389,38 +350,17 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     adminAddress: admin?.address ?? null,
     metrics,
-    proxy,
+    proxy: handler,
     async reload(next: Config) {
-      const fresh = await build(next, transport, metrics, log, afterChange);
-      // Whole: from here on nothing fails. Queries in flight finish with the old configuration.
-      // `old` is read after the build: a reload that overlapped this one is then replaced (and closed).
-      const old = built;
-      const oldDeadlineMs = config.upstream.deadlineMs;
-      built = fresh;
-      config = next;
-      start(built, metrics);
-      proxy.reconfigure(built.deps);
-      old.deps.loop?.close();
-      void built.deps.loop?.check(built.deps.pools);
-      server.setLimits(next.limits.tcp);
-      // A query in flight may still need the old pools (its retry over TCP, the next agent) until
-      // its deadline: they close after it.
-      const retire = () => {
-        if (!retiring.delete(retire)) return;
-        for (const p of old.pools) p.close();
-        // Series of upstreams the running configuration does not have would otherwise linger frozen.
-        const kept = new Set(built.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
-        for (const p of old.pools)
-          for (const s of p.status())
-            if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
-      };
-      retiring.add(retire);
-      setTimeout(retire, oldDeadlineMs + 100).unref();
-      await old.watcher?.stop();
-      log.info(
-        { upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) },
-        'configuration reloaded',
-      );
+      // MONOTONIC_USEC (CLOCK_MONOTONIC, which process.hrtime reads) lets systemd tell this reload from an earlier one.
+      notifier.notify('RELOADING=1', `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
+      try {
+        if (inherited) warnListenIgnored(config, next, log);
+        else await relisten(server, next, log);
+        await swap(next);
+      } finally {
+        notifier.notify('READY=1');
+      }
     },
     async close() {
       draining = true;
@@ -429,7 +369,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       if (config.shutdown.lameDuckMs > 0) await new Promise((r) => setTimeout(r, config.shutdown.lameDuckMs));
       server.drain();
       const deadline = Date.now() + config.upstream.deadlineMs + 500;
-      while ((proxy.pending > 0 || !server.retired) && Date.now() < deadline)
+      while ((handler.pending > 0 || !server.retired) && Date.now() < deadline)
         await new Promise((r) => setTimeout(r, 20));
       await server.close();
       for (const retire of [...retiring]) retire();
@@ -441,39 +381,95 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       await notifier.flush(1000);
     },
   };
-  const reloadRest = app.reload.bind(app);
-  app.reload = async (next: Config) => {
-    // MONOTONIC_USEC (CLOCK_MONOTONIC, which process.hrtime reads) lets systemd tell this reload from an earlier one.
-    notifier.notify('RELOADING=1', `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
-    try {
-      await relisten(next);
-      await reloadRest(next);
-    } finally {
-      notifier.notify('READY=1');
-    }
-  };
   return app;
 
-  /** A reload's `listen`: new addresses open first; a bind failure keeps the running ones. */
-  async function relisten(next: Config): Promise<void> {
-    if (inherited) {
-      if (JSON.stringify(next.listen) !== JSON.stringify(config.listen))
-        log.warn({ listen: next.listen }, 'listen is ignored: the sockets come from the service manager');
-      return;
-    }
-    try {
-      const r = await server.relisten(next.listen, parseHostPort);
-      if (r.opened.length || r.retired.length)
-        log.info(
-          { opened: r.opened, closing: r.retired, udp: server.udpAddresses, tcp: server.tcpAddresses },
-          'listen addresses changed; the old ones close once their queries are answered',
-        );
-    } catch (err) {
-      log.error(
-        { key: 'listen', listen: next.listen, running: server.udpAddresses, err },
-        `listen: ${err instanceof Error ? err.message : String(err)}; keeping the running addresses`,
+  /** A reload once the listeners are settled: the new configuration is built whole, then swapped in. */
+  async function swap(next: Config): Promise<void> {
+    const fresh = await build(next, transport, metrics, log, afterChange);
+    // Whole: from here on nothing fails. Queries in flight finish with the old configuration.
+    // `old` is read after the build: a reload that overlapped this one is then replaced (and closed).
+    const old = built;
+    const oldDeadlineMs = config.upstream.deadlineMs;
+    built = fresh;
+    config = next;
+    start(built, metrics);
+    handler.reconfigure(built.deps);
+    old.deps.loop?.close();
+    void built.deps.loop?.check(built.deps.pools);
+    server.setLimits(next.limits.tcp);
+    // A query in flight may still need the old pools (its retry over TCP, the next agent) until
+    // its deadline: they close after it.
+    const retire = () => {
+      if (retiring.delete(retire)) closeReplaced(old, built, metrics);
+    };
+    retiring.add(retire);
+    setTimeout(retire, oldDeadlineMs + 100).unref();
+    await old.watcher?.stop();
+    log.info(
+      { upstreams: built.pools.map((p) => ({ pool: p.name, upstreams: p.status().map((s) => s.upstream) })) },
+      'configuration reloaded',
+    );
+  }
+}
+
+/** Listens where `listen` says, or on the sockets the service manager passed (returned, else null). */
+async function openListeners(server: DnsServer, config: Config, log: Logger): Promise<InheritedSocket[] | null> {
+  const inherited = inheritedSockets(log);
+  if (!inherited) {
+    await server.listen(config.listen.map((l) => parseHostPort(l)));
+    return null;
+  }
+  await server.adopt(inherited);
+  const got = new Set([...server.udpAddresses, ...server.tcpAddresses]);
+  if (config.listen.some((l) => !got.has(l)) || [...got].some((a) => !config.listen.includes(a)))
+    log.warn(
+      { listen: config.listen, inherited: [...got] },
+      'listen is ignored: the service manager passed sockets, and those are answered on',
+    );
+  return inherited;
+}
+
+/** Ready when an agent answered within two probe intervals and, with recursors, a recursor did. */
+function upstreamsReady(config: Config, built: Built): { ok: boolean; reason?: string } {
+  const window = 2 * config.upstream.probeIntervalMs + config.upstream.timeoutMs;
+  const now = Date.now();
+  const consul = built.deps.pools.get('consul');
+  if (!consul || now - consul.lastOkAt() > window)
+    return { ok: false, reason: 'no Consul agent answered a probe recently' };
+  const rec = built.deps.pools.get('recursor');
+  if (rec && now - rec.lastOkAt() > window) return { ok: false, reason: 'no recursor answered a probe recently' };
+  return { ok: true };
+}
+
+/** Closes a replaced configuration's pools and drops the series of upstreams the running one does not have. */
+function closeReplaced(old: Built, running: Built, metrics: Metrics): void {
+  for (const p of old.pools) p.close();
+  // Otherwise they would linger, frozen, in every scrape.
+  const kept = new Set(running.pools.flatMap((p) => p.status().map((s) => `${p.name} ${s.upstream}`)));
+  for (const p of old.pools)
+    for (const s of p.status()) if (!kept.has(`${p.name} ${s.upstream}`)) metrics.dropUpstream(p.name, s.upstream);
+}
+
+/** Under socket activation the sockets are the service manager's: a changed `listen` is only warned about. */
+function warnListenIgnored(config: Config, next: Config, log: Logger): void {
+  if (JSON.stringify(next.listen) !== JSON.stringify(config.listen))
+    log.warn({ listen: next.listen }, 'listen is ignored: the sockets come from the service manager');
+}
+
+/** A reload's `listen`: new addresses open first; a bind failure keeps the running ones. */
+async function relisten(server: DnsServer, next: Config, log: Logger): Promise<void> {
+  try {
+    const r = await server.relisten(next.listen, parseHostPort);
+    if (r.opened.length || r.retired.length)
+      log.info(
+        { opened: r.opened, closing: r.retired, udp: server.udpAddresses, tcp: server.tcpAddresses },
+        'listen addresses changed; the old ones close once their queries are answered',
       );
-    }
+  } catch (err) {
+    log.error(
+      { key: 'listen', listen: next.listen, running: server.udpAddresses, err },
+      `listen: ${err instanceof Error ? err.message : String(err)}; keeping the running addresses`,
+    );
   }
 }
 
