@@ -237,6 +237,7 @@ export class AnswerCache implements ResponseCache {
       : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
   }
 
+  // eslint-disable-next-line max-lines-per-function -- one decision per answer, in order (cacheable, tied to a service, fresh until, rendered), each step reading the previous one's locals
   store(
     key: string,
     q: Query,

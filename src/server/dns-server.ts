@@ -281,6 +281,7 @@ export class DnsServer {
     }
   }
 
+  // eslint-disable-next-line max-lines-per-function -- one connection's state (read buffer, answers in flight, idle and read timers) shared by its event handlers
   private onConnection(sock: net.Socket): void {
     const client = sock.remoteAddress ?? '';
     const l = this.limits;

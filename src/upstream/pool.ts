@@ -86,6 +86,7 @@ export class UpstreamPool {
    * Asks the pool one question. `question` holds the name/type/class bytes in [qStart, qEnd).
    * Resolves, never rejects: with an accepted answer, or with the reason the last try failed.
    */
+  // eslint-disable-next-line max-lines-per-function -- one exchange's state machine (tries, hedge, deadline) over closures sharing its pending state
   exchange(
     question: Buffer,
     qStart: number,
