@@ -6,7 +6,7 @@
 import { ConfigError, show } from '../errors.js';
 import { TYPE, type TypeName } from '../dns/constants.js';
 import { isDomainName } from '../dns/names.js';
-import { type Config, LOG_LEVELS } from './schema.js';
+import { type Config, LOG_LEVELS, OWN_ZONE_LABELS } from './schema.js';
 import {
   parseHostPort,
   formatHostPort,
@@ -81,6 +81,9 @@ export function crossChecks(
     const path = `zones[${i}].name`;
     if (consulNames.some((n) => isWithin(zone.name, n))) {
       fail(path, `a name outside the Consul domain and its aliases (${consulNames.join(', ')})`, zone.name);
+    } else if (OWN_ZONE_LABELS.includes(zone.name)) {
+      // The zone's name is its `zone` label value; these ones the proxy uses for itself.
+      fail(path, `a zone name other than the proxy's own zone label values (${OWN_ZONE_LABELS.join(', ')})`, zone.name);
     } else {
       const j = c.zones.findIndex((other, k) => k < i && other.name === zone.name);
       if (j >= 0) fail(path, `a zone name not already used by zones[${j}]`, zone.name);

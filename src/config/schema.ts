@@ -25,6 +25,14 @@ interface ZoneConfig {
  * ("127.0.0.1:8053", "[::1]:53", "http://host:8500"); `parseHostPort` / `parseCidr` turn them into
  * values. Objects returned by `loadConfig` (and DEFAULTS) are deep-frozen.
  */
+/**
+ * `zone` label values the proxy gives itself: the Consul domain, its aliases, the recursors and
+ * "none" (a query with no usable question). A forward zone's label is its name, so a zone may not
+ * be named one of these (checks.ts says so at load; the metrics registry refuses duplicate labels).
+ * Here, not in observability/metrics.ts, so that --check-config loads no prom-client.
+ */
+export const OWN_ZONE_LABELS: readonly string[] = ['consul', 'alias', 'recursor', 'none'];
+
 export interface Config {
   listen: string[];
   maxUdpSize: number;

@@ -550,6 +550,17 @@ test('zones: names, upstreams, collisions with the Consul domain and aliases, du
   rejects('zones: [{name: starlings, upstreams: ["10.1.1.1:53"]}]', [
     `zones[0].name: expected ${outside}, got "starlings"`,
   ]);
+  // A zone named like one of the proxy's own `zone` label values passed --check-config and then
+  // failed at start (duplicate metric label): refused at load, naming the key.
+  const own = "a zone name other than the proxy's own zone label values (consul, alias, recursor, none)";
+  for (const name of ['recursor', 'Alias.', 'none']) {
+    rejects(`zones: [{name: ${name}, upstreams: ["10.1.1.1:53"]}]`, [
+      `zones[0].name: expected ${own}, got "${name.toLowerCase().replace(/\.$/, '')}"`,
+    ]);
+  }
+  rejects(`consul: {domain: mesh, aliases: []}\nzones: [{name: consul, upstreams: ["10.1.1.1:53"]}]`, [
+    `zones[0].name: expected ${own}, got "consul"`,
+  ]);
   rejects('zones: [{name: corp, upstreams: ["10.1.1.1:53"]}, {name: Corp., upstreams: ["10.1.1.2:53"]}]', [
     'zones[1].name: expected a zone name not already used by zones[0], got "corp"',
   ]);
