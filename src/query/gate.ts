@@ -97,11 +97,7 @@ export class Acl {
   /** IPv4 address (as a number) allowed? Also matches IPv6 rules covering its mapped form. */
   allows4(a: number): boolean {
     for (const r of this.v4) if ((a & r.mask) >>> 0 === r.net) return true;
-    if (this.v6.length) {
-      const w = MAPPED;
-      w[3] = a;
-      return this.allows6(w);
-    }
+    if (this.v6.length) return this.allows6(Uint32Array.of(0, 0, 0xffff, a));
     return false;
   }
 
@@ -118,17 +114,19 @@ export class Acl {
     return false;
   }
 
-  /** Any address string (IPv4, IPv6, IPv4-mapped IPv6). Not an address: false. */
+  /**
+   * Any address string (IPv4, IPv6, IPv4-mapped IPv6). Not an address: false. Gate.check memoises
+   * the verdict per address, so this is the cold path: it allocates its words rather than share a
+   * module-level scratch array.
+   */
   allows(address: string): boolean {
-    const c = parseIpWords(address, WORDS);
-    if (c === 4) return this.allows4(WORDS[3]!);
-    if (c === 6) return this.allows6(WORDS);
+    const w = new Uint32Array(4);
+    const c = parseIpWords(address, w);
+    if (c === 4) return this.allows4(w[3]!);
+    if (c === 6) return this.allows6(w);
     return false;
   }
 }
-
-const MAPPED = new Uint32Array([0, 0, 0xffff, 0]);
-const WORDS = new Uint32Array(4);
 
 // ---------------------------------------------------------------------------------------------
 // Rate limiting
@@ -202,12 +200,13 @@ export class RateLimiter {
 
 /** The rate-limit key of an address: the IPv4 address itself, or the IPv6 /64 as "hhhhhhhh:hhhhhhhh::/64". */
 export function rateKey(address: string): string | null {
-  const c = parseIpWords(address, WORDS);
+  const w = new Uint32Array(4); // memoised per address by Gate.check, as Acl.allows
+  const c = parseIpWords(address, w);
   if (c === 4) {
-    const a = WORDS[3]!;
+    const a = w[3]!;
     return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
   }
-  if (c === 6) return `${WORDS[0]!.toString(16)}:${WORDS[1]!.toString(16)}::/64`;
+  if (c === 6) return `${w[0]!.toString(16)}:${w[1]!.toString(16)}::/64`;
   return null;
 }
 
