@@ -280,6 +280,7 @@ async function buildRest(
         maxUdpSize: config.maxUdpSize,
         udpAnswerLimit: config.consul.udpAnswerLimit,
         logQueries: config.log.queries,
+        ttl: { maxTtl: config.cache.maxTtl, negativeMaxTtl: config.cache.negativeMaxTtl },
       },
       router,
       pools,

@@ -2,7 +2,8 @@
  * The answer cache. Consul answers with TTL 0, so a TTL cache either does nothing or serves dead
  * instances; this one holds Consul service answers for `cache.consulTtl` while a health watch on
  * the service is live, and drops them the moment the watch reports a change. Everything else
- * keeps its own TTL. Clients always see the upstream's TTLs (aged), never our holding time.
+ * keeps its own TTL. Clients always see the upstream's TTLs (aged) after the rules of rules.ts
+ * (top bit 0, cache.maxTtl, the negative TTL on a negative answer's SOA), never our holding time.
  *
  * One logical entry per canonical question (after alias mapping): lowercased name, type, DO, CD
  * (the key is cacheKey() of the canonical name, so `x.starlings` and `x.consul` share
@@ -31,6 +32,7 @@ import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
+import { applyTtlRules, lowerNames } from './rules.js';
 import {
   MAX_ROTATIONS,
   Slab,
@@ -248,6 +250,8 @@ export class AnswerCache implements ResponseCache {
   ): boolean {
     if ('failure' in result) return false;
     const layout = result.layout;
+    // The TTL rules, in place: every client of this exchange, cached or not, sees their result.
+    applyTtlRules(result.reply, layout, this.s);
     const now = this.now();
     const fetchedAt = startedAt !== undefined && startedAt <= now ? startedAt : now;
     const consul = route.kind === 'consul';
@@ -269,6 +273,9 @@ export class AnswerCache implements ResponseCache {
     }
     const ttl = cacheableTtl(layout, this.s.negativeMaxTtl);
     if (ttl < 0) return false;
+    // TTL 0 means "do not cache" (RFC 1035 §3.2.1); Consul's TTL 0 answers are the exception, held
+    // by the health watch and kept as last-known-good.
+    if (ttl === 0 && !consul) return false;
     // A miss on a service lookup starts the watch. Only for cacheable answers naming instances,
     // so a flood of random names (NXDOMAIN) cannot fill cache.maxWatches.
     if (watchable) this.watch?.ensure(service!, dc);
@@ -314,6 +321,10 @@ export class AnswerCache implements ResponseCache {
     // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
     // A Consul entry keeps the canonical reply (no TTL table) to derive its renderings from.
     this.slab.keep(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
+    // Names in their canonical lowercase form: the first client's case is not the next one's. The
+    // question is each client's own bytes on every hit; a Consul entry's is lowercased too, so
+    // that its renderings compress owner names against it as Consul's own replies do.
+    lowerNames(e.buf, e.off, e.len, e.qEnd, consul);
     e.size += e.len + 6 * e.nTtl;
     if (consul) {
       e.variants = [];
@@ -322,7 +333,7 @@ export class AnswerCache implements ResponseCache {
       // stale gets the others on the failure path, if ever.
       let canonical: Message;
       try {
-        canonical = decodeMessage(stripped);
+        canonical = decodeMessage(e.buf.subarray(e.off, e.off + e.len));
       } catch {
         return false; // validated by scanReply already; a decode failure means we simply don't cache it
       }

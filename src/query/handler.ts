@@ -25,16 +25,20 @@ import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
 import { renderOnce } from '../cache/render.js';
 import type { ResponseCache } from '../cache/answer-cache.js';
 import { cacheKey } from '../cache/key.js';
+import { applyTtlRules, type TtlLimits } from '../cache/rules.js';
 import { SOURCE, type Metrics } from '../observability/metrics.js';
 import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
+import { DEFAULTS } from '../config/schema.js';
 
 interface QueryHandlerSettings {
   domain: string;
   maxUdpSize: number;
   udpAnswerLimit: number;
   logQueries: boolean;
+  /** cache.maxTtl and cache.negativeMaxTtl (cache/rules.ts), applied here when there is no cache. */
+  ttl?: TtlLimits;
 }
 
 export interface QueryHandlerDeps {
@@ -67,6 +71,8 @@ interface Memo {
   probe: boolean;
 }
 const MEMO_MAX = 8192;
+/** TTL limits for a handler given none (tests): the schema's defaults. */
+const NO_CACHE_TTL: TtlLimits = { maxTtl: DEFAULTS.cache.maxTtl, negativeMaxTtl: DEFAULTS.cache.negativeMaxTtl };
 
 export class QueryHandler {
   private deps: QueryHandlerDeps;
@@ -191,13 +197,17 @@ export class QueryHandler {
       const question = m.question ?? buf;
       const qStart = m.question ? 0 : HEADER_LEN;
       const qEnd = m.question ? m.question.length : q.qEnd;
+      // AD=1 upstream always (RFC 6840 §5.7): the one answer serves AD=0 and AD=1 clients alike,
+      // and replyFlags clears AD for a client that asked for neither AD nor DO.
       const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool
-        .exchange(question, qStart, qEnd, q.flags, q.dnssecOk)
+        .exchange(question, qStart, qEnd, q.flags | FLAG.AD, q.dnssecOk)
         .then(
           (result) => {
             if (this.inflight.get(key) === ex) this.inflight.delete(key);
-            const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
-            return { result, stored };
+            // The TTL rules run once per exchange: in store, or here without a cache.
+            if (cache) return { result, stored: cache.store(key, q, route, canonicalName, result, startedAt) };
+            if (!('failure' in result)) applyTtlRules(result.reply, result.layout, settings.ttl ?? NO_CACHE_TTL);
+            return { result, stored: false };
           },
           (err: unknown) => {
             // A bug below (pools resolve, never reject): the next query must not join this one.
