@@ -46,6 +46,7 @@ import {
 } from './render.js';
 import { type ExchangeResult } from '../upstream/types.js';
 import type { Metrics } from '../observability/metrics.js';
+import { DEFAULTS } from '../config/schema.js';
 
 /** What the cache needs of a route: whether the name is Consul's, and the alias it is under. */
 export interface RouteView {
@@ -71,7 +72,22 @@ export interface ResponseCache {
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
   /** A stale answer (RFC 8767) when every upstream failed, or null. */
   stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /**
+   * On a miss: STALE_NONE, STALE_READY (an entry that may be served stale), or STALE_RECHECK (and
+   * its last refresh failed less than staleRecheckSeconds ago: serve it at once, ask nobody).
+   * Optional, with refreshFailed: a cache without them has no client-response timer.
+   */
+  staleState?(key: string): number;
+  /** An exchange for `key` failed: its stale entry, if any, is served at once for staleRecheckSeconds. */
+  refreshFailed?(key: string): void;
 }
+
+/** staleState(): no stale entry. */
+export const STALE_NONE = 0;
+/** staleState(): a stale entry to answer with if the refresh takes longer than staleClientTimeoutMs. */
+export const STALE_READY = 1;
+/** staleState(): a stale entry whose refresh failed recently: answer with it at once. */
+export const STALE_RECHECK = 2;
 
 export interface CacheSettings {
   maxEntries: number;
@@ -81,6 +97,8 @@ export interface CacheSettings {
   maxTtl: number; // seconds, for recursor and zone answers
   staleConsul: number; // seconds an expired Consul entry stays usable as last-known-good
   staleRecursors: number;
+  /** RFC 8767 §5 (BIND stale-refresh-time): after a failed refresh, seconds the stale entry is served at once. */
+  staleRecheckSeconds?: number;
   udpAnswerLimit: number;
   maxUdpSize: number;
   domain: string;
@@ -106,6 +124,8 @@ interface Entry {
   /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
   liveSince: number;
   staleUntil: number;
+  /** Until when (ms) a failed refresh makes this entry be served stale at once (0: none failed). */
+  recheckUntil: number;
   service: string | null;
   dc: string | undefined;
   /** serviceKey(service, dc), or null for entries not tied to a service. */
@@ -220,6 +240,20 @@ export class AnswerCache implements ResponseCache {
     return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
   }
 
+  staleState(key: string): number {
+    const e = this.lru.peek(key);
+    if (e === undefined) return STALE_NONE;
+    const now = this.now();
+    if (now >= e.staleUntil) return STALE_NONE;
+    return now < e.recheckUntil ? STALE_RECHECK : STALE_READY;
+  }
+
+  refreshFailed(key: string): void {
+    const e = this.lru.peek(key);
+    const window = this.s.staleRecheckSeconds ?? DEFAULTS.cache.staleRecheckSeconds;
+    if (e !== undefined && window > 0) e.recheckUntil = this.now() + window * 1000;
+  }
+
   private freshUntil(e: Entry): number {
     if (e.watchedUntil > 0 && this.watch !== null && this.watch.liveSince(e.service!, e.dc) === e.liveSince) {
       return e.watchedUntil > e.ownUntil ? e.watchedUntil : e.ownUntil;
@@ -304,6 +338,7 @@ export class AnswerCache implements ResponseCache {
       watchedUntil,
       liveSince,
       staleUntil,
+      recheckUntil: 0,
       service,
       dc,
       sk,

@@ -188,3 +188,71 @@ test("item 10: Consul path: the first client's case in the domain does not leak 
   assert.equal(up.queriesFor('web.service.consul').length, 1, 'the second answer came from the cache');
   assert.equal(r2.answer[0]?.data, '1 1 8080 7f00000b.addr.dc1.consul.', r2.raw);
 });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('item 5: a silent upstream and a stale entry: stale by cache.staleClientTimeoutMs (1.8 s), not the 3 s deadline; then at once while the recheck window lasts', async (t) => {
+  let silent = false;
+  // maxFails high: the upstream is never marked down, so "at once" below is the recheck window's doing.
+  const { up, ask } = await setup(
+    t,
+    (q) => (silent && q.name === 'slow.example' ? null : reply(q, { answers: [a(q.rawName, '192.0.2.5', 1)] })),
+    // Two tries of 1.5 s: without the client timer the exchange itself ends at 3 s.
+    'upstream:\n  timeoutMs: 1500\n  deadlineMs: 3000\n  maxFails: 100\n',
+  );
+  const r1 = await ask('slow.example', 'A');
+  assert.equal(r1.status, 'NOERROR', r1.raw);
+  await sleep(1100); // the TTL of 1 s is over: the entry is stale
+  silent = true;
+  const t0 = Date.now();
+  const r2 = await ask('slow.example', 'A', '+tries=1', '+time=5');
+  const took = Date.now() - t0;
+  assert.equal(r2.status, 'NOERROR', r2.raw);
+  assert.equal(r2.opt?.ede?.code, 3, `EDE 3 Stale Answer: ${r2.raw}`);
+  assert.equal(r2.answer[0]?.ttl, 30, r2.raw);
+  assert.ok(took >= 1700 && took < 2700, `answered after ${took} ms: the client timer, not the deadline`);
+  // The refresh went on to the deadline and failed: for staleRecheckSeconds nobody is asked.
+  await sleep(Math.max(0, t0 + 3300 - Date.now()));
+  const asked = up.queriesFor('slow.example').length;
+  const t1 = Date.now();
+  const r3 = await ask('slow.example', 'A', '+tries=1', '+time=5');
+  const took3 = Date.now() - t1;
+  assert.equal(r3.opt?.ede?.code, 3, `stale again: ${r3.raw}`);
+  assert.ok(took3 < 900, `answered at once (${took3} ms) inside the recheck window`);
+  assert.equal(up.queriesFor('slow.example').length, asked, 'the upstream was not asked again');
+});
+
+test('item 5: every upstream of the pool marked down: SERVFAIL with EDE 22 at once, or the stale entry at once', async (t) => {
+  let dead = false;
+  const { up, p, ask } = await setup(
+    t,
+    (q) => (dead ? null : reply(q, { answers: [a(q.rawName, '192.0.2.6', 1)] })),
+    'upstream:\n  timeoutMs: 1000\n  deadlineMs: 3000\n  probeIntervalMs: 250\n',
+  );
+  // setup's script answers every probe; a dead server answers nothing, probes included.
+  up.setScript((q) => (dead ? null : isProbe(q) ? reply(q) : reply(q, { answers: [a(q.rawName, '192.0.2.6', 1)] })));
+  const r1 = await ask('kept.example', 'A');
+  assert.equal(r1.status, 'NOERROR', r1.raw);
+  dead = true;
+  const downBy = Date.now() + 10_000;
+  while (!p.logs.some((l) => l.msg === 'upstream down' && l.pool === 'recursor') && Date.now() < downBy)
+    await sleep(50);
+  assert.ok(
+    p.logs.some((l) => l.msg === 'upstream down' && l.pool === 'recursor'),
+    'the probes marked the recursor down',
+  );
+  const t0 = Date.now();
+  const r2 = await ask('new.example', 'A', '+tries=1', '+time=5');
+  const took = Date.now() - t0;
+  assert.equal(r2.status, 'SERVFAIL', r2.raw);
+  assert.equal(r2.opt?.ede?.code, 22, `EDE 22 No Reachable Authority: ${r2.raw}`);
+  assert.ok(took < 900, `answered at once (${took} ms), not after a try`);
+  assert.equal(up.queriesFor('new.example').length, 0, 'nobody was asked');
+  const t1 = Date.now();
+  const r3 = await ask('kept.example', 'A', '+tries=1', '+time=5');
+  const took3 = Date.now() - t1;
+  assert.equal(r3.status, 'NOERROR', r3.raw);
+  assert.equal(r3.opt?.ede?.code, 3, `the stale entry: ${r3.raw}`);
+  assert.ok(took3 < 900, `answered at once (${took3} ms)`);
+  assert.equal(up.queriesFor('kept.example').length, 1, 'nobody was asked');
+});
