@@ -25,7 +25,7 @@ export interface TtlLimits {
 }
 
 /** One TTL as received → the TTL we use: top bit set means 0 (RFC 2181 §8), at most `max`. */
-export function ttlRule(raw: number, max: number): number {
+function ttlRule(raw: number, max: number): number {
   return raw > 0x7fffffff ? 0 : raw < max ? raw : max;
 }
 
