@@ -2,7 +2,8 @@
  * The answer cache. Consul answers with TTL 0, so a TTL cache either does nothing or serves dead
  * instances; this one holds Consul service answers for `cache.consulTtl` while a health watch on
  * the service is live, and drops them the moment the watch reports a change. Everything else
- * keeps its own TTL. Clients always see the upstream's TTLs (aged), never our holding time.
+ * keeps its own TTL. Clients always see the upstream's TTLs (aged) after the rules of rules.ts
+ * (top bit 0, cache.maxTtl, the negative TTL on a negative answer's SOA), never our holding time.
  *
  * One logical entry per canonical question (after alias mapping): lowercased name, type, DO, CD
  * (the key is cacheKey() of the canonical name, so `x.starlings` and `x.consul` share
@@ -31,6 +32,7 @@ import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
+import { applyTtlRules, lowerNames } from './rules.js';
 import {
   MAX_ROTATIONS,
   Slab,
@@ -44,6 +46,7 @@ import {
 } from './render.js';
 import { type ExchangeResult } from '../upstream/types.js';
 import type { Metrics } from '../observability/metrics.js';
+import { DEFAULTS } from '../config/schema.js';
 
 /** What the cache needs of a route: whether the name is Consul's, and the alias it is under. */
 export interface RouteView {
@@ -69,7 +72,22 @@ export interface ResponseCache {
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
   /** A stale answer (RFC 8767) when every upstream failed, or null. */
   stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null;
+  /**
+   * On a miss: STALE_NONE, STALE_READY (an entry that may be served stale), or STALE_RECHECK (and
+   * its last refresh failed less than staleRecheckSeconds ago: serve it at once, ask nobody).
+   * Optional, with refreshFailed: a cache without them has no client-response timer.
+   */
+  staleState?(key: string): number;
+  /** An exchange for `key` failed: its stale entry, if any, is served at once for staleRecheckSeconds. */
+  refreshFailed?(key: string): void;
 }
+
+/** staleState(): no stale entry. */
+export const STALE_NONE = 0;
+/** staleState(): a stale entry to answer with if the refresh takes longer than staleClientTimeoutMs. */
+export const STALE_READY = 1;
+/** staleState(): a stale entry whose refresh failed recently: answer with it at once. */
+export const STALE_RECHECK = 2;
 
 export interface CacheSettings {
   maxEntries: number;
@@ -79,6 +97,8 @@ export interface CacheSettings {
   maxTtl: number; // seconds, for recursor and zone answers
   staleConsul: number; // seconds an expired Consul entry stays usable as last-known-good
   staleRecursors: number;
+  /** RFC 8767 §5 (BIND stale-refresh-time): after a failed refresh, seconds the stale entry is served at once. */
+  staleRecheckSeconds?: number;
   udpAnswerLimit: number;
   maxUdpSize: number;
   domain: string;
@@ -104,6 +124,8 @@ interface Entry {
   /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
   liveSince: number;
   staleUntil: number;
+  /** Until when (ms) a failed refresh makes this entry be served stale at once (0: none failed). */
+  recheckUntil: number;
   service: string | null;
   dc: string | undefined;
   /** serviceKey(service, dc), or null for entries not tied to a service. */
@@ -218,6 +240,20 @@ export class AnswerCache implements ResponseCache {
     return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
   }
 
+  staleState(key: string): number {
+    const e = this.lru.peek(key);
+    if (e === undefined) return STALE_NONE;
+    const now = this.now();
+    if (now >= e.staleUntil) return STALE_NONE;
+    return now < e.recheckUntil ? STALE_RECHECK : STALE_READY;
+  }
+
+  refreshFailed(key: string): void {
+    const e = this.lru.peek(key);
+    const window = this.s.staleRecheckSeconds ?? DEFAULTS.cache.staleRecheckSeconds;
+    if (e !== undefined && window > 0) e.recheckUntil = this.now() + window * 1000;
+  }
+
   private freshUntil(e: Entry): number {
     if (e.watchedUntil > 0 && this.watch !== null && this.watch.liveSince(e.service!, e.dc) === e.liveSince) {
       return e.watchedUntil > e.ownUntil ? e.watchedUntil : e.ownUntil;
@@ -248,6 +284,8 @@ export class AnswerCache implements ResponseCache {
   ): boolean {
     if ('failure' in result) return false;
     const layout = result.layout;
+    // The TTL rules, in place: every client of this exchange, cached or not, sees their result.
+    applyTtlRules(result.reply, layout, this.s);
     const now = this.now();
     const fetchedAt = startedAt !== undefined && startedAt <= now ? startedAt : now;
     const consul = route.kind === 'consul';
@@ -269,6 +307,9 @@ export class AnswerCache implements ResponseCache {
     }
     const ttl = cacheableTtl(layout, this.s.negativeMaxTtl);
     if (ttl < 0) return false;
+    // TTL 0 means "do not cache" (RFC 1035 §3.2.1); Consul's TTL 0 answers are the exception, held
+    // by the health watch and kept as last-known-good.
+    if (ttl === 0 && !consul) return false;
     // A miss on a service lookup starts the watch. Only for cacheable answers naming instances,
     // so a flood of random names (NXDOMAIN) cannot fill cache.maxWatches.
     if (watchable) this.watch?.ensure(service!, dc);
@@ -297,6 +338,7 @@ export class AnswerCache implements ResponseCache {
       watchedUntil,
       liveSince,
       staleUntil,
+      recheckUntil: 0,
       service,
       dc,
       sk,
@@ -314,6 +356,10 @@ export class AnswerCache implements ResponseCache {
     // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
     // A Consul entry keeps the canonical reply (no TTL table) to derive its renderings from.
     this.slab.keep(e, stripped, consul ? NO_TTLS : ttlOffsetsWithoutOpt(layout));
+    // Names in their canonical lowercase form: the first client's case is not the next one's. The
+    // question is each client's own bytes on every hit; a Consul entry's is lowercased too, so
+    // that its renderings compress owner names against it as Consul's own replies do.
+    lowerNames(e.buf, e.off, e.len, e.qEnd, consul);
     e.size += e.len + 6 * e.nTtl;
     if (consul) {
       e.variants = [];
@@ -322,7 +368,7 @@ export class AnswerCache implements ResponseCache {
       // stale gets the others on the failure path, if ever.
       let canonical: Message;
       try {
-        canonical = decodeMessage(stripped);
+        canonical = decodeMessage(e.buf.subarray(e.off, e.off + e.len));
       } catch {
         return false; // validated by scanReply already; a decode failure means we simply don't cache it
       }

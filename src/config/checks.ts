@@ -340,6 +340,8 @@ export const FILE_SCHEMA = mapping({
     negativeMaxTtl: seconds,
     maxTtl: seconds,
     staleSeconds,
+    staleClientTimeoutMs: msOrZero,
+    staleRecheckSeconds: seconds,
     watchIdleSeconds: int(1),
     maxWatches: int(0),
     watchMinIntervalMs: ms,

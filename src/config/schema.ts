@@ -69,6 +69,10 @@ export interface Config {
     maxTtl: number;
     /** A number in the file sets both. */
     staleSeconds: { consul: number; recursors: number };
+    /** RFC 8767 §5 client-response timer: a miss with a stale entry is answered stale after this long (ms). */
+    staleClientTimeoutMs: number;
+    /** RFC 8767 §5 failure recheck: after a failed refresh, the stale entry is served at once for this long (s). */
+    staleRecheckSeconds: number;
     watchIdleSeconds: number;
     maxWatches: number;
     watchMinIntervalMs: number;
@@ -125,6 +129,8 @@ export const DEFAULTS: Config = deepFreeze({
     negativeMaxTtl: 3600,
     maxTtl: 86400,
     staleSeconds: { consul: 300, recursors: 86400 },
+    staleClientTimeoutMs: 1800,
+    staleRecheckSeconds: 30,
     watchIdleSeconds: 300,
     maxWatches: 256,
     watchMinIntervalMs: 100,

@@ -23,18 +23,24 @@ import { type ExchangeResult } from '../upstream/types.js';
 import { UpstreamPool } from '../upstream/pool.js';
 import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
 import { renderOnce } from '../cache/render.js';
-import type { ResponseCache } from '../cache/answer-cache.js';
+import { STALE_NONE, STALE_RECHECK, type ResponseCache } from '../cache/answer-cache.js';
 import { cacheKey } from '../cache/key.js';
+import { applyTtlRules, type TtlLimits } from '../cache/rules.js';
 import { SOURCE, type Metrics } from '../observability/metrics.js';
 import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
+import { DEFAULTS } from '../config/schema.js';
 
 interface QueryHandlerSettings {
   domain: string;
   maxUdpSize: number;
   udpAnswerLimit: number;
   logQueries: boolean;
+  /** cache.maxTtl and cache.negativeMaxTtl (cache/rules.ts), applied here when there is no cache. */
+  ttl?: TtlLimits;
+  /** cache.staleClientTimeoutMs: a miss with a stale entry is answered stale after this long (RFC 8767 §5). */
+  staleClientTimeoutMs?: number;
 }
 
 export interface QueryHandlerDeps {
@@ -67,6 +73,8 @@ interface Memo {
   probe: boolean;
 }
 const MEMO_MAX = 8192;
+/** TTL limits for a handler given none (tests): the schema's defaults. */
+const NO_CACHE_TTL: TtlLimits = { maxTtl: DEFAULTS.cache.maxTtl, negativeMaxTtl: DEFAULTS.cache.negativeMaxTtl };
 
 export class QueryHandler {
   private deps: QueryHandlerDeps;
@@ -185,19 +193,36 @@ export class QueryHandler {
     // 6. Upstream (identical misses share one exchange; the cache sees the answer once).
     const pool = deps.pools.get(route.pool);
     if (!pool) return this.errorReply(buf, q, RCODE.REFUSED, route.zoneIndex);
+    // RFC 8767 §5: a stale entry whose refresh failed recently is the answer, at once; so is it (or
+    // SERVFAIL) when every upstream of the pool is down (CoreDNS failfast_all_unhealthy_upstreams):
+    // nobody is asked, the pool's probes go on.
+    const staleState = cache?.staleState?.(key) ?? STALE_NONE;
+    const down = allDown(pool);
+    if (staleState === STALE_RECHECK || down) {
+      const now = staleState !== STALE_NONE ? this.staleReply(deps, buf, q, route, key, udp, address) : null;
+      if (now) return now;
+      if (down) return this.downReply(deps, buf, q, route, address);
+    }
     let exchange = this.inflight.get(key);
     if (!exchange) {
       const startedAt = Date.now();
       const question = m.question ?? buf;
       const qStart = m.question ? 0 : HEADER_LEN;
       const qEnd = m.question ? m.question.length : q.qEnd;
+      // AD=1 upstream always (RFC 6840 §5.7): the one answer serves AD=0 and AD=1 clients alike,
+      // and replyFlags clears AD for a client that asked for neither AD nor DO.
       const ex: Promise<{ result: ExchangeResult; stored: boolean }> = pool
-        .exchange(question, qStart, qEnd, q.flags, q.dnssecOk)
+        .exchange(question, qStart, qEnd, q.flags | FLAG.AD, q.dnssecOk)
         .then(
           (result) => {
             if (this.inflight.get(key) === ex) this.inflight.delete(key);
-            const stored = cache ? cache.store(key, q, route, canonicalName, result, startedAt) : false;
-            return { result, stored };
+            // The TTL rules run once per exchange: in store, or here without a cache.
+            if (cache) {
+              if ('failure' in result) cache.refreshFailed?.(key);
+              return { result, stored: cache.store(key, q, route, canonicalName, result, startedAt) };
+            }
+            if (!('failure' in result)) applyTtlRules(result.reply, result.layout, settings.ttl ?? NO_CACHE_TTL);
+            return { result, stored: false };
           },
           (err: unknown) => {
             // A bug below (pools resolve, never reject): the next query must not join this one.
@@ -210,9 +235,13 @@ export class QueryHandler {
     }
     this.pending++;
     const t0 = settings.logQueries ? Date.now() : 0;
-    return exchange.then(
+    // Set once this client has its answer: a stale one at staleClientTimeoutMs, or the exchange's.
+    const waiter = { answered: false };
+    const answered = exchange.then(
       ({ result, stored }) => {
         this.pending--;
+        if (waiter.answered) return null; // answered stale already; the exchange was its refresh
+        waiter.answered = true;
         const reply = this.fromUpstream(deps, buf, q, route, result, stored, key, udp);
         if (t0)
           deps.log.info(
@@ -233,6 +262,52 @@ export class QueryHandler {
         throw err;
       },
     );
+    if (staleState === STALE_NONE) return answered;
+    const ms = settings.staleClientTimeoutMs ?? DEFAULTS.cache.staleClientTimeoutMs;
+    return staleAfter(answered, ms, () => {
+      if (waiter.answered) return null;
+      const s = this.staleReply(deps, buf, q, route, key, udp, address);
+      if (s) waiter.answered = true;
+      return s;
+    });
+  }
+
+  /** The stale answer for this client (RFC 8767: TTL 30, EDE 3), counted and logged; or null. */
+  private staleReply(
+    deps: QueryHandlerDeps,
+    buf: Buffer,
+    q: Query,
+    route: Route,
+    key: string,
+    udp: boolean,
+    address: string,
+  ): Buffer | null {
+    const stale = deps.cache?.stale(key, q, buf, route, udp);
+    if (!stale) return null;
+    deps.metrics.servedStale++;
+    deps.metrics.response(route.zoneIndex, stale[3]! & 0xf, SOURCE.stale);
+    if (deps.settings.logQueries)
+      deps.log.info(
+        { client: address, name: q.name, type: q.qtype, rcode: stale[3]! & 0xf, source: 'stale', ms: 0 },
+        'query',
+      );
+    return stale;
+  }
+
+  /** SERVFAIL + EDE 22 at once: every upstream of the pool is marked down, none is asked. */
+  private downReply(deps: QueryHandlerDeps, buf: Buffer, q: Query, route: Route, address: string): Buffer {
+    deps.metrics.response(route.zoneIndex, RCODE.SERVFAIL, SOURCE.local);
+    if (deps.settings.logQueries)
+      deps.log.info(
+        { client: address, name: q.name, type: q.qtype, rcode: RCODE.SERVFAIL, source: 'local', ms: 0 },
+        'query',
+      );
+    const ede = { code: EDE.NO_REACHABLE_AUTHORITY, text: `every ${route.pool} upstream is down` };
+    return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, {
+      udpSize: deps.settings.maxUdpSize,
+      ra: true,
+      ede,
+    });
   }
 
   /** Renders an upstream result for this client: the answer, a stale answer, or SERVFAIL + EDE. */
@@ -322,6 +397,42 @@ export class QueryHandler {
     this.deps.metrics.response(zoneIndex, rcode, SOURCE.local);
     return buildErrorReply(buf, q.id, q.flags, q, rcode, { udpSize: this.deps.settings.maxUdpSize, ra: true });
   }
+}
+
+/**
+ * Whether every upstream of a pool is marked down. A pool that cannot tell (a test double with
+ * only exchange()) is not down.
+ */
+function allDown(pool: UpstreamPool): boolean {
+  const p = pool as Partial<Pick<UpstreamPool, 'status'>> & { allDown?: () => boolean };
+  if (typeof p.allDown === 'function') return p.allDown();
+  if (typeof p.status !== 'function') return false;
+  const list = p.status.call(pool);
+  return list.length > 0 && list.every((s) => !s.healthy);
+}
+
+/**
+ * The client-response timer (RFC 8767 §5, unbound's serve-expired-client-timeout): `answered`,
+ * or what `stale()` gives after `ms` if that comes first (null from it: keep waiting). The
+ * exchange behind `answered` goes on either way and refreshes the cache.
+ */
+function staleAfter(answered: Promise<Buffer | null>, ms: number, stale: () => Buffer | null): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const s = stale();
+      if (s) resolve(s);
+    }, ms);
+    answered.then(
+      (r) => {
+        clearTimeout(timer);
+        resolve(r); // a no-op once the stale answer went
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err))); // handle() turns it into SERVFAIL
+      },
+    );
+  });
 }
 
 /** The answer to a query the pipeline failed on: SERVFAIL when its header can be read, logged once. */

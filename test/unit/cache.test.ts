@@ -7,7 +7,16 @@
 import { test } from 'node:test';
 import { cacheKey } from '../../src/cache/key.js';
 import assert from 'node:assert/strict';
-import { AnswerCache, cacheableTtl, type CacheSettings, type WatchView } from '../../src/cache/answer-cache.js';
+import {
+  AnswerCache,
+  cacheableTtl,
+  STALE_NONE,
+  STALE_READY,
+  STALE_RECHECK,
+  type CacheSettings,
+  type WatchView,
+} from '../../src/cache/answer-cache.js';
+import { applyTtlRules } from '../../src/cache/rules.js';
 import { encodeMessage, decodeMessage, nameToWire, type Message, type Record as RR } from '../../src/dns/message.js';
 import { parseQuery, scanReply, type Query } from '../../src/dns/wire.js';
 import { TYPE, RCODE, FLAG, EDNS_OPTION_EDE } from '../../src/dns/constants.js';
@@ -457,6 +466,61 @@ test('SERVFAIL, REFUSED, truncated replies and failures are never stored; negati
 
 // ---- serve-stale --------------------------------------------------------------------------------
 
+test('item 5: after a failed refresh the stale entry is served at once for staleRecheckSeconds, then asked again', () => {
+  const s = setup({ staleRecursors: 600, staleRecheckSeconds: 30 });
+  const { q } = query('www.example', TYPE.A);
+  const key = keyOf('www.example', q);
+  assert.equal(s.cache.staleState(key), STALE_NONE, 'nothing cached');
+  s.cache.refreshFailed(key); // no entry: nothing to mark
+  assert.equal(s.cache.staleState(key), STALE_NONE);
+  assert.ok(s.miss('www.example', TYPE.A, { answers: [aRR('www.example', '192.0.2.1', 10)] }, { route: RECURSOR }));
+  assert.equal(s.cache.staleState(key), STALE_READY, 'fresh or stale, an entry to answer with');
+  s.clock.t += 11_000; // expired
+  assert.equal(s.cache.staleState(key), STALE_READY, 'expired, no failure yet: ask, answer stale after the timer');
+  s.cache.refreshFailed(key);
+  assert.equal(s.cache.staleState(key), STALE_RECHECK, 'refresh failed: stale at once');
+  s.clock.t += 29_999;
+  assert.equal(s.cache.staleState(key), STALE_RECHECK, 'still inside the 30 s window');
+  s.clock.t += 1;
+  assert.equal(s.cache.staleState(key), STALE_READY, 'window over: the upstreams are asked again');
+  s.cache.refreshFailed(key);
+  assert.equal(s.cache.staleState(key), STALE_RECHECK);
+  assert.ok(s.miss('www.example', TYPE.A, { answers: [aRR('www.example', '192.0.2.2', 10)] }, { route: RECURSOR }));
+  assert.equal(s.cache.staleState(key), STALE_READY, 'a successful refresh ends the window');
+  s.clock.t += 600_000 + 10_000;
+  assert.equal(s.cache.staleState(key), STALE_NONE, 'past the stale window');
+  const off = setup({ staleRecursors: 600, staleRecheckSeconds: 0 });
+  assert.ok(off.miss('www.example', TYPE.A, { answers: [aRR('www.example', '192.0.2.1', 10)] }, { route: RECURSOR }));
+  off.clock.t += 11_000;
+  off.cache.refreshFailed(key);
+  assert.equal(off.cache.staleState(key), STALE_READY, 'staleRecheckSeconds 0: every query asks again');
+});
+
+test('items 7, 9: the TTL rules in place: top bit 0, maxTtl in every section, negative SOA min(TTL, MINIMUM, cap); idempotent', () => {
+  const r = reply('nx.example', TYPE.A, {
+    rcode: RCODE.NXDOMAIN,
+    authorities: [soaRR('example', 0x80000001, 300), soaRR('example', 900, 60)],
+    additionals: [aRR('ns.example', '192.0.2.1', 100_000)],
+  });
+  applyTtlRules(r.reply, r.layout, { maxTtl: 7200, negativeMaxTtl: 3600 });
+  assert.deepEqual(ttlsOf(r.reply), [0, 900, 7200], 'the first SOA: top bit 0 → min(0, 300) = 0');
+  assert.equal(r.layout.negTtl, 0);
+  assert.equal(r.layout.minTtl, 0);
+  const n = reply('nodata.example', TYPE.AAAA, { authorities: [soaRR('example', 3600, 1800)] });
+  applyTtlRules(n.reply, n.layout, { maxTtl: 86400, negativeMaxTtl: 600 });
+  assert.deepEqual(ttlsOf(n.reply), [600], 'NODATA: min(3600, 1800) capped by negativeMaxTtl');
+  const before = Buffer.from(n.reply);
+  applyTtlRules(n.reply, n.layout, { maxTtl: 86400, negativeMaxTtl: 600 });
+  assert.deepEqual(n.reply, before, 'applying twice changes nothing');
+  assert.equal(cacheableTtl(n.layout, 600), 600);
+  const p = reply('www.example', TYPE.A, {
+    answers: [aRR('www.example', '192.0.2.1', 0xffffffff)],
+    authorities: [soaRR('example', 3600, 1)],
+  });
+  applyTtlRules(p.reply, p.layout, { maxTtl: 86400, negativeMaxTtl: 3600 });
+  assert.deepEqual(ttlsOf(p.reply), [0, 3600], 'a positive answer keeps its SOA TTL (not negative)');
+});
+
 test('serve-stale (RFC 8767): TTL 30 and EDE 3 within staleSeconds, then nothing', () => {
   const s = setup({ staleConsul: 100 });
   assert.ok(s.miss('janus.service.consul', TYPE.A, JANUS_A(0), { fetchedAt: 1000 }));
@@ -482,7 +546,8 @@ test('serve-stale (RFC 8767): TTL 30 and EDE 3 within staleSeconds, then nothing
   const r = setup({ maxTtl: 10, staleRecursors: 5 });
   assert.ok(r.miss('www.example', TYPE.A, { answers: [aRR('www.example', '192.0.2.1', 300)] }, { route: RECURSOR }));
   r.clock.t += 9_999;
-  assert.deepEqual(ttlsOf(r.hit('www.example', TYPE.A, { route: RECURSOR })!), [291]);
+  // Clients see the TTL clamped to maxTtl, aged (issue 13 item 7: as BIND's max-cache-ttl).
+  assert.deepEqual(ttlsOf(r.hit('www.example', TYPE.A, { route: RECURSOR })!), [1]);
   r.clock.t += 1;
   assert.equal(r.hit('www.example', TYPE.A, { route: RECURSOR }), null, 'maxTtl caps the holding time');
   r.clock.t += 4_999;

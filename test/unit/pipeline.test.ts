@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { QueryHandler } from '../../src/query/handler.js';
-import type { ResponseCache } from '../../src/cache/answer-cache.js';
+import { STALE_NONE, STALE_READY, STALE_RECHECK, type ResponseCache } from '../../src/cache/answer-cache.js';
 import { Router, type Route } from '../../src/query/router.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/log.js';
@@ -100,6 +100,7 @@ function fakeCache(cacheable = (r: ExchangeResult) => !('failure' in r)) {
   const entries = new Map<string, Buffer>();
   const calls: { op: string; key: string; canonicalName?: string; pool?: string }[] = [];
   let staleReply: Buffer | null = null;
+  let recheck = false;
   const answer = (key: string, q: Query): Buffer | null => {
     const e = entries.get(key);
     if (!e) return null;
@@ -129,18 +130,28 @@ function fakeCache(cacheable = (r: ExchangeResult) => !('failure' in r)) {
       out.writeUInt16BE(q.id, 0);
       return out;
     },
+    staleState: () => (staleReply ? (recheck ? STALE_RECHECK : STALE_READY) : STALE_NONE),
+    refreshFailed: (key) => {
+      calls.push({ op: 'refreshFailed', key });
+    },
   };
   return {
     cache,
     entries,
     calls,
-    setStale: (b: Buffer | null) => {
+    setStale: (b: Buffer | null, inRecheck = false) => {
       staleReply = b;
+      recheck = inRecheck;
     },
   };
 }
 
-function makeProxy(opts: { cache?: ResponseCache | null; consul?: UpstreamPool; recursor?: UpstreamPool }) {
+function makeProxy(opts: {
+  cache?: ResponseCache | null;
+  consul?: UpstreamPool;
+  recursor?: UpstreamPool;
+  staleClientTimeoutMs?: number;
+}) {
   const router = new Router({
     domain: 'consul',
     aliases: ['starlings'],
@@ -153,7 +164,13 @@ function makeProxy(opts: { cache?: ResponseCache | null; consul?: UpstreamPool; 
   if (opts.recursor) pools.set('recursor', opts.recursor);
   const metrics = new Metrics({ version: 'x', zones: router.zoneLabels, enabled: false });
   const proxy = new QueryHandler({
-    settings: { domain: 'consul', maxUdpSize: 1232, udpAnswerLimit: 3, logQueries: false },
+    settings: {
+      domain: 'consul',
+      maxUdpSize: 1232,
+      udpAnswerLimit: 3,
+      logQueries: false,
+      staleClientTimeoutMs: opts.staleClientTimeoutMs,
+    },
     router,
     pools,
     metrics,
@@ -315,7 +332,7 @@ test('a pool failure becomes SERVFAIL with an Extended DNS Error, or the stale a
     assert.equal(edeCode(m), ede, reason);
     assert.deepEqual(
       c.calls.map((x) => x.op),
-      ['lookup', 'store', 'stale'],
+      ['lookup', 'refreshFailed', 'store', 'stale'], // the failure starts the entry's recheck window (item 5)
       reason,
     );
   }
@@ -419,4 +436,75 @@ test('a name outside every zone with no recursors is REFUSED without asking anyo
   assert.equal(m.flags & 0xf, RCODE.REFUSED);
   assert.deepEqual(consul.asked, []);
   assert.deepEqual(c.calls, []);
+});
+
+const STALE_JANUS = () =>
+  encodeMessage({
+    id: 0,
+    flags: 0x8000 | FLAG.RD | 0x0080,
+    questions: [{ name: 'janus.service.consul', type: A, class: 1 }],
+    answers: [aRR('janus.service.consul', '127.0.0.11', 30)],
+    authorities: [],
+    additionals: [],
+  });
+
+test('item 5: every upstream of the pool marked down: the stale entry, or SERVFAIL + EDE 22, at once; the pool is not asked', () => {
+  const consul = fakePool('consul', '127.0.0.11');
+  Object.assign(consul.pool, { status: () => [{ upstream: 'a', healthy: false, lastOkAt: 0 }] });
+  const c = fakeCache();
+  const { proxy, metrics } = makeProxy({ cache: c.cache, consul: consul.pool });
+  const r = proxy.handle(queryBytes('janus.service.consul', A, { id: 6 }), '127.0.0.1', true);
+  assert.ok(Buffer.isBuffer(r), 'answered synchronously');
+  const m = decodeMessage(r);
+  assert.equal(m.flags & 0xf, RCODE.SERVFAIL);
+  assert.equal(edeCode(m), EDE.NO_REACHABLE_AUTHORITY);
+  c.setStale(STALE_JANUS());
+  const r2 = proxy.handle(queryBytes('janus.service.consul', A, { id: 7 }), '127.0.0.1', true);
+  assert.ok(Buffer.isBuffer(r2), 'answered synchronously');
+  assert.equal(decodeMessage(r2).flags & 0xf, RCODE.NOERROR);
+  assert.equal(decodeMessage(r2).id, 7);
+  assert.equal(metrics.servedStale, 1);
+  assert.equal(consul.asked.length, 0, 'nobody asked');
+});
+
+test('item 5: a stale entry in its recheck window is the answer at once; the pool is not asked', () => {
+  const consul = fakePool('consul', '127.0.0.11');
+  const c = fakeCache();
+  c.setStale(STALE_JANUS(), true);
+  const { proxy } = makeProxy({ cache: c.cache, consul: consul.pool });
+  const r = proxy.handle(queryBytes('janus.service.consul', A, { id: 8 }), '127.0.0.1', true);
+  assert.ok(Buffer.isBuffer(r), 'answered synchronously');
+  assert.equal(decodeMessage(r).id, 8);
+  assert.equal(consul.asked.length, 0, 'nobody asked');
+});
+
+test('item 5: the client-response timer: stale at staleClientTimeoutMs while the exchange goes on; its failure starts the recheck window', async () => {
+  let finish: (r: ExchangeResult) => void = () => {};
+  let asked = 0;
+  const pool = {
+    name: 'consul',
+    exchange: () => {
+      asked++;
+      return new Promise<ExchangeResult>((resolve) => (finish = resolve));
+    },
+  } as unknown as UpstreamPool;
+  const c = fakeCache();
+  c.setStale(STALE_JANUS());
+  const { proxy, metrics } = makeProxy({ cache: c.cache, consul: pool, staleClientTimeoutMs: 20 });
+  const r = proxy.handle(queryBytes('janus.service.consul', A, { id: 9 }), '127.0.0.1', true);
+  assert.ok(r instanceof Promise);
+  const m = decodeMessage((await r)!);
+  assert.equal(m.id, 9);
+  assert.equal(m.flags & 0xf, RCODE.NOERROR, 'the stale answer, before the exchange ended');
+  assert.equal(metrics.servedStale, 1);
+  assert.equal(proxy.pending, 1, 'the refresh is still in flight');
+  finish({ failure: 'timeout', upstream: 'a' });
+  await new Promise((res) => setImmediate(res));
+  assert.equal(proxy.pending, 0);
+  assert.equal(metrics.servedStale, 1, 'the late failure answered nobody a second time');
+  assert.ok(
+    c.calls.some((x) => x.op === 'refreshFailed'),
+    'the failure was reported to the cache',
+  );
+  assert.equal(asked, 1);
 });
