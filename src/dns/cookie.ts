@@ -13,7 +13,7 @@ import { EDNS_OPTION_COOKIE } from './constants.js';
 import { fitReply, MAX_TCP } from './reply.js';
 
 /** Octets our COOKIE option adds to a reply's OPT: code, length, 8 client + 16 server. */
-export const COOKIE_OPTION_LEN = 4 + 8 + 16;
+const COOKIE_OPTION_LEN = 4 + 8 + 16;
 
 export class ServerCookies {
   /** Hash input: client cookie (8), version and reserved (4), timestamp (4), IP (4 or 16). */

@@ -5,7 +5,6 @@
  */
 
 /** SipHash-2-4 of `msg` under a 16-octet `key`, as 8 octets written to out[off, off+8). */
-// eslint-disable-next-line max-lines-per-function -- the state is 8 local halves: splitting it would put it in memory
 export function siphash24(key: Buffer, msg: Buffer, out: Buffer, off = 0): void {
   if (key.length !== 16) throw new RangeError('siphash24: the key is 16 octets');
   const k0l = key.readUInt32LE(0),

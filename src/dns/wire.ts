@@ -261,7 +261,7 @@ function emptyQuery(id: number, flags: number): Query {
  * a malformed question): every question is skipped as a name plus 4 octets, then the records are
  * walked. Null when the message cannot be walked or has no OPT: its error reply then has no OPT.
  */
-export function ednsOf(buf: Buffer): Query | null {
+function ednsOf(buf: Buffer): Query | null {
   if (buf.length < HEADER_LEN) return null;
   const q = emptyQuery(buf.readUInt16BE(0), buf.readUInt16BE(2));
   let off = HEADER_LEN;
