@@ -494,7 +494,20 @@ export function buildQuestion(name: string, qtype: number): Buffer {
  * client cookie, one header read for a query with no Additional record.
  */
 export function findCookie(buf: Buffer): number {
-  if (buf.length < HEADER_LEN || (buf[10] === 0 && buf[11] === 0)) return -1;
+  const n = buf.length;
+  if (n < HEADER_LEN || (buf[10] === 0 && buf[11] === 0)) return -1;
+  // The usual query: one Additional record, last, an OPT with no options (root owner, type 41,
+  // RDLENGTH 0). Whatever that record is, it then holds no COOKIE: no walk.
+  if (
+    buf.readUInt32BE(6) === 0 &&
+    buf[11] === 1 &&
+    buf[10] === 0 &&
+    n >= HEADER_LEN + 11 &&
+    buf[n - 11] === 0 &&
+    buf.readUInt16BE(n - 10) === TYPE.OPT &&
+    buf.readUInt16BE(n - 2) === 0
+  )
+    return -1;
   const opt = findOptRecord(buf);
   if (opt < 0) return -1;
   const e = opt + 1;

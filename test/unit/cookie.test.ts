@@ -170,6 +170,11 @@ test('findCookie and ServerCookies.addTo: the last COOKIE counts; the reply gets
   const at = findCookie(q);
   assert.equal(q.subarray(at + 4, at + 12).toString('hex'), '0102030405060708');
   assert.equal(findCookie(clientQuery(8, 'www.example', 1)), -1);
+  assert.equal(findCookie(clientQuery(8, 'www.example', 1, { additionals: [optRecord(1232)] })), -1, 'OPT, no options');
+  const single = clientQuery(8, 'www.example', 1, {
+    additionals: [optRecord(1232, ednsOption(10, Buffer.alloc(8, 3)))],
+  });
+  assert.equal(single.readUInt16BE(findCookie(single)), 10, 'one OPT with a cookie: found');
   const reply = encodeMessage({
     id: 8,
     flags: 0x8180,
