@@ -372,11 +372,13 @@ export class AnswerCache implements ResponseCache {
       } catch {
         return false; // validated by scanReply already; a decode failure means we simply don't cache it
       }
-      if (this.variant(e, route.alias, canonical) === null) return false;
+      // One alias's rendering failing never keeps the canonical entry out: that alias is simply
+      // rendered again (and missed) when asked.
+      const own = this.variant(e, route.alias, canonical);
       if (freshest > now) {
-        if (route.alias !== null && this.variant(e, null, canonical) === null) return false;
-        for (const a of this.aliases) if (a !== route.alias && this.variant(e, a, canonical) === null) return false;
-      }
+        if (this.variant(e, null, canonical) === null) return false;
+        for (const a of this.aliases) if (a !== route.alias) this.variant(e, a, canonical);
+      } else if (own === null) return false;
     }
     if (e.size > this.s.maxBytes) return false; // lru-cache would drop it silently; keep the index honest
     this.lru.set(key, e, { ttl: Math.max(1, staleUntil - now), size: e.size });

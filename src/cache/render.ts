@@ -12,7 +12,7 @@
  */
 import { buildOpt, buildQuestion, scanReply, type Query } from '../dns/wire.js';
 import { HEADER_LEN, EDE, TYPE } from '../dns/constants.js';
-import { replyFlags, truncated, udpLimit } from '../dns/reply.js';
+import { MAX_TCP, fitReply, replyFlags, udpLimit } from '../dns/reply.js';
 import {
   WireError,
   decodeMessage,
@@ -170,13 +170,8 @@ export function renderHit(
     opt.copy(out, bodyLen);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
   }
-  if (udp && out.length > udpLimit(q, o.maxUdpSize)) {
-    return truncated(out, q, flags, {
-      maxUdpSize: o.maxUdpSize,
-      udp,
-      ede: stale ? { code: EDE.STALE_ANSWER } : undefined,
-    });
-  }
+  const limit = udp ? udpLimit(q, o.maxUdpSize) : MAX_TCP;
+  if (out.length > limit) return fitReply(out, limit, !udp);
   return out;
 }
 
@@ -229,9 +224,13 @@ function srvTarget(rdata: Buffer): string {
   return readName(rdata, 6).name.toLowerCase();
 }
 
+const TRIM = { trimAnswers: true } as const;
+
 /** Encodes one rendering: into cache memory (`slab`), or (null: a one-off miss reply) as is. */
 function renderOne(m: Message, alias: string | null, domain: string, slab: Slab | null): Rendering {
-  const body = alias === null ? encodeMessage(m) : toAliasReply(m, alias, domain, aliasQuestion(m, alias, domain));
+  // Trimmed to 65,535 octets (the alias form can be longer than the canonical one it maps).
+  const body =
+    alias === null ? encodeMessage(m, TRIM) : toAliasReply(m, alias, domain, aliasQuestion(m, alias, domain), TRIM);
   const layout = scanReply(body);
   if (!layout) throw new Error('rendering did not scan');
   const r: Rendering = { buf: body, off: 0, len: body.length, nTtl: 0, qEnd: layout.qEnd };
@@ -299,7 +298,7 @@ export function toAliasReply(
   alias: string,
   domain: string,
   clientQuestion: Buffer,
-  opts?: { maxSize?: number },
+  opts?: { maxSize?: number; trimAnswers?: boolean },
 ): Buffer {
   const m = Buffer.isBuffer(canonicalReply) ? decodeMessage(canonicalReply) : canonicalReply;
   const q = readName(clientQuestion, 0);

@@ -70,3 +70,5 @@ export const EDE = {
 } as const;
 
 export const EDNS_OPTION_EDE = 15;
+/** RFC 7873 §4. */
+export const EDNS_OPTION_COOKIE = 10;

@@ -570,8 +570,11 @@ function sizeBound(m: Message): number {
  * the end, keeping OPT, without TC (RFC 2181 §9: missing additional data does not need TC); if
  * the answer and authority sections still do not fit, the result is the header and question (and
  * OPT) with TC set and no records, so the client retries over TCP (RFC 7766 §5).
+ * With opts.trimAnswers (a TCP reply, at most 65,535 octets) the answers that fit are kept
+ * instead, authority dropped, and no TC: over TCP there is nowhere else to retry (Consul's
+ * trimTCPResponse does the same).
  */
-export function encodeMessage(m: Message, opts?: { maxSize?: number }): Buffer {
+export function encodeMessage(m: Message, opts?: { maxSize?: number; trimAnswers?: boolean }): Buffer {
   const qd = m.questions.length;
   const an = m.answers.length;
   const ns = m.authorities.length;
@@ -609,12 +612,20 @@ export function encodeMessage(m: Message, opts?: { maxSize?: number }): Buffer {
     copyBytes(out, 0, o, res, 0);
     return res;
   }
-  if (o > MAX_MESSAGE && opts?.maxSize === undefined) throw new WireError('message longer than 65535 octets');
-  return truncate(out, m, max, afterQuestion, afterAuthority);
+  if (o > MAX_MESSAGE && opts?.maxSize === undefined && !opts?.trimAnswers)
+    throw new WireError('message longer than 65535 octets');
+  return truncate(out, m, max, afterQuestion, afterAuthority, opts?.trimAnswers === true);
 }
 
 /** Cut an encoded message that exceeds `max` (see encodeMessage). Re-walks the additionals. */
-function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, afterAuthority: number): Buffer {
+function truncate(
+  out: Buffer,
+  m: Message,
+  max: number,
+  afterQuestion: number,
+  afterAuthority: number,
+  trimAnswers: boolean,
+): Buffer {
   const adds = m.additionals;
   const optIdx = adds.findIndex((r) => r.type === TYPE.OPT);
   const opt = optIdx >= 0 ? (adds[optIdx] as Record) : undefined;
@@ -648,6 +659,17 @@ function truncate(out: Buffer, m: Message, max: number, afterQuestion: number, a
   if (afterAuthority + (opt ? optLen : 0) <= max) {
     head = p;
     counts = [m.answers.length, m.authorities.length, kept + (opt && !optKept ? 1 : 0)];
+  } else if (trimAnswers) {
+    head = afterQuestion;
+    let n = 0;
+    while (n < m.answers.length) {
+      const next = skipRecord(out, head);
+      if (next + optLen > max) break;
+      head = next;
+      n++;
+    }
+    optKept = false;
+    counts = [n, 0, opt ? 1 : 0];
   } else {
     head = afterQuestion;
     optKept = false;

@@ -11,7 +11,7 @@
  */
 
 import { nameToWire } from './message.js';
-import { OPCODE, CLASS_IN, EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from './constants.js';
+import { OPCODE, CLASS_IN, EDNS_OPTION_COOKIE, EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from './constants.js';
 
 /** What parseQuery learned from a client's query. One object per query; fields are plain values. */
 export interface Query {
@@ -34,6 +34,8 @@ export interface Query {
   udpSize: number;
   ednsVersion: number;
   dnssecOk: boolean;
+  /** A well-formed COOKIE option came with the query (the reply carries our server cookie). */
+  cookie: boolean;
 }
 
 /** Outcome of parseQuery: a query to answer, an rcode to answer with at once, or silence. */
@@ -127,10 +129,61 @@ function skipName(buf: Buffer, off: number): number {
   }
 }
 
+/** What the OPT walk of a query found: nothing wrong, or the rcode to answer with. */
+const OPT_OK = -1;
+
 /**
- * Parses and validates a client query, answering what BIND 9 would for bad ones: unreadable header
- * or a response → drop; opcode other than QUERY → NOTIMP (checked first, whatever the counts);
- * QDCOUNT ≠ 1 or a malformed question → FORMERR; EDNS version ≠ 0 → BADVERS (RFC 6891 §6.1.3).
+ * Walks the records after the question(s) of a query from `off`; fills q's EDNS fields when an
+ * OPT is found (RFC 6891 §6.1.1: at most one, owner root, in Additional). Returns OPT_OK or the
+ * rcode to answer with: FORMERR for a malformed record, a second OPT, or a malformed COOKIE
+ * option (RFC 7873 §5.2.2: a client cookie of 8 octets, a server cookie of 8 to 32).
+ */
+function walkRecords(buf: Buffer, off: number, q: Query, an: number, ns: number, ar: number): number {
+  const total = an + ns + ar;
+  for (let i = 0; i < total; i++) {
+    const ownerStart = off;
+    off = skipName(buf, off);
+    if (off < 0 || off + 10 > buf.length) return RCODE.FORMERR;
+    const type = buf.readUInt16BE(off);
+    const rdlen = buf.readUInt16BE(off + 8);
+    const rdStart = off + 10;
+    if (rdStart + rdlen > buf.length) return RCODE.FORMERR;
+    if (type === TYPE.OPT) {
+      if (q.edns || i < an + ns || buf[ownerStart] !== 0) return RCODE.FORMERR;
+      q.edns = true;
+      const size = buf.readUInt16BE(off + 2);
+      q.udpSize = size < 512 ? 512 : size;
+      q.ednsVersion = buf[off + 5]!;
+      q.dnssecOk = (buf[off + 6]! & 0x80) !== 0;
+      if (rdlen > 0 && !optionsWellFormed(buf, rdStart, rdStart + rdlen, q)) return RCODE.FORMERR;
+    }
+    off = rdStart + rdlen;
+  }
+  return OPT_OK;
+}
+
+/** Checks the options of an OPT RDATA [p, end); notes a client cookie in q.cookie. */
+function optionsWellFormed(buf: Buffer, p: number, end: number, q: Query): boolean {
+  while (p < end) {
+    if (p + 4 > end) return false;
+    const code = buf.readUInt16BE(p);
+    const len = buf.readUInt16BE(p + 2);
+    if (p + 4 + len > end) return false;
+    if (code === EDNS_OPTION_COOKIE) {
+      if (len !== 8 && (len < 16 || len > 40)) return false;
+      q.cookie = true;
+    }
+    p += 4 + len;
+  }
+  return true;
+}
+
+/**
+ * Parses and validates a client query, answering what BIND 9 and unbound would for bad ones:
+ * unreadable header or a response → drop; opcode other than QUERY → NOTIMP (checked first,
+ * whatever the counts); QDCOUNT = 0 with a COOKIE option → NOERROR (RFC 7873 §5.4, the reply
+ * carries our server cookie); QDCOUNT ≠ 1, a malformed question or record, records in the answer
+ * or authority section, a malformed COOKIE → FORMERR; EDNS version ≠ 0 → BADVERS (RFC 6891 §6.1.3).
  */
 export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
   if (buf.length < HEADER_LEN) return DROP;
@@ -140,6 +193,7 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
   const opcode = (flags >> 11) & 0xf;
   if (opcode !== OPCODE.QUERY) return { kind: 'error', rcode: RCODE.NOTIMP, q: null, id, flags };
   const qd = buf.readUInt16BE(4);
+  if (qd === 0) return cookieOnly(buf, id, flags);
   if (qd !== 1) return { kind: 'error', rcode: RCODE.FORMERR, q: null, id, flags };
   const nameEnd = scanQuestionName(buf, HEADER_LEN);
   if (nameEnd < 0 || nameEnd + 4 > buf.length) return { kind: 'error', rcode: RCODE.FORMERR, q: null, id, flags };
@@ -156,31 +210,16 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
     udpSize: 512,
     ednsVersion: 0,
     dnssecOk: false,
+    cookie: false,
   };
-  // Walk the other sections to find the OPT record (RFC 6891 §6.1.1: at most one, owner root).
   const an = buf.readUInt16BE(6),
     ns = buf.readUInt16BE(8),
     ar = buf.readUInt16BE(10);
-  let off = q.qEnd;
-  const total = an + ns + ar;
-  for (let i = 0; i < total; i++) {
-    const ownerStart = off;
-    off = skipName(buf, off);
-    if (off < 0 || off + 10 > buf.length) return { kind: 'error', rcode: RCODE.FORMERR, q, id, flags };
-    const type = buf.readUInt16BE(off);
-    const rdlen = buf.readUInt16BE(off + 8);
-    if (type === TYPE.OPT) {
-      if (q.edns || i < an + ns || buf[ownerStart] !== 0) return { kind: 'error', rcode: RCODE.FORMERR, q, id, flags };
-      q.edns = true;
-      const size = buf.readUInt16BE(off + 2);
-      q.udpSize = size < 512 ? 512 : size;
-      q.ednsVersion = buf[off + 5]!;
-      q.dnssecOk = (buf[off + 6]! & 0x80) !== 0;
-    }
-    off += 10 + rdlen;
-    if (off > buf.length) return { kind: 'error', rcode: RCODE.FORMERR, q, id, flags };
-  }
+  const bad = walkRecords(buf, q.qEnd, q, an, ns, ar);
+  if (bad !== OPT_OK) return { kind: 'error', rcode: bad, q, id, flags };
   if (q.edns && q.ednsVersion !== 0) return { kind: 'error', rcode: RCODE.BADVERS, q, id, flags };
+  // A query carries no answer or authority records (unbound and BIND answer FORMERR).
+  if (an !== 0 || ns !== 0) return { kind: 'error', rcode: RCODE.FORMERR, q, id, flags };
   // Meta types in a question (RFC 6895 §3.1): OPT can never be asked; zone transfers, TSIG and
   // TKEY are not something a forwarder serves; MAILA/MAILB are obsolete.
   const t = q.qtype;
@@ -189,6 +228,51 @@ export function parseQuery(buf: Buffer, withName = true): ParseOutcome {
     return { kind: 'error', rcode: RCODE.REFUSED, q, id, flags };
   if (t === TYPE.MAILA || t === TYPE.MAILB) return { kind: 'error', rcode: RCODE.NOTIMP, q, id, flags };
   return { kind: 'query', q };
+}
+
+/** QDCOUNT = 0: NOERROR when the query carries a well-formed COOKIE (RFC 7873 §5.4), else FORMERR. */
+function cookieOnly(buf: Buffer, id: number, flags: number): ParseOutcome {
+  const probe = emptyQuery(id, flags);
+  const bad = walkRecords(buf, HEADER_LEN, probe, buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10));
+  const ok = bad === OPT_OK && probe.cookie && probe.ednsVersion === 0;
+  return { kind: 'error', rcode: ok ? RCODE.NOERROR : RCODE.FORMERR, q: null, id, flags };
+}
+
+function emptyQuery(id: number, flags: number): Query {
+  return {
+    id,
+    flags,
+    opcode: (flags >> 11) & 0xf,
+    qEnd: HEADER_LEN,
+    nameEnd: HEADER_LEN,
+    name: '',
+    qtype: 0,
+    qclass: 0,
+    edns: false,
+    udpSize: 512,
+    ednsVersion: 0,
+    dnssecOk: false,
+    cookie: false,
+  };
+}
+
+/**
+ * The EDNS facts of a message whose question could not be parsed (an unknown opcode, QDCOUNT ≠ 1,
+ * a malformed question): every question is skipped as a name plus 4 octets, then the records are
+ * walked. Null when the message cannot be walked or has no OPT: its error reply then has no OPT.
+ */
+function ednsOf(buf: Buffer): Query | null {
+  if (buf.length < HEADER_LEN) return null;
+  const q = emptyQuery(buf.readUInt16BE(0), buf.readUInt16BE(2));
+  let off = HEADER_LEN;
+  const qd = buf.readUInt16BE(4);
+  for (let i = 0; i < qd; i++) {
+    off = skipName(buf, off);
+    if (off < 0 || off + 4 > buf.length) return null;
+    off += 4;
+  }
+  walkRecords(buf, off, q, buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10));
+  return q.edns ? q : null;
 }
 
 /** The layout of a reply, learned by walking it once without decoding names or RDATA. */
@@ -330,8 +414,10 @@ export interface ErrorReplyOptions {
 
 /**
  * A reply the proxy authors: header, the client's question (when it could be parsed) and, if the
- * client sent EDNS, our OPT (with the extended rcode for BADVERS and an EDE when given).
- * NOTIMP echoes ID, opcode and RD and sets nothing else (what BIND does for unknown opcodes).
+ * client sent EDNS, our OPT (with the extended rcode for BADVERS and an EDE when given): every
+ * reply to an EDNS query carries an OPT (RFC 6891 §7), so when the question could not be parsed
+ * the OPT is looked for in the raw message. RD is echoed for QUERY only (it is defined for that
+ * opcode alone): NOTIMP to an unknown opcode echoes ID and opcode and sets nothing else.
  */
 export function buildErrorReply(
   query: Buffer,
@@ -341,13 +427,15 @@ export function buildErrorReply(
   rcode: number,
   opts: ErrorReplyOptions,
 ): Buffer {
-  const withQuestion = q !== null;
+  const withQuestion = q !== null && q.qEnd > HEADER_LEN;
   const qLen = withQuestion ? q.qEnd - HEADER_LEN : 0;
-  const opt = q !== null && q.edns ? buildOpt(opts.udpSize, rcode >> 4, q.dnssecOk, opts.ede) : null;
+  const e = q !== null ? q : ednsOf(query);
+  const opt = e !== null && e.edns ? buildOpt(opts.udpSize, rcode >> 4, e.dnssecOk, opts.ede) : null;
   const out = Buffer.allocUnsafe(HEADER_LEN + qLen + (opt ? opt.length : 0));
   out.writeUInt16BE(id, 0);
-  let f = FLAG.QR | (flags & (0x7800 | FLAG.RD)) | (rcode & 0xf);
-  if (opts.ra && ((flags >> 11) & 0xf) === 0) f |= FLAG.RA;
+  const opcode = (flags >> 11) & 0xf;
+  let f = FLAG.QR | (flags & (0x7800 | (opcode === OPCODE.QUERY ? FLAG.RD : 0))) | (rcode & 0xf);
+  if (opts.ra && opcode === OPCODE.QUERY) f |= FLAG.RA;
   if (q !== null && rcode !== RCODE.NOTIMP && flags & FLAG.CD) f |= FLAG.CD;
   out.writeUInt16BE(f, 2);
   out.writeUInt16BE(withQuestion ? 1 : 0, 4);
@@ -399,4 +487,58 @@ export function buildQuestion(name: string, qtype: number): Buffer {
   out.writeUInt16BE(qtype, n.length);
   out.writeUInt16BE(CLASS_IN, n.length + 2);
   return out;
+}
+
+/**
+ * Offset of the (last) COOKIE option (its code) in a query's OPT, or -1: the listener's check for a
+ * client cookie, one header read for a query with no Additional record.
+ */
+export function findCookie(buf: Buffer): number {
+  const n = buf.length;
+  if (n < HEADER_LEN || (buf[10] === 0 && buf[11] === 0)) return -1;
+  // The usual query: one Additional record, last, an OPT with no options (root owner, type 41,
+  // RDLENGTH 0). Whatever that record is, it then holds no COOKIE: no walk.
+  if (
+    buf.readUInt32BE(6) === 0 &&
+    buf[11] === 1 &&
+    buf[10] === 0 &&
+    n >= HEADER_LEN + 11 &&
+    buf[n - 11] === 0 &&
+    buf.readUInt16BE(n - 10) === TYPE.OPT &&
+    buf.readUInt16BE(n - 2) === 0
+  )
+    return -1;
+  const opt = findOptRecord(buf);
+  if (opt < 0) return -1;
+  const e = opt + 1;
+  let p = e + 10;
+  const end = p + buf.readUInt16BE(e + 8);
+  if (end > buf.length) return -1;
+  // With several COOKIE options the last one counts (as BIND, where each overwrites the one before).
+  let at = -1;
+  while (p + 4 <= end) {
+    if (buf.readUInt16BE(p) === EDNS_OPTION_COOKIE) at = p;
+    p += 4 + buf.readUInt16BE(p + 2);
+  }
+  return at;
+}
+
+/** Start of the OPT record (owner root) of a message, or -1 (none, or the message cannot be walked). */
+export function findOptRecord(buf: Buffer): number {
+  let off = HEADER_LEN;
+  const qd = buf.readUInt16BE(4);
+  for (let i = 0; i < qd; i++) {
+    off = skipName(buf, off);
+    if (off < 0 || off + 4 > buf.length) return -1;
+    off += 4;
+  }
+  const total = buf.readUInt16BE(6) + buf.readUInt16BE(8) + buf.readUInt16BE(10);
+  for (let i = 0; i < total; i++) {
+    const start = off;
+    off = skipName(buf, off);
+    if (off < 0 || off + 10 > buf.length) return -1;
+    if (buf.readUInt16BE(off) === TYPE.OPT && buf[start] === 0 && off === start + 1) return start;
+    off += 10 + buf.readUInt16BE(off + 8);
+  }
+  return -1;
 }

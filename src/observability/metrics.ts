@@ -32,6 +32,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { RCODE, TYPE, type TypeName } from '../dns/constants.js';
 import { MetricsError } from '../errors.js';
 
+/**
+ * The zone index of a message too malformed to route (no question to read): counted under
+ * zone="none", in every configuration (setZones keeps it through reloads).
+ */
+export const ZONE_NONE = -1;
+const ZONE_NONE_LABEL = 'none';
+
 /** Where an answer came from: the `source` label of responses_total. */
 export const SOURCE = { cache: 0, upstream: 1, stale: 2, local: 3 } as const;
 export type Source = (typeof SOURCE)[keyof typeof SOURCE];
@@ -200,6 +207,8 @@ export class Metrics {
   /** Open client TCP connections: ++ on accept, -- on close. */
   tcpConnections = 0;
   readonly tcpRejected: Record<TcpRejectReason, number> = { max_connections: 0, max_per_client: 0 };
+  /** Client TCP connections closed to make room for a new one (idle or partial longest first). */
+  tcpEvicted = 0;
 
   /** Set by the modules that own these figures; read at scrape time. */
   sources: MetricSources = {};
@@ -268,13 +277,17 @@ export class Metrics {
    * never go back) but is no longer counted into. Cold path: it may reallocate the cells.
    */
   setZones(zones: readonly string[]): void {
-    const map = new Int32Array(zones.length);
+    // Slot 0 is ZONE_NONE (-1): a message too malformed to route, whatever the configuration.
+    const map = new Int32Array(zones.length + 1);
     const known = this.labels.length;
+    const slot = (zone: string): number => {
+      const j = this.labels.indexOf(zone);
+      return j < 0 ? this.labels.push(zone) - 1 : j;
+    };
     zones.forEach((zone, i) => {
-      let j = this.labels.indexOf(zone);
-      if (j < 0) j = this.labels.push(zone) - 1;
-      map[i] = j;
+      map[i + 1] = slot(zone);
     });
+    map[0] = slot(ZONE_NONE_LABEL);
     if (this.labels.length > known) {
       const requests = new Float64Array(this.labels.length * N_TRANSPORTS * N_TYPES);
       requests.set(this.requests);
@@ -478,6 +491,12 @@ export class Metrics {
         this.set(openConnections());
       },
     });
+    counterFrom(
+      registers,
+      'tcp_connections_evicted_total',
+      'Client TCP connections closed to make room for a new one at a connection limit: the one idle or partial longest (RFC 7766 §6.2.3).',
+      () => this.tcpEvicted,
+    );
     labeledCounterFrom(
       registers,
       'tcp_connections_rejected_total',
@@ -497,12 +516,12 @@ export class Metrics {
 
   /** Count one query received. `qtype` is the 16-bit QTYPE from the question. */
   request(transport: Transport, zone: number, qtype: number): void {
-    this.requests[(this.zoneMap[zone]! * N_TRANSPORTS + transport) * N_TYPES + TYPE_INDEX[qtype & 0xffff]!]!++;
+    this.requests[(this.zoneMap[zone + 1]! * N_TRANSPORTS + transport) * N_TYPES + TYPE_INDEX[qtype & 0xffff]!]!++;
   }
 
   /** Count one response sent. `rcode` may include the EDNS extended bits (up to 12 bits). */
   response(zone: number, rcode: number, source: Source): void {
-    this.responses[(this.zoneMap[zone]! * N_RCODES + RCODE_INDEX[rcode & 0xfff]!) * N_SOURCES + source]!++;
+    this.responses[(this.zoneMap[zone + 1]! * N_RCODES + RCODE_INDEX[rcode & 0xfff]!) * N_SOURCES + source]!++;
   }
 
   eviction(reason: EvictionReason, n = 1): void {

@@ -26,7 +26,7 @@ import { renderOnce } from '../cache/render.js';
 import { STALE_NONE, STALE_RECHECK, type ResponseCache } from '../cache/answer-cache.js';
 import { cacheKey } from '../cache/key.js';
 import { applyTtlRules, type TtlLimits } from '../cache/rules.js';
-import { SOURCE, type Metrics } from '../observability/metrics.js';
+import { SOURCE, ZONE_NONE, type Metrics } from '../observability/metrics.js';
 import { GATE_TC, tcReply, type GateCheck } from './gate.js';
 import type { LoopGuard } from './loop-guard.js';
 import type { Logger } from '../observability/log.js';
@@ -135,8 +135,8 @@ export class QueryHandler {
     if (parsed.kind === 'error') {
       // A source outside the ACL gets nothing, not even a FORMERR (no reflection).
       if (deps.gate && deps.gate.check(address, udp) !== 0) return null;
-      metrics.request(transport, 2, parsed.q ? parsed.q.qtype : 0);
-      metrics.response(2, parsed.rcode, SOURCE.local);
+      metrics.request(transport, ZONE_NONE, parsed.q ? parsed.q.qtype : 0);
+      metrics.response(ZONE_NONE, parsed.rcode, SOURCE.local);
       return buildErrorReply(buf, parsed.id, parsed.flags, parsed.q, parsed.rcode, {
         udpSize: settings.maxUdpSize,
         ra: true,

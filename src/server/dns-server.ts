@@ -4,13 +4,19 @@
  * complete (out of order), at most `maxPipelined` are in flight per connection (reading pauses
  * beyond), an idle connection is closed after `idleTimeoutMs`, a message that does not complete
  * within `readTimeoutMs` (a client dribbling one byte a minute) closes it, and connections are
- * capped in total and per client.
+ * capped in total and per client: at a cap the connection idle or partial longest is closed to
+ * make room (RFC 7766 §6.2.3), and only when every one has a query in flight is the new one
+ * refused. A client that half-closes (shutdown(SHUT_WR)) after its queries gets every answer,
+ * then the close. Every reply to a query carrying a client cookie gets our server cookie
+ * (RFC 7873, dns/cookie.ts).
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { QueryHandler } from '../query/handler.js';
 import type { Logger } from '../observability/log.js';
-import { formatHostPort } from '../net/address.js';
+import { formatHostPort, parseIpWords } from '../net/address.js';
+import { ServerCookies } from '../dns/cookie.js';
+import { findCookie } from '../dns/wire.js';
 import { ListenError } from '../errors.js';
 
 export interface ListenAddress {
@@ -29,6 +35,17 @@ export interface TcpLimits {
 export interface ServerCounters {
   tcpConnections: number;
   tcpRejected: Record<'max_connections' | 'max_per_client', number>;
+  tcpEvicted: number;
+}
+
+/** One client TCP connection, as the connection limits see it. */
+interface Conn {
+  sock: net.Socket;
+  client: string;
+  /** Queries read and not answered yet, plus complete ones buffered behind maxPipelined. */
+  busy: () => boolean;
+  /** When it last read a whole query or sent an answer (or connected): idle or partial since then. */
+  since: number;
 }
 
 /** A UDP socket and the queries read from it whose answers are not sent yet. */
@@ -64,9 +81,12 @@ export class DnsServer {
   private sets: ListenSet[] = [];
   /** Retired UDP sockets still sending the answers of queries read before they were retired. */
   private retiring = new Set<UdpSocket>();
-  private conns = new Set<net.Socket>();
-  private perClient = new Map<string, number>();
+  private conns = new Set<Conn>();
+  private perClient = new Map<string, Set<Conn>>();
   private draining = false;
+  private readonly cookies = new ServerCookies();
+  private readonly ipWords = new Uint32Array(4);
+  private readonly ipBytes = Buffer.alloc(16);
 
   constructor(
     private readonly proxy: QueryHandler,
@@ -137,7 +157,7 @@ export class DnsServer {
     for (const s of inherited) {
       const set: ListenSet = { key: `fd:${s.fd}`, udp: null, tcp: null, udpAddress: null, tcpAddress: null };
       if (s.kind === 'tcp') {
-        const srv = net.createServer((sock) => this.onConnection(sock));
+        const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);
           // Node calls listen(2) again on the fd, which resets its backlog: ask for the most, which
@@ -171,7 +191,7 @@ export class DnsServer {
   private async open(a: ListenAddress, key = formatHostPort(a)): Promise<ListenSet> {
     const where = formatHostPort(a);
     // Bind TCP first when the port is 0, then UDP on the same port, so both share one number.
-    const srv = net.createServer((sock) => this.onConnection(sock));
+    const srv = net.createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (err: NodeJS.ErrnoException) =>
         reject(new ListenError(`cannot listen on ${where} (tcp): ${err.message}`, err.code, { cause: err })),
@@ -238,16 +258,53 @@ export class DnsServer {
   private onDatagram(u: UdpSocket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const r = this.proxy.handle(msg, rinfo.address, true);
     if (r === null) return;
+    const cookieAt = findCookie(msg);
     // Counted until the send completes, so that a retiring socket is not closed under a send.
     u.inFlight++;
     if (r instanceof Promise) {
       void r.then((reply) => {
+        if (reply && cookieAt >= 0) reply = this.withCookie(reply, msg, cookieAt, rinfo.address, false);
         if (reply && !u.closed) u.sock.send(reply, rinfo.port, rinfo.address, u.done);
         else u.done();
       });
     } else {
-      u.sock.send(r, rinfo.port, rinfo.address, u.done);
+      const reply = cookieAt >= 0 ? this.withCookie(r, msg, cookieAt, rinfo.address, false) : r;
+      u.sock.send(reply, rinfo.port, rinfo.address, u.done);
     }
+  }
+
+  /** The reply with our server cookie for this client (RFC 7873 §5.2.3). */
+  private withCookie(reply: Buffer, query: Buffer, cookieAt: number, address: string, tcp: boolean): Buffer {
+    const w = this.ipWords;
+    const family = parseIpWords(address, w);
+    if (family === 0) return reply;
+    const ip = this.ipBytes;
+    for (let i = 0; i < 4; i++) ip.writeUInt32BE(w[i]!, 4 * i);
+    return this.cookies.addTo(reply, query, cookieAt, family === 4 ? ip.subarray(12) : ip, tcp);
+  }
+
+  /**
+   * Room for a new connection from `client` at a cap: closes the connection idle or partial
+   * longest (of this client at the per-client cap, of all at the total cap). False when every
+   * candidate has a query in flight: the new connection is refused.
+   */
+  private makeRoom(candidates: Iterable<Conn>): boolean {
+    let oldest: Conn | null = null;
+    for (const c of candidates) if (!c.busy() && (oldest === null || c.since < oldest.since)) oldest = c;
+    if (oldest === null) return false;
+    this.forget(oldest);
+    oldest.sock.destroy();
+    this.counters.tcpEvicted++;
+    return true;
+  }
+
+  /** Takes a connection out of the limits' books (at its close, or at once when evicted). */
+  private forget(c: Conn): void {
+    if (!this.conns.delete(c)) return;
+    this.counters.tcpConnections = this.conns.size;
+    const set = this.perClient.get(c.client);
+    set?.delete(c);
+    if (set?.size === 0) this.perClient.delete(c.client);
   }
 
   /** Closes a retired UDP socket once it has nothing in flight. */
@@ -281,31 +338,42 @@ export class DnsServer {
     }
   }
 
+  /** Admits a new connection under the limits (evicting to make room), or refuses it. */
+  private admit(sock: net.Socket, client: string, busy: () => boolean): Conn | null {
+    const l = this.limits;
+    if (this.conns.size >= l.maxConnections && !this.makeRoom(this.conns)) {
+      this.counters.tcpRejected.max_connections++;
+      sock.destroy();
+      return null;
+    }
+    let mine = this.perClient.get(client);
+    if (mine && mine.size >= l.maxPerClient && !this.makeRoom(mine)) {
+      this.counters.tcpRejected.max_per_client++;
+      sock.destroy();
+      return null;
+    }
+    const c: Conn = { sock, client, busy, since: Date.now() };
+    if (!mine) this.perClient.set(client, (mine = new Set()));
+    mine.add(c);
+    this.conns.add(c);
+    this.counters.tcpConnections = this.conns.size;
+    return c;
+  }
+
   // eslint-disable-next-line max-lines-per-function -- one connection's state (read buffer, answers in flight, idle and read timers) shared by its event handlers
   private onConnection(sock: net.Socket): void {
     const client = sock.remoteAddress ?? '';
-    const l = this.limits;
-    if (this.conns.size >= l.maxConnections) {
-      this.counters.tcpRejected.max_connections++;
-      sock.destroy();
-      return;
-    }
-    const n = this.perClient.get(client) ?? 0;
-    if (n >= l.maxPerClient) {
-      this.counters.tcpRejected.max_per_client++;
-      sock.destroy();
-      return;
-    }
-    this.perClient.set(client, n + 1);
-    this.conns.add(sock);
-    this.counters.tcpConnections = this.conns.size;
-    sock.setNoDelay(true);
-
     let buf: Buffer = Buffer.alloc(0);
     let inFlight = 0;
     let readTimer: NodeJS.Timeout | null = null;
     let idleTimer: NodeJS.Timeout | null = null;
     let waitingDrain = false;
+    /** The client shut its write side: answer what was read, then close. */
+    let ended = false;
+    const complete = () => buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0);
+    const conn = this.admit(sock, client, () => inFlight > 0 || complete());
+    if (conn === null) return;
+    sock.setNoDelay(true);
     const armIdle = () => {
       if (idleTimer) clearTimeout(idleTimer);
       idleTimer =
@@ -314,15 +382,21 @@ export class DnsServer {
     const armRead = () => {
       // A partial message must complete in time: one byte a minute keeps no connection open.
       // Complete queries waiting behind maxPipelined in flight are not partial.
-      const partial = buf.length > 0 && (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0));
+      const partial = buf.length > 0 && !complete();
       if (partial && !readTimer) readTimer = setTimeout(() => sock.destroy(), this.limits.readTimeoutMs);
       if (!partial && readTimer) {
         clearTimeout(readTimer);
         readTimer = null;
       }
     };
-    const send = (reply: Buffer) => {
+    const finishIfEnded = () => {
+      if (ended && inFlight === 0 && !complete() && !sock.destroyed) sock.end();
+    };
+    const send = (reply: Buffer, msg: Buffer) => {
       if (sock.destroyed) return;
+      conn.since = Date.now();
+      const cookieAt = findCookie(msg);
+      if (cookieAt >= 0) reply = this.withCookie(reply, msg, cookieAt, client, true);
       const frame = Buffer.allocUnsafe(2 + reply.length);
       frame.writeUInt16BE(reply.length, 0);
       reply.copy(frame, 2);
@@ -339,47 +413,45 @@ export class DnsServer {
     };
     const pump = () => {
       // While draining for shutdown, finish what is in flight but take no new query.
-      while (!this.draining && buf.length >= 2 && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) {
+      while (!this.draining && complete() && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain) {
         const len = buf.readUInt16BE(0);
-        if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
-        if (readTimer) {
-          clearTimeout(readTimer);
-          readTimer = null;
-        }
+        conn.since = Date.now();
         const r = this.proxy.handle(msg, client, false);
         if (r instanceof Promise) {
           inFlight++;
           void r.then((reply) => {
             inFlight--;
-            if (reply) send(reply);
+            if (reply) send(reply, msg);
             if (!this.draining && sock.isPaused() && inFlight < this.limits.maxPipelined && !sock.writableNeedDrain)
               sock.resume();
             pump();
-            armIdle();
           });
         } else if (r) {
-          send(r);
+          send(r, msg);
         }
       }
       if (inFlight >= this.limits.maxPipelined) sock.pause();
       armRead();
       armIdle();
+      finishIfEnded();
     };
     sock.on('data', (d: Buffer) => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
+      pump();
+    });
+    sock.on('end', () => {
+      // allowHalfOpen: our side stays writable for the answers still to come.
+      ended = true;
+      if (!complete()) buf = Buffer.alloc(0); // a partial message can never complete now
       pump();
     });
     sock.on('error', noop);
     sock.on('close', () => {
       if (readTimer) clearTimeout(readTimer);
       if (idleTimer) clearTimeout(idleTimer);
-      this.conns.delete(sock);
-      this.counters.tcpConnections = this.conns.size;
-      const c = (this.perClient.get(client) ?? 1) - 1;
-      if (c <= 0) this.perClient.delete(client);
-      else this.perClient.set(client, c);
+      this.forget(conn);
     });
     armIdle();
   }
@@ -392,7 +464,7 @@ export class DnsServer {
   drain(): void {
     this.draining = true;
     for (const set of this.sets) this.retire(set);
-    for (const c of this.conns) c.pause();
+    for (const c of this.conns) c.sock.pause();
   }
 
   /**
@@ -418,7 +490,7 @@ export class DnsServer {
     );
     this.sets = [];
     const ending = [...this.conns].map(
-      (c) =>
+      ({ sock: c }) =>
         new Promise<void>((r) => {
           if (c.destroyed) return r();
           // A peer that never reads would hold its unsent answers forever: cut it after a grace.

@@ -74,8 +74,8 @@ test('after a mixed dig session, /metrics counts exactly what was sent, and prom
   assert.equal(req({ zone: 'consul', type: 'A', transport: 'udp' }), 6, 'five hits and the NXDOMAIN');
   assert.equal(req({ zone: 'alias', type: 'A', transport: 'tcp' }), 3);
   assert.equal(req({ zone: 'recursor', type: 'A' }), 1, 'www.example');
-  // A NOTIMP is answered before its question is read: no type, and the catch-all zone.
-  assert.equal(req({ zone: 'recursor', type: 'other' }), 1, 'the NOTIMP');
+  // A NOTIMP is answered before its question is read: no type, and zone "none" (not routed).
+  assert.equal(req({ zone: 'none', type: 'other' }), 1, 'the NOTIMP');
   assert.equal(sample(text, 'consul_dns_proxy_cache_hits_total') - hits0, 8, 'alias and canonical share one entry');
   const resp = (labels: Record<string, string>) =>
     sample(text, 'consul_dns_proxy_responses_total', labels) -

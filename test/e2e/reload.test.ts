@@ -144,19 +144,27 @@ test("item 23: POST /cache/flush?name=janus.service.starlings flushes janus.serv
   assert.ok(sim.queries > n, 'after the flush the query reached the agent');
 });
 
-test(
-  'item 24: a malformed query is counted under zone="none"',
-  { todo: 'item 24: counted under zone="recursor" (index 2)' },
-  async (t) => {
-    const up = await scripted(t, answerA('192.0.2.24'));
-    const p = await startProxy(await scriptedProxyArgs(up.address, '127.0.0.1:0'), { config: '{}\n' });
-    t.after(() => p.stop());
-    // QDCOUNT 1, then a label length running past the end of the message.
-    const bad = Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 40, 0x61, 0x62]);
-    const r = await askUdp(p.port, bad);
-    assert.ok(r && (r[3]! & 0xf) === 1, 'FORMERR');
-    const text = await scrape(p.metrics!);
-    const v = metricValue(text, 'consul_dns_proxy_requests_total', { zone: 'none' }) ?? 0;
-    assert.ok(v >= 1, `requests_total{zone="none"} = ${v}`);
-  },
-);
+test('item 24: a malformed query is counted under zone="none", before and after a reload that changes the zones', async (t) => {
+  const up = await scripted(t, answerA('192.0.2.24'));
+  const p = await startProxy(await scriptedProxyArgs(up.address, '127.0.0.1:0'), { config: '{}\n' });
+  t.after(() => p.stop());
+  // QDCOUNT 1, then a label length running past the end of the message.
+  const bad = Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 40, 0x61, 0x62]);
+  const r = await askUdp(p.port, bad);
+  assert.ok(r && (r[3]! & 0xf) === 1, 'FORMERR');
+  const text = await scrape(p.metrics!);
+  const v = metricValue(text, 'consul_dns_proxy_requests_total', { zone: 'none' }) ?? 0;
+  assert.ok(v >= 1, `requests_total{zone="none"} = ${v}`);
+  assert.equal(metricValue(text, 'consul_dns_proxy_requests_total', { zone: 'recursor' }) ?? 0, 0, 'not recursor');
+  // A reload that adds a zone rebuilds the zone labels: "none" stays and keeps counting.
+  await reload(p, `zones:\n  - name: newzone.test\n    upstreams: ["${up.address}"]\n`, /configuration reloaded/);
+  const r2 = await askUdp(p.port, bad);
+  assert.ok(r2 && (r2[3]! & 0xf) === 1, 'FORMERR after the reload');
+  const after = await scrape(p.metrics!);
+  const v2 = metricValue(after, 'consul_dns_proxy_requests_total', { zone: 'none' }) ?? 0;
+  assert.ok(v2 >= v + 1, `requests_total{zone="none"} ${v} → ${v2} across the reload`);
+  const others = ['recursor', 'newzone.test'].map(
+    (zone) => metricValue(after, 'consul_dns_proxy_requests_total', { zone }) ?? 0,
+  );
+  assert.deepEqual(others, [0, 0], 'nothing counted under the recursor or the new zone');
+});

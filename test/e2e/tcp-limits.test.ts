@@ -72,32 +72,34 @@ async function metric(p: ProxyProc, name: string, labels = ''): Promise<number> 
   return line ? Number(line.split(' ').pop()) : NaN;
 }
 
-test('connections are capped per client and in total; the extra ones are closed at once and counted', async (t) => {
+test('at a cap (per client, then in total) the connection idle longest is closed for the new one and counted (RFC 7766 §6.2.3)', async (t) => {
   const p = await proxyWith(
     t,
     'limits:\n  tcp: {maxConnections: 3, maxPerClient: 2, idleTimeoutMs: 60000, readTimeoutMs: 60000}\n',
   );
   const a1 = await connect(p, '127.0.0.1');
+  await new Promise((r) => setTimeout(r, 20));
   const a2 = await connect(p, '127.0.0.1');
   await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 2, {
     what: 'two connections open',
   });
   const a3 = await connect(p, '127.0.0.1');
-  await waitFor(() => a3.closed, { what: 'the third connection from one client to be closed' });
+  await waitFor(() => a1.closed, { what: 'the oldest idle connection of the client to be evicted' });
   const b1 = await connect(p, '127.0.0.2');
   await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 3, {
     what: 'a connection from another client accepted',
   });
   const c1 = await connect(p, '127.0.0.3');
-  await waitFor(() => c1.closed, { what: 'a fourth connection in total to be closed' });
-  // The accepted ones work.
-  for (const [i, c] of [a1, a2, b1].entries()) c.sock.write(frame(100 + i, 'janus.service.consul'));
-  await waitFor(() => a1.ids.length === 1 && a2.ids.length === 1 && b1.ids.length === 1, {
-    what: 'answers on the accepted connections',
+  await waitFor(() => a2.closed, { what: 'the oldest idle connection of all to be evicted at the total cap' });
+  // The new ones work, the others stay.
+  for (const [i, c] of [a3, b1, c1].entries()) c.sock.write(frame(100 + i, 'janus.service.consul'));
+  await waitFor(() => a3.ids.length === 1 && b1.ids.length === 1 && c1.ids.length === 1, {
+    what: 'answers on the open connections',
   });
-  assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_per_client"'), 1);
-  assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_connections"'), 1);
-  for (const c of [a1, a2, b1]) c.sock.destroy();
+  assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_evicted_total'), 2);
+  assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_per_client"'), 0);
+  assert.equal(await metric(p, 'consul_dns_proxy_tcp_connections_rejected_total', 'reason="max_connections"'), 0);
+  for (const c of [a3, b1, c1]) c.sock.destroy();
   // Closing frees the slots.
   await waitFor(async () => (await metric(p, 'consul_dns_proxy_tcp_connections')) === 0, { what: 'slots freed' });
   const again = await connect(p, '127.0.0.3');

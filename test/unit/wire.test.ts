@@ -558,7 +558,7 @@ test('sameQuestion compares names without case and rejects another name, type or
 // ------------------------------------------------------------------------------------------------
 // buildErrorReply
 
-test('buildErrorReply NOTIMP for opcode 15 echoes ID, opcode and RD only', () => {
+test('buildErrorReply NOTIMP for opcode 15 echoes ID and opcode only (RD is defined for QUERY alone)', () => {
   const buf = fixture(QUERIES, 'opcode15-header-only.bin');
   const o = expectError(parseQuery(buf), RCODE.NOTIMP, 'opcode 15');
   // The query carries AD (0x20): it must not come back, nor RA/AA/CD/TC.
@@ -568,15 +568,17 @@ test('buildErrorReply NOTIMP for opcode 15 echoes ID, opcode and RD only', () =>
     ra: true,
     ede: { code: EDE.NOT_READY },
   });
-  assert.equal(r.length, HEADER_LEN, 'header only: no question, no OPT');
+  // No question; the query has an OPT, so the reply has ours (RFC 6891 §7), with the EDE.
+  assert.equal(r.length, HEADER_LEN + 11 + 6, 'header and OPT: no question');
   assert.equal(r.readUInt16BE(0), 0xecd3);
   const f = r.readUInt16BE(2);
-  assert.equal(f, FLAG.QR | (15 << 11) | FLAG.RD | RCODE.NOTIMP);
-  for (const bit of [FLAG.RA, FLAG.AA, FLAG.AD, FLAG.CD, FLAG.TC, FLAG.Z]) assert.equal(f & bit, 0);
+  assert.equal(f, FLAG.QR | (15 << 11) | RCODE.NOTIMP);
+  for (const bit of [FLAG.RA, FLAG.AA, FLAG.AD, FLAG.CD, FLAG.TC, FLAG.Z, FLAG.RD]) assert.equal(f & bit, 0);
   assert.deepEqual(
     [2, 3, 4, 5].map((i) => r.readUInt16BE(i * 2)),
-    [0, 0, 0, 0],
+    [0, 0, 0, 1],
   );
+  assert.equal(r.readUInt16BE(HEADER_LEN + 1), 41, 'OPT');
 });
 
 test('buildErrorReply BADVERS: extended rcode 1 in our OPT, version 0, question echoed', () => {
