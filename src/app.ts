@@ -21,12 +21,14 @@ import { DnsServer, type InheritedSocket } from './server/dns-server.js';
 import { createNotifier } from './server/sd-notify.js';
 import { Metrics } from './observability/metrics.js';
 import { startAdmin } from './server/admin.js';
-import { AnswerCache, type WatchView } from './cache/answer-cache.js';
+import { AnswerCache, STARTING, type WatchView } from './cache/answer-cache.js';
 import { createGate } from './query/gate.js';
 import { LoopGuard } from './query/loop-guard.js';
 import { HealthWatcher } from './consul/health.js';
+import { answerAgrees } from './consul/agree.js';
+import { CATALOG } from './consul/catalog-key.js';
 import { buildQuestion } from './dns/wire.js';
-import { TYPE } from './dns/constants.js';
+import { RCODE, TYPE } from './dns/constants.js';
 import type { Logger } from './observability/log.js';
 import { VERSION } from './version.js';
 import { serviceKey } from './consul/service-key.js';
@@ -90,6 +92,9 @@ function start(b: Built, metrics: Metrics): void {
     healthWatches: () => watcher?.size ?? 0,
     healthChanges: () => watcher?.changes ?? 0,
     serviceInstances: () => watcher?.instanceCounts() ?? new Map(),
+    negativeEntries: () => cache?.negativeEntries() ?? 0,
+    catalogWatch: () => watcher?.catalogState ?? -1,
+    watchOverLimit: () => watcher?.overLimit ?? 0,
   };
 }
 
@@ -124,14 +129,26 @@ function buildCache(
       metrics.invalidationLag(Math.max(0, Date.now() - d.receivedAt) / 1000);
     },
     onLiveChange: (service, live, dc) => {
-      if (live) liveSince.set(serviceKey(service, dc), Date.now());
-      else liveSince.delete(serviceKey(service, dc));
+      if (!live) {
+        liveSince.delete(serviceKey(service, dc));
+        return;
+      }
+      const since = Date.now();
+      liveSince.set(serviceKey(service, dc), since);
+      cache?.adopt(service, dc, since);
     },
   });
   const view: WatchView = {
     ensure: (s, dc) => watcher.ensure(s, dc),
     touch: (s, dc) => watcher.touch(s, dc),
-    liveSince: (s, dc) => liveSince.get(serviceKey(s, dc)) ?? 0,
+    liveSince: (s, dc) => liveSince.get(serviceKey(s, dc)) ?? (watcher.isStarting(s, dc) ? STARTING : 0),
+    agrees: (s, dc, queried, tag, qtype, reply) => {
+      // Held by the catalog watch: an NXDOMAIN for a service the catalog does not list.
+      if (s === CATALOG) return (reply.flags & 0xf) === RCODE.NXDOMAIN && watcher.knows(queried, dc) === false;
+      const set = watcher.healthySet(s, dc);
+      return set !== null && answerAgrees(set, tag, qtype, reply);
+    },
+    knows: (s, dc) => watcher.knows(s, dc),
   };
   const stale =
     typeof c.staleSeconds === 'number' ? { consul: c.staleSeconds, recursors: c.staleSeconds } : c.staleSeconds;

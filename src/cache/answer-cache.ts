@@ -31,6 +31,7 @@ import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
 import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
+import { CATALOG } from '../consul/catalog-key.js';
 import { cacheKeyPrefix, isKeyOf } from './key.js';
 import { applyTtlRules, lowerNames } from './rules.js';
 import {
@@ -112,6 +113,42 @@ export interface WatchView {
   touch(service: string, dc?: string): void;
   /** Time (ms) since which the service's watch has been live without interruption, or 0. */
   liveSince(service: string, dc?: string): number;
+  /**
+   * Whether a fetched reply agrees with the healthy set the service's watch last reported
+   * (consul/agree.ts). An answer that does not (read from a server lagging behind the watch's)
+   * is not held: it keeps Consul's TTL and is asked again. Absent: every answer agrees.
+   */
+  agrees?(
+    service: string,
+    dc: string | undefined,
+    queried: string,
+    tag: string | undefined,
+    qtype: number,
+    reply: Message,
+  ): boolean;
+  /** Whether the live catalog watch lists the service (true), does not (false), or cannot say (null). */
+  knows?(service: string, dc?: string): boolean | null;
+}
+
+/**
+ * liveSince() of a watch whose first request is in flight. An answer fetched then is held for
+ * START_GRACE_MS at most, and adopted (held for consulTtl) when the first reply agrees with it:
+ * so the misses racing a new watch's first reply are not all sent to the agents.
+ */
+export const STARTING = -1;
+const START_GRACE_MS = 50;
+
+/** The hold decision of one fetched answer. */
+interface Hold {
+  liveSince: number;
+  watchedUntil: number;
+}
+const NO_HOLD: Hold = Object.freeze({ liveSince: 0, watchedUntil: 0 });
+
+/** NODATA or NXDOMAIN with an SOA (RFC 2308), whole (no TC) and without an extended rcode. */
+function negativeHoldable(layout: ReplyLayout): boolean {
+  if (layout.flags & FLAG.TC || layout.extRcode !== 0 || layout.negTtl < 0) return false;
+  return layout.rcode === RCODE.NXDOMAIN || (layout.rcode === RCODE.NOERROR && layout.an === 0);
 }
 
 interface Entry {
@@ -123,6 +160,8 @@ interface Entry {
   watchedUntil: number;
   /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
   liveSince: number;
+  /** A negative answer with SOA MINIMUM 0: fresh only while held by a watch, never stale. */
+  heldOnly: boolean;
   staleUntil: number;
   /** Until when (ms) a failed refresh makes this entry be served stale at once (0: none failed). */
   recheckUntil: number;
@@ -233,7 +272,7 @@ export class AnswerCache implements ResponseCache {
     const e = this.lru.get(key);
     if (e === undefined) return null;
     const now = this.now();
-    if (now >= e.staleUntil) return null;
+    if (now >= e.staleUntil || e.heldOnly) return null;
     if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit);
     const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
     if (v === null) return null;
@@ -291,52 +330,64 @@ export class AnswerCache implements ResponseCache {
     const consul = route.kind === 'consul';
     const positive = layout.rcode === RCODE.NOERROR && layout.an > 0;
     // Every answer of a service lookup (any form, type or rcode) is tied to the service so that a
-    // health change drops it; only positive answers of the instance types are watch-protected.
+    // health change drops it. Positive answers of the instance types and negative answers (NODATA,
+    // NXDOMAIN) are watch-protected: held while the watch that vouches for them is live.
     let service: string | null = null;
     let dc: string | undefined;
     let sk: string | null = null;
+    let tag: string | undefined;
+    let queried = '';
     let watchable = false;
     if (consul) {
       const lookup = parseConsulName(canonicalName, this.s.domain, q.qtype);
       if (lookup !== null && lookup.kind === 'service') {
-        service = lookup.service;
+        service = queried = lookup.service;
         dc = lookup.dc;
+        tag = lookup.tag;
+        watchable = positive ? SERVICE_TYPES.has(q.qtype) : this.watch !== null && negativeHoldable(layout);
+        // An NXDOMAIN is vouched for by the service's watch when the catalog lists the service (it
+        // has no healthy instance), else by the catalog watch (no such service; own datacenter only).
+        if (watchable && layout.rcode === RCODE.NXDOMAIN) {
+          const known = dc === undefined ? this.watch?.knows?.(service) : undefined;
+          if (known === undefined) watchable = false;
+          else if (known !== true) service = CATALOG;
+        }
         sk = serviceKey(service, dc);
-        watchable = positive && SERVICE_TYPES.has(q.qtype);
       }
     }
-    const ttl = cacheableTtl(layout, this.s.negativeMaxTtl);
-    if (ttl < 0) return false;
+    let ttl = cacheableTtl(layout, this.s.negativeMaxTtl);
+    // Consul's negatives carry SOA MINIMUM 0: only a watch can hold them, and they are never stale.
+    const heldOnly = ttl < 0 && watchable && !positive;
+    if (heldOnly) ttl = 0;
+    else if (ttl < 0) return false;
     // TTL 0 means "do not cache" (RFC 1035 §3.2.1); Consul's TTL 0 answers are the exception, held
     // by the health watch and kept as last-known-good.
     if (ttl === 0 && !consul) return false;
-    // A miss on a service lookup starts the watch. Only for cacheable answers naming instances,
-    // so a flood of random names (NXDOMAIN) cannot fill cache.maxWatches.
+    // A miss on a service lookup starts the watch. Only for answers naming instances or services
+    // the catalog lists; an unknown name starts the one catalog watch, so a flood of random names
+    // (NXDOMAIN) cannot fill cache.maxWatches.
     if (watchable) this.watch?.ensure(service!, dc);
     // An answer fetched before the service's last health change may already be out of date.
     if (sk !== null && (this.changedAt.get(sk) ?? -1) >= fetchedAt) return false;
-    let liveSince = 0;
-    let watchedUntil = 0;
-    if (watchable && this.watch !== null) {
-      const since = this.watch.liveSince(service!, dc);
-      // Strictly before: an answer fetched in the same millisecond may predate the watch's baseline.
-      if (since > 0 && since < fetchedAt) {
-        liveSince = since;
-        watchedUntil = fetchedAt + this.s.consulTtl * 1000;
-      }
-    }
+    // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
+    const stripped = stripOpt(result.reply, layout);
+    const hold =
+      watchable && this.watch !== null
+        ? this.holdFor(service!, dc, queried, tag, q.qtype, stripped, fetchedAt)
+        : NO_HOLD;
+    if (hold === null) return false;
+    const { liveSince, watchedUntil } = hold;
     const ownTtl = consul ? ttl : Math.min(ttl, this.s.maxTtl);
     const ownUntil = fetchedAt + ownTtl * 1000;
     const freshest = Math.max(ownUntil, watchedUntil);
-    const staleUntil = freshest + (consul ? this.s.staleConsul : this.s.staleRecursors) * 1000;
+    const staleUntil = heldOnly ? freshest : freshest + (consul ? this.s.staleConsul : this.s.staleRecursors) * 1000;
     if (staleUntil <= now) return false;
-    // A buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole slab alive.
-    const stripped = stripOpt(result.reply, layout);
     const e: Entry = {
       storedAt: fetchedAt,
       ownUntil,
       watchedUntil,
       liveSince,
+      heldOnly,
       staleUntil,
       recheckUntil: 0,
       service,
@@ -368,6 +419,8 @@ export class AnswerCache implements ResponseCache {
       // stale gets the others on the failure path, if ever.
       let canonical: Message;
       try {
+        // Decoded from the cache's own lowercased copy, not from the bytes as received (holdFor
+        // decodes those): the renderings must not carry the first client's letter case.
         canonical = decodeMessage(e.buf.subarray(e.off, e.off + e.len));
       } catch {
         return false; // validated by scanReply already; a decode failure means we simply don't cache it
@@ -388,6 +441,85 @@ export class AnswerCache implements ResponseCache {
       set.add(key);
     }
     return true;
+  }
+
+  /**
+   * Whether a fetched answer is held, and until when: while the watch `service` (a service, or
+   * CATALOG) has been live since before the fetch and the answer agrees with what it last reported;
+   * for START_GRACE_MS while the watch's first request is in flight (adopted or dropped then).
+   * Null: the reply does not decode (not cached).
+   */
+  private holdFor(
+    service: string,
+    dc: string | undefined,
+    queried: string,
+    tag: string | undefined,
+    qtype: number,
+    stripped: Buffer,
+    fetchedAt: number,
+  ): Hold | null {
+    const w = this.watch!;
+    const since = w.liveSince(service, dc);
+    if (since === STARTING) return { liveSince: STARTING, watchedUntil: fetchedAt + START_GRACE_MS };
+    if (since <= 0) return NO_HOLD;
+    // Without an agreement check, strictly before: an answer fetched in the same millisecond may
+    // predate the watch's baseline. With one, an answer that agrees with the set is right whenever
+    // it was fetched (a change after the fetch moved changedAt past it and refused it above).
+    if (w.agrees === undefined && since >= fetchedAt) return NO_HOLD;
+    let canonical: Message;
+    try {
+      canonical = decodeMessage(stripped);
+    } catch {
+      return null; // validated by scanReply already; a decode failure means we simply don't cache it
+    }
+    // The watch's state is the truth: an answer naming other instances than it reported is not
+    // held (issue 13 item 25, the re-cache race).
+    if (!(w.agrees?.(service, dc, queried, tag, qtype, canonical) ?? true)) return NO_HOLD;
+    return { liveSince: since, watchedUntil: fetchedAt + this.s.consulTtl * 1000 };
+  }
+
+  /**
+   * The watch `service` (or CATALOG) went live at `since`: its entries fetched while it was
+   * starting are held from now on if they agree with its first reply; the others are dropped
+   * (a held-only negative) or left to their own TTL.
+   */
+  adopt(service: string, dc: string | undefined, since: number): number {
+    const keys = this.byService.get(serviceKey(service, dc));
+    if (!keys || this.watch === null) return 0;
+    let n = 0;
+    const now = this.now();
+    for (const k of [...keys]) {
+      const e = this.lru.peek(k);
+      if (e === undefined || e.liveSince !== STARTING) continue;
+      let ok = false;
+      try {
+        const m = decodeMessage(e.buf.subarray(e.off, e.off + e.len));
+        const qq = m.questions[0];
+        const l = qq ? parseConsulName(qq.name.toLowerCase(), this.s.domain, qq.type) : null;
+        ok = l?.kind === 'service' && (this.watch.agrees?.(service, dc, l.service, l.tag, qq!.type, m) ?? true);
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        e.liveSince = 0;
+        if (e.heldOnly) this.lru.delete(k);
+        continue;
+      }
+      e.liveSince = since;
+      e.watchedUntil = e.storedAt + this.s.consulTtl * 1000;
+      e.staleUntil = Math.max(e.staleUntil, e.watchedUntil + (e.heldOnly ? 0 : this.s.staleConsul * 1000));
+      if (e.staleUntil > now) this.lru.set(k, e, { ttl: e.staleUntil - now, size: e.size });
+      n++;
+    }
+    return n;
+  }
+
+  /** Negative answers (NODATA, NXDOMAIN) held fresh by a watch now; for the gauge. */
+  negativeEntries(): number {
+    let n = 0;
+    const now = this.now();
+    for (const e of this.lru.values()) if (e.answers === 0 && e.watchedUntil > 0 && now < this.freshUntil(e)) n++;
+    return n;
   }
 
   /** Index of an alias's renderings in Entry.variants (0 = the Consul domain itself). */

@@ -27,13 +27,19 @@
 // agent (accepts, never answers) is only detected when the request budget (wait·17/16 + margin,
 // ~324 s at wait 300 s) runs out, and the watch counts as live meanwhile: lower waitSeconds to
 // shorten that window. Each blocking request holds one keep-alive socket, so watches ≈ connections
-// to the agent; Consul's limits.http_max_conns_per_client defaults to 200.
+// to the agent; Consul's limits.http_max_conns_per_client defaults to 200. Past it Consul 1.8.7
+// accepts a connection and closes it without a response (newer front ends may answer 429): that
+// watch stops and no new one starts for a backoff (overTheLimit); at maxWatches the least recently
+// used idle watch makes room (evictIdle). One more loop, on /v1/catalog/services (CATALOG), tells
+// which services exist, so an NXDOMAIN of an unknown name can be held until the service set changes.
 
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { serviceKey } from './service-key.js';
+import { CATALOG } from './catalog-key.js';
+import { ipKey, type DnsInstance } from './agree.js';
 import type { Log } from '../observability/log.js';
 import { HealthWatchError } from '../errors.js';
 
@@ -141,9 +147,10 @@ export function dnsWeight(svc: Obj, checks: unknown[]): number {
  * port, tags (tag lookups), SRV weight. The hash is over the sorted tuples, so instance order
  * and check output never count as a change.
  */
-export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; instances: number } {
+export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; instances: number; set: DnsInstance[] } {
   if (!Array.isArray(body)) throw new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', 'health reply is not a JSON array');
   const tuples: string[] = [];
+  const set: DnsInstance[] = [];
   for (const e of body) {
     if (!isObj(e)) continue;
     const node = isObj(e['Node']) ? e['Node'] : {};
@@ -159,6 +166,7 @@ export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; in
     }
     if (drop) continue;
     const tags = Array.isArray(svc['Tags']) ? (svc['Tags'] as unknown[]).map(String).sort() : [];
+    set.push(dnsInstance(node, svc, tags));
     tuples.push(
       JSON.stringify([
         str(node['Node']),
@@ -175,7 +183,79 @@ export function dnsView(body: unknown, onlyPassing: boolean): { hash: string; in
   }
   tuples.sort();
   const hash = createHash('sha1').update(tuples.join('\n')).digest('base64');
-  return { hash, instances: tuples.length };
+  return { hash, instances: tuples.length, set };
+}
+
+/** What DNS can show of one kept instance (consul/agree.ts judges fetched answers against it). */
+function dnsInstance(node: Obj, svc: Obj, tags: string[]): DnsInstance {
+  const addrs = new Set<string>();
+  const add = (v: unknown): void => {
+    if (typeof v === 'string' && v !== '') addrs.add(ipKey(v));
+    else if (isObj(v) && typeof v['Address'] === 'string' && v['Address'] !== '') addrs.add(ipKey(v['Address']));
+  };
+  const primary = str(svc['Address']) || str(node['Address']);
+  add(primary);
+  add(node['Address']);
+  for (const t of [node['TaggedAddresses'], svc['TaggedAddresses']])
+    if (isObj(t)) for (const v of Object.values(t)) add(v);
+  return {
+    tags: tags.map((t) => t.toLowerCase()),
+    primary: ipKey(primary),
+    addrs: [...addrs],
+    port: typeof svc['Port'] === 'number' ? svc['Port'] : 0,
+  };
+}
+
+/**
+ * The service set of a /v1/catalog/services reply (`{"name": [tags]}`), lowercased as DNS compares
+ * names; the hash is over the sorted names, so tags and key order never count as a change.
+ */
+export function catalogView(body: unknown): { hash: string; names: Set<string> } {
+  if (!isObj(body)) throw new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', 'catalog reply is not a JSON object');
+  const names = new Set(Object.keys(body).map((k) => k.toLowerCase()));
+  const hash = createHash('sha1')
+    .update([...names].sort().join('\n'))
+    .digest('base64');
+  return { hash, names };
+}
+
+/**
+ * A watch's request path before the blocking parameters. `stale`: Consul's DNS reads with
+ * allow_stale (default true), so the watch sees what DNS sees and spreads the load over the
+ * servers like DNS does.
+ */
+function watchPath(base: string, w: { key: string; service: string; dc: string | undefined }): string {
+  let path =
+    w.key === CATALOG
+      ? `${base}/v1/catalog/services?stale`
+      : `${base}/v1/health/service/${encodeURIComponent(w.service)}?stale`;
+  if (w.dc) path += `&dc=${encodeURIComponent(w.dc)}`;
+  return path;
+}
+
+/** A complete HTTP response as an Outcome: the parsed body and index, or a classified error. */
+function replyOutcome(label: string, res: http.IncomingMessage, chunks: Buffer[]): Outcome {
+  const bad = (err: HealthWatchError, failover: boolean): Outcome => ({ ok: false, err, failover, retrySame: false });
+  const status = res.statusCode ?? 0;
+  if (status !== 200) {
+    const err = new HealthWatchError('CDP_ERR_CONSUL_HTTP_STATUS', `${label}: HTTP ${status}`, status);
+    // 429: Consul's limit on this client (http_max_conns_per_client): over the limit, see run().
+    if (status === 429) return { ok: false, err, failover: false, retrySame: false, overLimit: true };
+    // 4xx (bad request, ACL denied) would be the same on every agent: no failover. 5xx are the
+    // agent's own trouble: try the next one.
+    return bad(err, !(status >= 400 && status < 500));
+  }
+  // Without X-Consul-Index we cannot block: polling would be a busy loop, so it is an error
+  // (the consul package ends the watch for good here instead).
+  const raw = res.headers['x-consul-index'];
+  const idx = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isFinite(idx))
+    return bad(new HealthWatchError('CDP_ERR_CONSUL_NO_INDEX', `${label}: reply without a valid X-Consul-Index`), true);
+  try {
+    return { ok: true, index: idx, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) };
+  } catch {
+    return bad(new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', `${label}: reply is not JSON`), true);
+  }
 }
 
 /** Jittered exponential backoff ("equal jitter"): a delay in [d/2, d], d = min(max, base·2^(n-1)). */
@@ -198,7 +278,7 @@ interface Endpoint {
 
 type Outcome =
   | { ok: true; index: number; body: unknown }
-  | { ok: false; err: HealthWatchError; failover: boolean; retrySame: boolean };
+  | { ok: false; err: HealthWatchError; failover: boolean; retrySame: boolean; overLimit?: boolean };
 
 class Watch {
   index = 0; // last X-Consul-Index; 0 = none yet, or reset after going backwards
@@ -206,6 +286,10 @@ class Watch {
   live = false;
   hash = '';
   instances = 0;
+  /** The healthy instances of the last reply (the set the watch last reported). */
+  set: readonly DnsInstance[] = [];
+  /** The catalog watch only: the service names of the last reply. */
+  names: ReadonlySet<string> | null = null;
   failures = 0;
   used = false; // set by ensure/touch; folded into lastUsed by the sweep
   lastUsed: number;
@@ -234,8 +318,16 @@ export class HealthWatcher {
   errors = 0;
   /** Index resets (X-Consul-Index went backwards). */
   resets = 0;
-  /** ensure() calls refused because maxWatches watches were running. */
+  /** ensure() calls refused because maxWatches watches were running (and none was idle), or while backing off. */
   rejected = 0;
+  /**
+   * Watches the agent refused as over its connection limit (HTTP 429, or a new connection closed
+   * without a response: Consul's limits.http_max_conns_per_client). Each such watch is stopped
+   * (its service keeps Consul's TTL) and no new watch starts for a backoff.
+   */
+  overLimit = 0;
+  /** Watches stopped to make room for a newly queried service (the least recently used idle one). */
+  evicted = 0;
   /** Requests held back by minIntervalMs (a busy server, or changes in quick succession). */
   throttled = 0;
 
@@ -256,6 +348,8 @@ export class HealthWatcher {
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private capWarned = false;
+  private limitStrikes = 0;
+  private pausedUntil = 0;
 
   constructor(private readonly opts: WatchOptions) {
     if (opts.httpUrls.length === 0)
@@ -337,7 +431,10 @@ export class HealthWatcher {
       return;
     }
     if (this.stopped) return;
-    if (this.watches.size >= this.opts.maxWatches) {
+    if (
+      key !== CATALOG &&
+      (this.now() < this.pausedUntil || (this.size >= this.opts.maxWatches && !this.evictIdle()))
+    ) {
       this.rejected++;
       if (!this.capWarned) {
         this.capWarned = true;
@@ -358,6 +455,42 @@ export class HealthWatcher {
     }
   }
 
+  /**
+   * At the cap: stop the least recently used watch not asked for since the last sweep, so the
+   * most recently queried services stay watched and the count never exceeds maxWatches. False
+   * when every watch is in use (then the new service keeps Consul's TTL: no churn).
+   */
+  private evictIdle(): boolean {
+    let victim: Watch | null = null;
+    for (const w of this.watches.values()) {
+      if (w.used || w.key === CATALOG) continue;
+      if (victim === null || w.lastUsed < victim.lastUsed) victim = w;
+    }
+    if (victim === null) return false;
+    this.evicted++;
+    this.log.debug?.(
+      { service: victim.service, dc: victim.dc },
+      'consul watch stopped (least recently used, at the cap)',
+    );
+    this.retire(victim, true);
+    return true;
+  }
+
+  /** The agent refused watch `w` as over its limit: stop it, count it, start no watch for a while. */
+  private overTheLimit(w: Watch, err: HealthWatchError): void {
+    this.overLimit++;
+    this.limitStrikes++;
+    const pause = backoffDelay(this.limitStrikes, this.backoffBase, this.backoffMax, this.random);
+    this.pausedUntil = this.now() + pause;
+    if (this.limitStrikes === 1) {
+      this.log.warn(
+        { service: w.service, dc: w.dc, watches: this.size, err: err.message },
+        "consul agent refused a watch as over its connection limit (http_max_conns_per_client); that service keeps Consul's TTL",
+      );
+    }
+    this.retire(w, true);
+  }
+
   /** Query activity (cache hit): keeps the watch from going idle. A map lookup and a property write. */
   touch(service: string, dc?: string): void {
     const w = this.watches.get(serviceKey(service, dc));
@@ -370,15 +503,48 @@ export class HealthWatcher {
     return w !== undefined && w.live;
   }
 
+  /**
+   * The healthy instances the live watch last reported, or null when the watch is not live (no
+   * reply yet, or its last round failed): then nothing vouches for a fetched answer.
+   */
+  healthySet(service: string, dc?: string): readonly DnsInstance[] | null {
+    const w = this.watches.get(serviceKey(service, dc));
+    return w !== undefined && w.live ? w.set : null;
+  }
+
+  /**
+   * Whether the live catalog watch lists the service (true), does not (false), or cannot say (null:
+   * no catalog watch, or not live). Only the agent's own datacenter is watched.
+   */
+  knows(service: string, dc?: string): boolean | null {
+    if (dc !== undefined) return null;
+    const w = this.watches.get(CATALOG);
+    if (w === undefined || !w.live || w.names === null) return null;
+    return w.names.has(service.toLowerCase());
+  }
+
+  /** True while the watch has neither replied nor failed yet (its first request is in flight). */
+  isStarting(service: string, dc?: string): boolean {
+    const w = this.watches.get(serviceKey(service, dc));
+    return w !== undefined && !w.gotReply && w.failures === 0;
+  }
+
+  /** The catalog watch: 1 live, 0 running but not live, -1 not running; for the catalog-watch gauge. */
+  get catalogState(): number {
+    const w = this.watches.get(CATALOG);
+    return w === undefined ? -1 : w.live ? 1 : 0;
+  }
+
   /** Visible (DNS) instances per watched service, keyed by serviceKey(); for the instances gauge. */
   instanceCounts(): Map<string, number> {
     const m = new Map<string, number>();
-    for (const w of this.watches.values()) if (w.gotReply) m.set(w.key, w.instances);
+    for (const w of this.watches.values()) if (w.gotReply && w.key !== CATALOG) m.set(w.key, w.instances);
     return m;
   }
 
+  /** Health watches running (the catalog watch not counted). */
   get size(): number {
-    return this.watches.size;
+    return this.watches.size - (this.watches.has(CATALOG) ? 1 : 0);
   }
 
   /** Abort every request, clear every timer, close every socket; resolves when all loops ended. */
@@ -495,6 +661,10 @@ export class HealthWatcher {
       w.lastStart = this.now();
       const r = await this.round(w);
       if (w.stopped) return;
+      if (!r.ok && r.overLimit === true) {
+        this.overTheLimit(w, r.err);
+        return;
+      }
       let err: HealthWatchError | null = r.ok ? null : r.err;
       if (r.ok) {
         try {
@@ -553,13 +723,14 @@ export class HealthWatcher {
   private request(w: Watch, u: number): Promise<Outcome> {
     const ep = this.eps[u] as Endpoint;
     // Blocking only after the first reply, and never on index 0 (blocking.mdx: "use at least 1").
-    const blocking = w.gotReply;
+    // After a failed round, a non-blocking read first: with nothing changed, a blocking read on the
+    // old index would hold for the whole wait (60 s) before the watch counts as live again, and
+    // every query meanwhile goes to the agents. The read's reply is compared with the baseline as
+    // any other, so a change made during the outage is still reported.
+    const blocking = w.gotReply && w.failures === 0;
     const index = Math.max(1, w.index);
     const wait = u === this.preferred ? this.wait : this.probeWait;
-    // `stale`: Consul's DNS reads with allow_stale (default true), so the watch sees what DNS sees
-    // and spreads the load over the servers like DNS does.
-    let path = `${ep.base}/v1/health/service/${encodeURIComponent(w.service)}?stale`;
-    if (w.dc) path += `&dc=${encodeURIComponent(w.dc)}`;
+    let path = watchPath(ep.base, w);
     if (blocking) path += `&index=${index}&wait=${wait}s`;
     // Consul adds up to wait/16 of jitter to the wait; then our margin.
     const budget = (blocking ? (wait * 1000 * 17) / 16 : 0) + this.margin;
@@ -588,38 +759,16 @@ export class HealthWatcher {
           res.on('aborted', () =>
             fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: response aborted`), true),
           );
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            if (status !== 200) {
-              // 4xx (bad request, ACL denied) would be the same on every agent: no failover. 429
-              // (Consul's rate limit) and 5xx are the agent's own trouble: try the next one.
-              const failover = !(status >= 400 && status < 500 && status !== 429);
-              fail(new HealthWatchError('CDP_ERR_CONSUL_HTTP_STATUS', `${ep.label}: HTTP ${status}`, status), failover);
-              return;
-            }
-            // Without X-Consul-Index we cannot block: polling would be a busy loop, so it is an error
-            // (the consul package ends the watch for good here instead).
-            const raw = res.headers['x-consul-index'];
-            const idx = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN;
-            if (!Number.isFinite(idx)) {
-              fail(
-                new HealthWatchError('CDP_ERR_CONSUL_NO_INDEX', `${ep.label}: reply without a valid X-Consul-Index`),
-                true,
-              );
-              return;
-            }
-            let body: unknown;
-            try {
-              body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-            } catch {
-              fail(new HealthWatchError('CDP_ERR_CONSUL_BAD_BODY', `${ep.label}: reply is not JSON`), true);
-              return;
-            }
-            finish({ ok: true, index: idx, body });
-          });
+          res.on('end', () => finish(replyOutcome(ep.label, res, chunks)));
         },
       );
       w.req = req;
+      let connected = false;
+      req.on('socket', (sock) => {
+        if (req.reusedSocket) return;
+        sock.once('connect', () => (connected = true));
+        sock.once('secureConnect', () => (connected = true));
+      });
       const timer = setTimeout(() => {
         req.destroy(new HealthWatchError('CDP_ERR_CONSUL_TIMEOUT', `${ep.label}: no reply within ${budget} ms`));
       }, budget);
@@ -628,8 +777,13 @@ export class HealthWatcher {
           fail(e, true);
           return;
         }
-        const stale = req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE');
-        fail(new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.code ?? e.message}`), true, stale);
+        const reset = e.code === 'ECONNRESET' || e.code === 'EPIPE';
+        const err = new HealthWatchError('CDP_ERR_CONSUL_NET', `${ep.label}: ${e.code ?? e.message}`);
+        // A new connection accepted and then closed before any response: the agent's per-client
+        // connection limit. (A refused one, ECONNREFUSED, means the agent is gone: fail over.)
+        if (reset && !req.reusedSocket && response === null && connected)
+          finish({ ok: false, err, failover: false, retrySame: false, overLimit: true });
+        else fail(err, true, reset && req.reusedSocket);
       });
       // Connection gone before a complete response ('end' reports complete ones).
       req.on('close', () => {
@@ -641,8 +795,14 @@ export class HealthWatcher {
   }
 
   private onReply(w: Watch, index: number, body: unknown): void {
+    if (!w.gotReply) this.limitStrikes = 0;
     // Throws on a malformed body; run() then treats the round as failed (baseline kept, backoff).
-    const view = dnsView(body, this.opts.onlyPassing);
+    let view: { hash: string; instances: number; set: readonly DnsInstance[] };
+    if (w.key === CATALOG) {
+      const c = catalogView(body);
+      w.names = c.names;
+      view = { hash: c.hash, instances: c.names.size, set: [] };
+    } else view = dnsView(body, this.opts.onlyPassing);
     if (!w.live && w.failures > 0) this.log.info({ service: w.service, dc: w.dc }, 'consul watch recovered');
     if (w.gotReply && index < w.index) {
       // blocking.mdx: "if a returned index is lower than the previous value, reset index to 0".
@@ -655,6 +815,7 @@ export class HealthWatcher {
     w.failures = 0;
     const receivedAt = this.now();
     w.instances = view.instances;
+    w.set = view.set;
     if (!w.gotReply) {
       w.gotReply = true; // the first reply is the baseline: nothing to invalidate yet
       w.hash = view.hash;

@@ -143,6 +143,12 @@ export interface MetricSources {
   healthChanges?: () => number;
   /** Instances currently cached per service name. */
   serviceInstances?: () => Map<string, number>;
+  /** Negative answers (NODATA, NXDOMAIN) held fresh by a watch. */
+  negativeEntries?: () => number;
+  /** The catalog watch: 1 live, 0 running but not live, -1 not running. */
+  catalogWatch?: () => number;
+  /** Monotonic count of watches the agent refused as over its connection limit (a counter). */
+  watchOverLimit?: () => number;
 }
 
 /** Per-upstream counters; one object per (pool, upstream), created once by Metrics.upstream(). */
@@ -439,6 +445,24 @@ export class Metrics {
         }
       },
     });
+    gaugeFrom(
+      registers,
+      'cache_negative_entries',
+      'Negative Consul answers (NODATA, NXDOMAIN) held in the cache by a live watch.',
+      () => this.sources.negativeEntries,
+    );
+    gaugeFrom(
+      registers,
+      'catalog_watch_state',
+      'The catalog watch (blocking query on /v1/catalog/services) that holds NXDOMAIN for unknown services: 1 live, 0 starting or failing, -1 not running.',
+      () => this.sources.catalogWatch,
+    );
+    counterFrom(
+      registers,
+      'health_watch_over_limit_total',
+      "Watches the agent refused as over its connection limit (HTTP 429, or a new connection closed without a response); each stops, and its service keeps Consul's TTL.",
+      () => readSource(sources().watchOverLimit) ?? 0,
+    );
     const hist = new Histogram({
       name: PREFIX + 'invalidation_lag_seconds',
       help: 'Time from a watch reply carrying a health change to the affected cache entries being gone.',

@@ -261,3 +261,42 @@ test('identical misses in flight share one agent exchange: its failure is counte
   const sent = s.queries - q0;
   assert.ok(sent >= 1 && sent <= 2, `one exchange (at most its two tries) for 20 clients, got ${sent} agent queries`);
 });
+
+test('a dead instance is not re-cached from a lagging agent after the watch reported it gone; a recovered one is not left out (issue 13 item 25)', async (t) => {
+  register(sim, 'lag', 2, 58);
+  const p = await proxyFor(sim);
+  t.after(() => p.stop());
+  t.after(() => sim.lagDns(false));
+  const forms: string[][] = [['lag.service.consul'], ['_lag._tcp.service.consul', 'SRV']];
+  const named = async (f: string[]) => {
+    const r = await ask(p, ...f);
+    assert.equal(r.status, 'NOERROR');
+    const a = f[1] === 'SRV' ? r.additional.filter((x) => x.type === 'A').map((x) => x.data) : addrs(r);
+    return [...new Set(a)].sort();
+  };
+  const flip = async (status: 'critical' | 'passing') => {
+    // The agent's DNS lags behind the server the watch reads from (a follower applying late).
+    sim.lagDns(true);
+    const h0 = sim.httpRequests;
+    sim.setHealth('lag-1', status);
+    // The watch's blocked request returned with the change (the cache dropped the entries) and it
+    // blocks again: the change has been reported.
+    await waitFor(() => sim.httpRequests > h0, { timeoutMs: 10_000, what: 'the watch to report the change' });
+  };
+  for (const f of forms) await primed(sim, p, ...f);
+
+  await flip('critical');
+  // The miss right after the eviction reads the lagging DNS: still the old set.
+  for (const f of forms) assert.deepEqual(await named(f), ['127.0.58.1', '127.0.58.2'], `${f} lagging`);
+  sim.lagDns(false);
+  // That answer was not held: the next query asks again and gets what the watch reported.
+  for (const f of forms) assert.deepEqual(await named(f), ['127.0.58.2'], `${f} after the lag`);
+  for (const f of forms) await primed(sim, p, ...f);
+
+  await flip('passing');
+  for (const f of forms) assert.deepEqual(await named(f), ['127.0.58.2'], `${f} lagging (recovery)`);
+  sim.lagDns(false);
+  for (const f of forms) assert.deepEqual(await named(f), ['127.0.58.1', '127.0.58.2'], `${f} recovered`);
+  // And an answer that agrees is held again.
+  for (const f of forms) await primed(sim, p, ...f);
+});

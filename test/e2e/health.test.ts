@@ -122,7 +122,9 @@ class FakeConsul {
   readonly seen: Seen[] = [];
   /** '500': every request fails; 'noindex': 200 without X-Consul-Index; 'hang': accept, never answer;
    *  'spin': ignore blocking, answer at once with a new index each time. */
-  fault: null | '500' | 'noindex' | 'hang' | 'spin' = null;
+  fault: null | '500' | 'noindex' | 'hang' | 'spin' | '429' | 'close' = null;
+  /** Services the fault applies to (default all). */
+  faultOnly: Set<string> | null = null;
   private readonly waiters = new Set<{ min: number; fire: () => void }>();
   private readonly sockets = new Set<net.Socket>();
   server: http.Server | https.Server;
@@ -192,6 +194,16 @@ class FakeConsul {
       at: Date.now(),
     };
     this.seen.push(seen);
+    const fault = this.faultOnly === null || this.faultOnly.has(seen.service) ? this.fault : null;
+    if (fault === 'close') {
+      req.socket.destroy(); // accepted, closed without a response (http_max_conns_per_client)
+      return;
+    }
+    if (fault === '429') {
+      res.writeHead(429, { 'content-type': 'text/plain' });
+      res.end('Your IP is issuing too many concurrent connections, please rate limit your calls');
+      return;
+    }
     if (this.fault === 'hang') return; // never answered; destroyed by close()
     if (this.fault === '500') {
       res.writeHead(500, { 'content-type': 'text/plain' });
@@ -547,6 +559,109 @@ test('HTTP 500: not live, jittered exponential backoff; recovery makes it live a
   assert.equal(h.changes[0]?.instances, 1);
 });
 
+test('after a failed round the next read is non-blocking: the watch is live again at once, not after the old index times out', async (t) => {
+  const c = await new FakeConsul().listen();
+  c.set('web', two());
+  // A 60 s blocking wait, as the app uses: a blocking read with the old index would hold that long.
+  const h = watcher([c.url], { waitSeconds: 60, backoffBaseMs: 20, backoffMaxMs: 40 });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
+  h.w.ensure('web');
+  await waitUntil(() => h.w.isLive('web'), 'live');
+  await waitUntil(() => c.requests('web').some((s) => s.index === c.index), 'blocking');
+  const lastGood = c.index;
+
+  c.fault = '500';
+  c.write(); // wakes the blocked request, which gets a 500
+  await waitUntil(() => !h.w.isLive('web'), 'not live after 500');
+  await waitUntil(() => c.requests('web').length >= 4, 'a few failing requests');
+  // The agent is back with nothing changed (its index where the watch last saw it).
+  c.index = lastGood;
+  const n0 = c.requests('web').length;
+  c.fault = null;
+  await waitUntil(() => h.w.isLive('web'), 'live again within 5 s of the API returning', 5000);
+  const after = c.requests('web').slice(n0);
+  assert.equal(after[0]?.index, null, `the first read after the outage is non-blocking (${after[0]?.path})`);
+  assert.equal(h.changes.length, 0, 'nothing changed: no onChange');
+  // Then it blocks again on the index it just read.
+  await waitUntil(
+    () =>
+      c
+        .requests('web')
+        .slice(n0)
+        .some((s) => s.index === lastGood),
+    'blocking again',
+  );
+});
+
+test('at maxWatches the least recently used idle watch makes room; with every watch in use the new one is refused', async (t) => {
+  const c = await new FakeConsul().listen();
+  for (const n of ['a', 'b', 'c', 'd', 'e']) c.set(n, two());
+  const h = watcher([c.url], { maxWatches: 3 });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+  });
+  for (const n of ['a', 'b', 'c']) h.w.ensure(n);
+  await waitUntil(() => ['a', 'b', 'c'].every((n) => h.w.isLive(n)), 'three live');
+  h.w.touch('b');
+  h.w.touch('c');
+  h.w.ensure('d'); // 'a' is the only one not asked for since: it goes
+  assert.equal(h.w.size, 3, 'never more than maxWatches');
+  assert.equal(h.w.isLive('a'), false);
+  assert.equal(h.w.evicted, 1);
+  assert.ok(
+    h.live.some(([s, l]) => s === 'a' && !l),
+    "the evicted watch's entries fall back to Consul's TTL",
+  );
+  await waitUntil(() => h.w.isLive('d'), 'd live');
+  h.w.touch('d');
+  h.w.ensure('e'); // b, c, d all in use: refused, no churn
+  assert.equal(h.w.size, 3);
+  assert.equal(h.w.rejected, 1);
+  assert.ok(!h.w.isLive('e'));
+});
+
+test('HTTP 429 or a new connection closed without a response: over the limit, the watch stops and is counted; no failover; others keep working', async (t) => {
+  const c = await new FakeConsul().listen();
+  const other = await new FakeConsul().listen();
+  for (const n of ['a', 'x', 'y', 'z']) {
+    c.set(n, two());
+    other.set(n, two());
+  }
+  const h = watcher([c.url, other.url], { backoffBaseMs: 40, backoffMaxMs: 80 });
+  t.after(async () => {
+    await h.w.stop();
+    await c.close();
+    await other.close();
+  });
+  h.w.ensure('a');
+  await waitUntil(() => h.w.isLive('a'), 'a live');
+  c.faultOnly = new Set(['x', 'y', 'z']);
+  c.fault = '429';
+  h.w.ensure('x');
+  await waitUntil(() => h.w.overLimit === 1, 'x over the limit');
+  assert.equal(h.w.size, 1, 'x stopped');
+  assert.ok(!h.w.isLive('x'));
+  assert.equal(other.requests('x').length, 0, 'no failover: the other agent is not asked');
+  h.w.ensure('y'); // within the backoff: not started
+  assert.equal(h.w.size, 1);
+  assert.ok(h.w.rejected >= 1);
+  c.fault = 'close';
+  await waitUntil(() => {
+    h.w.ensure('z');
+    return h.w.overLimit === 2;
+  }, 'z refused by a closed connection once the backoff ended');
+  assert.ok(h.w.isLive('a'), 'the watch that fit keeps working');
+  c.fault = null;
+  await waitUntil(() => {
+    h.w.ensure('y');
+    return h.w.isLive('y');
+  }, 'a new watch starts again once the agent accepts it');
+});
+
 test('reply without X-Consul-Index is an error (no busy loop), not the end of the watch', async (t) => {
   const c = await new FakeConsul().listen();
   c.set('web', two());
@@ -663,7 +778,7 @@ test('idle watches stop; touch() keeps a watch alive', async (t) => {
   assert.equal(h.w.size, 0);
 });
 
-test('maxWatches: beyond the cap no watch starts and isLive stays false', async (t) => {
+test('maxWatches: beyond the cap, every watch in use, no watch starts and isLive stays false', async (t) => {
   const c = await new FakeConsul().listen();
   for (const s of ['a', 'b', 'c']) c.set(s, two());
   const h = watcher([c.url], { maxWatches: 2 });
@@ -673,8 +788,9 @@ test('maxWatches: beyond the cap no watch starts and isLive stays false', async 
   });
   h.w.ensure('a');
   h.w.ensure('b');
-  h.w.ensure('c');
+  h.w.touch('b'); // both asked for again: none is idle, none makes room
   h.w.ensure('a');
+  h.w.ensure('c');
   assert.equal(h.w.size, 2);
   assert.equal(h.w.rejected, 1);
   await waitUntil(() => h.w.isLive('a') && h.w.isLive('b'), 'a and b live');

@@ -212,16 +212,22 @@ test(
   "ACL cluster, a token that cannot read the service (Consul answers 200 []): a check failure still reaches the proxy within 1 s of Consul's DNS",
   {
     skip,
-    todo: skip
-      ? false
-      : "the watch's empty view (200 []) never changes, so an answer fetched after it went live is held for cache.consulTtl (60 s); the re-cache fix (hold an answer only if its instances agree with the watch's set) makes this pass",
   },
   async () => {
     const p = await proxyOn(ACL, `  token: "${weakToken}"\n`);
     const body = (await acl.httpAs(weakToken, '/v1/health/service/web')).body;
     assert.deepEqual(body, [], 'Consul 1.8.7 filters the reply rather than refusing it');
-    // Once the watch is live the answer is held as watch-protected, though the watch sees nothing.
-    await cached(acl, 'acl1', p, 'web.service.starlings');
+    // The watch is live but sees nothing: an answer naming instances does not agree with its
+    // (empty) set, so it is never held; every query asks the agent (consul/agree.ts).
+    await waitFor(async () => (await ask(addr(p), 'web.service.starlings')).rcode === 0, {
+      timeoutMs: 10_000,
+      what: 'the proxy to answer',
+    });
+    for (let i = 0; i < 3; i++) {
+      const c0 = await acl.dnsQueryCount(['acl1']);
+      assert.equal((await ask(addr(p), 'web.service.starlings')).rcode, 0);
+      assert.ok((await acl.dnsQueryCount(['acl1'])) > c0, 'not held: the query reached the agent');
+    }
     await down(WEB[1]!);
     try {
       await waitFor(async () => !aAddrs(await ask(`${ACL}:8600`, 'web.service.consul')).includes(WEB[1]!), {

@@ -314,14 +314,12 @@ test(
 
 // The watch and the agents' DNS then read from different servers: a follower applies a commit up
 // to ~100 ms after the leader, and the miss after the watch's eviction can fetch (and hold) the
-// old answer. Measured in the outage above; asserted here so that race shows as a todo, not a flake.
+// old answer. Measured in the outage above. The cache holds a fetched answer only if it agrees with
+// the set the watch last reported (consul/agree.ts), so a lagging server's answer is asked again.
 test(
   "during the Alien4Cloud agent outage a health change reaches the proxy within 100 ms of server 1's DNS (watch failed over)",
   {
     skip,
-    todo: skip
-      ? false
-      : "intermittent (about 1 run in 6): a dead instance re-cached from a lagging server after the watch evicted it; the re-cache fix (hold a fetched answer only if it agrees with the watch's set) makes this reliable",
   },
   () => {
     within100('agentLossChange', 'a health change during the outage');
@@ -359,9 +357,6 @@ test(
   "after re-election a health change still propagates, within 100 ms of the agent's DNS",
   {
     skip,
-    todo: skip
-      ? false
-      : 'intermittent (about 1 run in 6): the re-cache race on a follower that applies the commit late; the re-cache fix makes this reliable',
   },
   () => {
     within100('leaderLossChange', 'after re-election, a health change');
@@ -441,9 +436,6 @@ test(
   'after the HTTP API returns, answers are cached again at once (no agent queries within 5 s of recovery)',
   {
     skip,
-    todo: skip
-      ? false
-      : 'after every HTTP address failed the watch blocks 60 s on its old index before it counts as live; the watch fix (a non-blocking read first) makes this pass',
   },
   async () => {
     // Probes (SOA every probeIntervalMs, 1 s) also count as domain queries: allow one per agent per second.
@@ -528,9 +520,6 @@ test(
   "500 repeated A and SRV queries raise the agents' own DNS counters by at most 2 per distinct question (counted from the first)",
   {
     skip,
-    todo: skip
-      ? false
-      : "intermittent (3 per question seen under load): every miss before the health watch's first reply goes to the agents and a slow one is hedged to the second; needs misses held or coalesced while the watch starts (no fix scheduled yet)",
   },
   () => {
     assert.ok(repeated.fromFirst !== undefined, 'the counting test ran');
@@ -545,9 +534,6 @@ test(
   "repeated AAAA and unknown-name queries raise the agents' own DNS counters by at most 2 per distinct question",
   {
     skip,
-    todo: skip
-      ? false
-      : "Consul's negative answers carry SOA MINIMUM 0 and AAAA on a service is such an answer, so every repeat goes to the agent; the caching fix (negative answers of watched or known-empty names) makes this pass",
   },
   async (t) => {
     const { server, agents } = await countingProxy(t);
@@ -564,5 +550,49 @@ test(
     const added = (await cluster.dnsQueryCount(agents)) - c0;
     lags.agentQueriesFor200Negative = added;
     assert.ok(added <= 2 * qs.length, `200 AAAA/unknown queries raised consul_dns_domain_query_count by ${added}`);
+  },
+);
+
+/** Registers `id` on the Alien4Cloud host's agent; `critical`: with a TTL check that starts critical. */
+async function registerLate(id: string, critical: boolean): Promise<void> {
+  const body: Record<string, unknown> = { ID: id, Name: id, Address: '127.0.20.41', Port: 9000 };
+  if (critical) body['Check'] = { TTL: '10m', Status: 'critical' };
+  const r = await cluster.put('/v1/agent/service/register', body, 'a4c');
+  assert.equal(r.status, 200, `register ${id}: ${JSON.stringify(r.body)}`);
+}
+
+test(
+  "a service registered after its NXDOMAIN was held resolves within 100 ms of the agent's own DNS; one registered critical, within 100 ms of its check passing",
+  { skip },
+  async () => {
+    const named = (r: Reply) => aAddrs(r).includes('127.0.20.41');
+    const held = async (name: string) => {
+      // Held: a few repeats reach the agents not at all (the first misses start the watch).
+      await waitFor(
+        async () => {
+          const c0 = await cluster.dnsQueryCount(['a4c', 's1']);
+          for (let i = 0; i < 5; i++) assert.equal((await ask(proxyAddr, `${name}.service.starlings`)).rcode, 3);
+          return (await cluster.dnsQueryCount(['a4c', 's1'])) - c0 <= 2; // probes: 1 s, both agents
+        },
+        { timeoutMs: 10_000, intervalMs: 100, what: `the NXDOMAIN of ${name} held` },
+      );
+    };
+    try {
+      await held('late-one');
+      await lag('registeredLate', A4C_DNS, 'late-one.service', named, () => registerLate('late-one', false));
+      await held('late-two');
+      await registerLate('late-two', true);
+      // Known to the catalog now, still no healthy instance: held under its health watch.
+      await held('late-two');
+      await lag('criticalThenPassing', A4C_DNS, 'late-two.service', named, async () => {
+        const r = await cluster.put('/v1/agent/check/pass/service:late-two', undefined, 'a4c');
+        assert.equal(r.status, 200);
+      });
+    } finally {
+      for (const id of ['late-one', 'late-two'])
+        await cluster.put(`/v1/agent/service/deregister/${id}`, undefined, 'a4c');
+    }
+    within100('registeredLate', 'a service registered after its NXDOMAIN was held');
+    within100('criticalThenPassing', 'a service registered critical whose check then passed');
   },
 );

@@ -69,8 +69,16 @@ export function isHealthy(i: Instance, onlyPassing: boolean): boolean {
   return true;
 }
 
-export class Catalog {
+/** The three tables a read sees. */
+export interface Tables {
+  readonly nodes: Map<string, NodeRec>;
+  readonly services: Map<string, ServiceRec>;
+  readonly checks: Map<string, CheckRec>;
+}
+
+export class Catalog implements Tables {
   private idx = 1;
+  private lagged: Tables | null = null;
   /** bumpIndex(): every result index is at least this. */
   floor = 0;
   servicesTableIndex = 1;
@@ -320,25 +328,45 @@ export class Catalog {
 
   // ------------------------------------------------------------------ queries on the catalog
 
-  instances(service: string, tag: string): Instance[] {
+  instances(service: string, tag: string, from: Tables = this): Instance[] {
     const name = service.toLowerCase();
     const t = tag.toLowerCase();
     const out: Instance[] = [];
-    for (const s of this.services.values()) {
+    for (const s of from.services.values()) {
       if (s.name.toLowerCase() !== name) continue;
       // Tag filtering is case-insensitive (structs.ServiceNode tag filter lowercases both sides).
       if (t && !s.tags.some((x) => x.toLowerCase() === t)) continue;
-      const node = this.nodes.get(s.node.toLowerCase());
+      const node = from.nodes.get(s.node.toLowerCase());
       if (!node) continue;
-      out.push({ svc: s, node, checks: this.checksFor(s) });
+      out.push({ svc: s, node, checks: this.checksFor(s, from) });
     }
     return out;
   }
 
-  private checksFor(s: ServiceRec): CheckRec[] {
+  /**
+   * What the agent's DNS reads: the live tables, or while lagDns() is on a copy taken when it was
+   * turned on (a follower that has not applied the writes since, as a client agent reading with
+   * allow_stale from a lagging server sees them). The HTTP API always reads the live tables.
+   */
+  dnsTables(): Tables {
+    return this.lagged ?? this;
+  }
+
+  /** Freeze (on) or release (off) the tables the DNS answers from; see dnsTables(). */
+  lagDns(on: boolean): void {
+    this.lagged = on
+      ? {
+          nodes: structuredClone(this.nodes),
+          services: structuredClone(this.services),
+          checks: structuredClone(this.checks),
+        }
+      : null;
+  }
+
+  private checksFor(s: ServiceRec, from: Tables = this): CheckRec[] {
     const out: CheckRec[] = [];
     const nk = s.node.toLowerCase();
-    for (const c of this.checks.values()) {
+    for (const c of from.checks.values()) {
       if (c.node.toLowerCase() === nk && (c.serviceId === '' || c.serviceId === s.id)) out.push(c);
     }
     return out;

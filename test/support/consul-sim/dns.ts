@@ -276,7 +276,9 @@ export class DnsAnswerer {
     ttl: number,
     onlyPassing = this.cfg.onlyPassing,
   ): void {
-    const nodes = this.catalog.instances(service, tag).filter((i) => isHealthy(i, onlyPassing));
+    const nodes = this.catalog
+      .instances(service, tag, this.catalog.dnsTables())
+      .filter((i) => isHealthy(i, onlyPassing));
     // No instance left: NXDOMAIN, indistinguishable from a service that does not exist.
     if (nodes.length === 0) throw new NotFound();
     shuffle(nodes);

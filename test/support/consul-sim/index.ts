@@ -92,6 +92,9 @@ class ConsulSim implements Sim {
   bumpIndex(): void {
     this.catalog.bumpIndex();
   }
+  lagDns(on: boolean): void {
+    this.catalog.lagDns(on);
+  }
 
   async start(): Promise<void> {
     await this.dns.bind(this.opts.dnsPort ?? 0);

@@ -83,6 +83,11 @@ export interface Sim {
   setNodeHealth(node: string, status: Health): void;
   /** Raise the index with no visible change (an idempotent write): blocked queries return unchanged. */
   bumpIndex(): void;
+  /**
+   * A lagging server: on, the DNS keeps answering from the catalog as it is now (a follower that
+   * has not applied the writes that follow) while the HTTP API sees every write; off, DNS catches up.
+   */
+  lagDns(on: boolean): void;
   setFault(f: { dns?: DnsFault | null; http?: HttpFault | null; delayMs?: number }): Promise<void>;
   /** DNS queries received, all transports. */
   readonly queries: number;
