@@ -27,7 +27,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Query, ReplyLayout } from '../dns/wire.js';
 import { FLAG, RCODE, TYPE } from '../dns/constants.js';
-import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
+import { edeOptions, stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
 import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
@@ -170,6 +170,8 @@ interface Entry {
   /** serviceKey(service, dc), or null for entries not tied to a service. */
   sk: string | null;
   flags: number;
+  /** The upstream's Extended DNS Error options, rendered into every reply of the entry, or null. */
+  ede: Buffer | null;
   /**
    * The canonical reply (OPT stripped) in cache memory (buf, off, len). Renderings for another
    * name of the domain are made from it. For answers outside Consul the entry is itself the only
@@ -188,6 +190,14 @@ interface Entry {
 
 const NO_TTLS: readonly number[] = [];
 const EMPTY = Buffer.alloc(0);
+
+/** A buffer of its own (a slice of Node's shared 8 KiB pool would keep the whole slab alive). */
+function ownCopy(b: Buffer | null): Buffer | null {
+  if (b === null) return null;
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
+}
 
 /** Per-entry bookkeeping (Map slots, Entry object, arrays) counted into maxBytes. */
 const ENTRY_OVERHEAD = 256;
@@ -262,10 +272,10 @@ export class AnswerCache implements ResponseCache {
     if (e.service !== null) this.watch?.touch(e.service, e.dc);
     // Every alias in settings.aliases was rendered on the miss path; another one (not configured
     // there) is rendered once here rather than missing forever.
-    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
     const v = e.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
     if (v === null) return null;
-    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
   }
 
   stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
@@ -273,10 +283,10 @@ export class AnswerCache implements ResponseCache {
     if (e === undefined) return null;
     const now = this.now();
     if (now >= e.staleUntil || e.heldOnly) return null;
-    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
     const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
     if (v === null) return null;
-    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
   }
 
   staleState(key: string): number {
@@ -305,11 +315,12 @@ export class AnswerCache implements ResponseCache {
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.peek(key);
     if (e === undefined) return null;
-    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+    if (e.variants === null)
+      return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
     const v = this.variant(e, route.alias);
     return v === null
       ? null
-      : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+      : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
   }
 
   // eslint-disable-next-line max-lines-per-function -- one decision per answer, in order (cacheable, tied to a service, fresh until, rendered), each step reading the previous one's locals
@@ -394,6 +405,7 @@ export class AnswerCache implements ResponseCache {
       dc,
       sk,
       flags: layout.flags,
+      ede: ownCopy(edeOptions(result.reply, layout)),
       buf: EMPTY,
       off: 0,
       len: 0,
@@ -411,7 +423,7 @@ export class AnswerCache implements ResponseCache {
     // question is each client's own bytes on every hit; a Consul entry's is lowercased too, so
     // that its renderings compress owner names against it as Consul's own replies do.
     lowerNames(e.buf, e.off, e.len, e.qEnd, consul);
-    e.size += e.len + 6 * e.nTtl;
+    e.size += e.len + 6 * e.nTtl + (e.ede ? e.ede.length : 0);
     if (consul) {
       e.variants = [];
       // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
