@@ -342,15 +342,17 @@ export class DnsServer {
 
   /** Closes a retired UDP socket once it has nothing in flight and its send queue is empty. */
   private settle(u: UdpSocket): void {
-    if (!u.closing || u.closed || u.inFlight > 0) return;
-    if (!u.closeNow && u.sock.getSendQueueCount() > 0) {
-      // Replies the kernel has not taken yet would be cancelled by close(): wait for them.
-      if (u.pollTimer === null)
-        u.pollTimer = setTimeout(() => {
+    if (!u.closing || u.closed) return;
+    if (!u.closeNow) {
+      if (u.inFlight > 0) return; // done() settles again
+      if (u.sock.getSendQueueCount() > 0) {
+        // Replies the kernel has not taken yet would be cancelled by close(): wait for them.
+        u.pollTimer ??= setTimeout(() => {
           u.pollTimer = null;
           this.settle(u);
         }, SEND_QUEUE_POLL_MS);
-      return;
+        return;
+      }
     }
     u.closed = true;
     if (u.pollTimer !== null) clearTimeout(u.pollTimer);
@@ -376,7 +378,6 @@ export class DnsServer {
     set.tcp?.close();
     if (set.udp) {
       set.udp.closing = true;
-      set.udp.inFlight = 0;
       set.udp.closeNow = true;
       this.settle(set.udp);
     }
@@ -518,7 +519,6 @@ export class DnsServer {
    */
   async close(): Promise<void> {
     for (const u of [...this.retiring]) {
-      u.inFlight = 0;
       u.closeNow = true;
       this.settle(u);
     }
