@@ -226,6 +226,14 @@ test(
       timeoutMs: 10_000,
       what: 'the proxy to answer',
     });
+    // Answers fetched while the watch's first request is in flight are held for the start-up
+    // grace (50 ms); once it has replied, none may be.
+    const reachesAgent = async () => {
+      const c0 = await acl.dnsQueryCount(['acl1']);
+      await ask(addr(p), 'web.service.starlings');
+      return (await acl.dnsQueryCount(['acl1'])) > c0;
+    };
+    await waitFor(reachesAgent, { timeoutMs: 5000, what: "the watch's first reply (end of the start-up grace)" });
     for (let i = 0; i < 3; i++) {
       const c0 = await acl.dnsQueryCount(['acl1']);
       assert.equal((await ask(addr(p), 'web.service.starlings')).rcode, 0);
