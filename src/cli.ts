@@ -5,6 +5,7 @@
  * configuration error (every problem listed), 1 for anything else at start (a port in use).
  * SIGHUP reloads the file; a bad file keeps the running configuration and logs why.
  */
+import v8 from 'node:v8';
 import { ConfigError } from './errors.js';
 import { restartOnlyChanges, type Config } from './config/schema.js';
 import { HELP } from './config/flags.js';
@@ -12,6 +13,20 @@ import { loadConfig } from './config/load.js';
 import { startApp, type App } from './app.js';
 import { createLogger } from './observability/log.js';
 import { VERSION } from './version.js';
+
+/**
+ * Keeps V8's young generation small unless the operator tuned it. By default a burst of misses
+ * (in-flight exchanges survive their scavenge) grows it to 16 MiB semi-spaces, and the process
+ * then keeps that memory: with 100k cached names RSS stayed at 213 MB after 30 s idle, against
+ * 104 MB with this setting. The price is more, smaller scavenges: GC time per 100k hits at
+ * 10k q/s 106-125 ms against 68-97 ms by default (about 0.4 us per hit, some 1% of its CPU),
+ * measured with --trace-gc (docs/architecture.md). The factor is read whenever the heap decides
+ * to grow, so setting it at start takes effect.
+ */
+function keepYoungGenerationSmall(): void {
+  const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ');
+  if (!/semi[-_]space/.test(given)) v8.setFlagsFromString('--semi-space-growth-factor=1');
+}
 
 function load(): ReturnType<typeof loadConfig> | null {
   try {
@@ -29,6 +44,7 @@ function load(): ReturnType<typeof loadConfig> | null {
 }
 
 async function main(): Promise<void> {
+  keepYoungGenerationSmall();
   const loaded = load();
   if (!loaded) return;
   if (loaded.action === 'help') {

@@ -5,9 +5,9 @@
  * what our own pipeline (parsing, cache, rendering) adds, with the machine's share divided out.
  *
  * Its socket is made, bound and written exactly as the proxy's UDP listener does it (src/server/dns-server.ts
- * at the time of writing: `createSocket({ type: 'udp4', ipv6Only: false })`, `bind` with
- * `exclusive: true`, no receive or send buffer sizes set, `send(reply, port, address, cb)` with a
- * no-op callback per datagram). When the listener changes those, this file must follow, or the
+ * at the time of writing: `createSocket({ type: 'udp4', ipv6Only: false, lookup: numericLookup })`,
+ * `bind` with `exclusive: true`, no receive or send buffer sizes set, `send(reply, port, address)`
+ * without a callback). When the listener changes those, this file must follow, or the
  * ratio stops meaning "our pipeline alone".
  *
  *   node dist/bench/lib/control-responder.js --port P --table FILE
@@ -21,6 +21,7 @@
  */
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
+import { numericLookup } from '../../src/server/dns-server.js';
 
 function arg(name: string): string {
   const i = process.argv.indexOf(name);
@@ -40,7 +41,6 @@ for (const e of JSON.parse(readFileSync(arg('--table'), 'utf8')) as { query: str
 
 let fromTable = 0;
 let synthesized = 0;
-const noop = () => {};
 
 /** NOERROR with the question and, for A/IN, `192.0.2.9` TTL 30; null when the question does not parse. */
 function synthesize(q: Buffer): Buffer | null {
@@ -75,7 +75,7 @@ function synthesize(q: Buffer): Buffer | null {
   return r;
 }
 
-const sock = dgram.createSocket({ type: 'udp4', ipv6Only: false });
+const sock = dgram.createSocket({ type: 'udp4', ipv6Only: false, lookup: numericLookup });
 sock.on('error', (err) => process.stderr.write(`control-responder: udp socket error: ${err.message}\n`));
 sock.on('message', (msg, rinfo) => {
   if (msg.length < 12 || (msg[2]! & 0x80) !== 0) return;
@@ -93,7 +93,7 @@ sock.on('message', (msg, rinfo) => {
     if (reply === null) return;
     synthesized++;
   }
-  sock.send(reply, rinfo.port, rinfo.address, noop);
+  sock.send(reply, rinfo.port, rinfo.address);
 });
 sock.bind({ address: '127.0.0.1', port, exclusive: true }, () => {
   process.stdout.write(`control-responder: 127.0.0.1:${port}, ${table.size} prebuilt replies\n`);

@@ -151,24 +151,21 @@ function negativeHoldable(layout: ReplyLayout): boolean {
   return layout.rcode === RCODE.NXDOMAIN || (layout.rcode === RCODE.NOERROR && layout.an === 0);
 }
 
+/**
+ * One cached answer. Kept small, as a host's cache holds many of them and most are recursor
+ * names: what only a Consul answer needs is in `c` (null otherwise), and the times past storedAt
+ * are offsets in ms, small integers that V8 stores in the object itself (absolute ms times do
+ * not fit a small integer, and each would cost a heap number of its own).
+ */
 interface Entry {
   /** When the upstream query started (ms): TTLs age from here. */
   storedAt: number;
-  /** Fresh until, by the upstream's own TTL. */
-  ownUntil: number;
-  /** Fresh until while the watch stays live (0 when not watch-protected). */
-  watchedUntil: number;
-  /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
-  liveSince: number;
-  /** A negative answer with SOA MINIMUM 0: fresh only while held by a watch, never stale. */
-  heldOnly: boolean;
-  staleUntil: number;
+  /** Fresh for this long (ms after storedAt) by the upstream's own TTL. */
+  ownMs: number;
+  /** Servable (fresh or stale) for this long (ms after storedAt). */
+  staleMs: number;
   /** Until when (ms) a failed refresh makes this entry be served stale at once (0: none failed). */
   recheckUntil: number;
-  service: string | null;
-  dc: string | undefined;
-  /** serviceKey(service, dc), or null for entries not tied to a service. */
-  sk: string | null;
   flags: number;
   /** The upstream's Extended DNS Error options, rendered into every reply of the entry, or null. */
   ede: Buffer | null;
@@ -183,9 +180,25 @@ interface Entry {
   nTtl: number;
   qEnd: number;
   answers: number;
-  /** Consul answers: renderings by name of the domain, [0] the Consul domain, [i+1] aliases[i]. Else null. */
-  variants: (Variant | undefined)[] | null;
   size: number;
+  /** A Consul answer's service, watch hold and renderings; null outside Consul. */
+  c: ConsulPart | null;
+}
+
+/** What a Consul answer carries beyond its reply. */
+interface ConsulPart {
+  service: string | null;
+  dc: string | undefined;
+  /** serviceKey(service, dc), or null for entries not tied to a service. */
+  sk: string | null;
+  /** Fresh until while the watch stays live (0 when not watch-protected). */
+  watchedUntil: number;
+  /** The watch's liveSince when the entry was stored; protection holds while it is unchanged. */
+  liveSince: number;
+  /** A negative answer with SOA MINIMUM 0: fresh only while held by a watch, never stale. */
+  heldOnly: boolean;
+  /** Renderings by name of the domain, [0] the Consul domain, [i+1] aliases[i]. */
+  variants: (Variant | undefined)[];
 }
 
 const NO_TTLS: readonly number[] = [];
@@ -269,11 +282,12 @@ export class AnswerCache implements ResponseCache {
     if (e === undefined) return null;
     const now = this.now();
     if (now >= this.freshUntil(e)) return null;
-    if (e.service !== null) this.watch?.touch(e.service, e.dc);
+    const c = e.c;
+    if (c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
+    if (c.service !== null) this.watch?.touch(c.service, c.dc);
     // Every alias in settings.aliases was rendered on the miss path; another one (not configured
     // there) is rendered once here rather than missing forever.
-    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
-    const v = e.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
+    const v = c.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
     if (v === null) return null;
     return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
   }
@@ -282,8 +296,8 @@ export class AnswerCache implements ResponseCache {
     const e = this.lru.get(key);
     if (e === undefined) return null;
     const now = this.now();
-    if (now >= e.staleUntil || e.heldOnly) return null;
-    if (e.variants === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
+    if (now >= e.storedAt + e.staleMs || e.c?.heldOnly === true) return null;
+    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
     const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
     if (v === null) return null;
     return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
@@ -293,7 +307,7 @@ export class AnswerCache implements ResponseCache {
     const e = this.lru.peek(key);
     if (e === undefined) return STALE_NONE;
     const now = this.now();
-    if (now >= e.staleUntil) return STALE_NONE;
+    if (now >= e.storedAt + e.staleMs) return STALE_NONE;
     return now < e.recheckUntil ? STALE_RECHECK : STALE_READY;
   }
 
@@ -304,10 +318,17 @@ export class AnswerCache implements ResponseCache {
   }
 
   private freshUntil(e: Entry): number {
-    if (e.watchedUntil > 0 && this.watch !== null && this.watch.liveSince(e.service!, e.dc) === e.liveSince) {
-      return e.watchedUntil > e.ownUntil ? e.watchedUntil : e.ownUntil;
+    const own = e.storedAt + e.ownMs;
+    const c = e.c;
+    if (
+      c !== null &&
+      c.watchedUntil > 0 &&
+      this.watch !== null &&
+      this.watch.liveSince(c.service!, c.dc) === c.liveSince
+    ) {
+      return c.watchedUntil > own ? c.watchedUntil : own;
     }
-    return e.ownUntil;
+    return own;
   }
 
   // ---- miss path --------------------------------------------------------------------------------
@@ -315,8 +336,7 @@ export class AnswerCache implements ResponseCache {
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.peek(key);
     if (e === undefined) return null;
-    if (e.variants === null)
-      return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
+    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
     const v = this.variant(e, route.alias);
     return v === null
       ? null
@@ -395,15 +415,9 @@ export class AnswerCache implements ResponseCache {
     if (staleUntil <= now) return false;
     const e: Entry = {
       storedAt: fetchedAt,
-      ownUntil,
-      watchedUntil,
-      liveSince,
-      heldOnly,
-      staleUntil,
+      ownMs: ownUntil - fetchedAt,
+      staleMs: staleUntil - fetchedAt,
       recheckUntil: 0,
-      service,
-      dc,
-      sk,
       flags: layout.flags,
       ede: ownCopy(edeOptions(result.reply, layout)),
       buf: EMPTY,
@@ -412,8 +426,8 @@ export class AnswerCache implements ResponseCache {
       nTtl: 0,
       qEnd: layout.qEnd,
       answers: layout.an,
-      variants: null,
       size: ENTRY_OVERHEAD,
+      c: consul ? { service, dc, sk, watchedUntil, liveSince, heldOnly, variants: [] } : null,
     };
     // Outside Consul there is no alias, no rotation and no answer limit: the reply as received is
     // the one rendering, with no decode or encode (the miss path of recursor names stays cheap).
@@ -425,7 +439,6 @@ export class AnswerCache implements ResponseCache {
     lowerNames(e.buf, e.off, e.len, e.qEnd, consul);
     e.size += e.len + 6 * e.nTtl + (e.ede ? e.ede.length : 0);
     if (consul) {
-      e.variants = [];
       // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
       // other name of the domain too, so no hit ever encodes. An entry that can only be served
       // stale gets the others on the failure path, if ever.
@@ -502,7 +515,8 @@ export class AnswerCache implements ResponseCache {
     const now = this.now();
     for (const k of [...keys]) {
       const e = this.lru.peek(k);
-      if (e === undefined || e.liveSince !== STARTING) continue;
+      const c = e?.c;
+      if (e === undefined || !c || c.liveSince !== STARTING) continue;
       let ok = false;
       try {
         const m = decodeMessage(e.buf.subarray(e.off, e.off + e.len));
@@ -513,14 +527,18 @@ export class AnswerCache implements ResponseCache {
         ok = false;
       }
       if (!ok) {
-        e.liveSince = 0;
-        if (e.heldOnly) this.lru.delete(k);
+        c.liveSince = 0;
+        if (c.heldOnly) this.lru.delete(k);
         continue;
       }
-      e.liveSince = since;
-      e.watchedUntil = e.storedAt + this.s.consulTtl * 1000;
-      e.staleUntil = Math.max(e.staleUntil, e.watchedUntil + (e.heldOnly ? 0 : this.s.staleConsul * 1000));
-      if (e.staleUntil > now) this.lru.set(k, e, { ttl: e.staleUntil - now, size: e.size });
+      c.liveSince = since;
+      c.watchedUntil = e.storedAt + this.s.consulTtl * 1000;
+      const staleUntil = Math.max(
+        e.storedAt + e.staleMs,
+        c.watchedUntil + (c.heldOnly ? 0 : this.s.staleConsul * 1000),
+      );
+      e.staleMs = staleUntil - e.storedAt;
+      if (staleUntil > now) this.lru.set(k, e, { ttl: staleUntil - now, size: e.size });
       n++;
     }
     return n;
@@ -530,7 +548,8 @@ export class AnswerCache implements ResponseCache {
   negativeEntries(): number {
     let n = 0;
     const now = this.now();
-    for (const e of this.lru.values()) if (e.answers === 0 && e.watchedUntil > 0 && now < this.freshUntil(e)) n++;
+    for (const e of this.lru.values())
+      if (e.answers === 0 && (e.c?.watchedUntil ?? 0) > 0 && now < this.freshUntil(e)) n++;
     return n;
   }
 
@@ -544,9 +563,9 @@ export class AnswerCache implements ResponseCache {
    * not configured in settings.aliases (it cannot come from the router) is not cached.
    */
   private variant(e: Entry, alias: string | null, canonical?: Message): Variant | null {
-    if (e.variants === null) return null;
+    if (e.c === null) return null;
     const k = this.slot(alias);
-    const found = e.variants[k];
+    const found = e.c.variants[k];
     if (found) return found;
     if (alias !== null && k === 0) return null;
     let v: Variant;
@@ -562,7 +581,7 @@ export class AnswerCache implements ResponseCache {
     } catch {
       return null;
     }
-    e.variants[k] = v;
+    e.c.variants[k] = v;
     const seen = new Set<Rendering>();
     for (const r of [...v.full, ...v.trimmed]) {
       if (seen.has(r)) continue;
@@ -614,16 +633,16 @@ export class AnswerCache implements ResponseCache {
       const fresh = this.freshUntil(e);
       out.push({
         key: k,
-        service: e.sk,
+        service: e.c?.sk ?? null,
         ageSeconds: Math.floor((now - e.storedAt) / 1000),
         fresh: now < fresh,
-        watchProtected: fresh > e.ownUntil,
+        watchProtected: fresh > e.storedAt + e.ownMs,
         freshForSeconds: Math.max(0, Math.floor((fresh - now) / 1000)),
-        staleForSeconds: Math.max(0, Math.floor((e.staleUntil - now) / 1000)),
+        staleForSeconds: Math.max(0, Math.floor((e.storedAt + e.staleMs - now) / 1000)),
         answers: e.answers,
         rcode: e.flags & 0xf,
         renderings:
-          e.variants === null ? [''] : e.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])),
+          e.c === null ? [''] : e.c.variants.flatMap((v, i) => (v ? [i === 0 ? '' : this.aliases[i - 1]!] : [])),
         bytes: e.size,
       });
     }
@@ -635,10 +654,11 @@ export class AnswerCache implements ResponseCache {
   }
 
   private unindex(e: Entry, key: string) {
-    if (e.sk === null) return;
-    const set = this.byService.get(e.sk);
+    const sk = e.c?.sk ?? null;
+    if (sk === null) return;
+    const set = this.byService.get(sk);
     if (!set) return;
     set.delete(key);
-    if (set.size === 0) this.byService.delete(e.sk);
+    if (set.size === 0) this.byService.delete(sk);
   }
 }

@@ -16,7 +16,8 @@ import {
   splitHostPort,
   ipFamily,
   isHostname,
-  tryParseCidr,
+  canonicalCidr,
+  canonicalIp,
   ownAddress,
 } from '../net/address.js';
 
@@ -279,12 +280,14 @@ export function httpUrl(meta: string): Check<string> {
     }
     if (url.port === '0') return fail(p, at, 'a port from 1 to 65535', v);
     const port = url.port !== '' ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
-    return `${url.protocol}//${formatHostPort({ host, port })}`;
+    // WHATWG writes an IPv4-mapped host in hex (::ffff:7f00:1); the configuration writes every
+    // address one way.
+    return `${url.protocol}//${formatHostPort({ host: canonicalIp(host) ?? host, port })}`;
   };
 }
 
 const cidr: Check<string> = (v, at, p) =>
-  typeof v === 'string' && tryParseCidr(v) !== undefined ? v : fail(p, at, 'a CIDR such as 10.0.0.0/8', v);
+  (typeof v === 'string' ? canonicalCidr(v) : undefined) ?? fail(p, at, 'a CIDR such as 10.0.0.0/8', v);
 
 const probe: Check<string> = (v, at, p) => {
   const parsed = typeof v === 'string' ? tryParseProbe(v) : undefined;

@@ -6,13 +6,14 @@ import { ConfigError, show } from '../errors.js';
 import { isDomainName } from '../dns/names.js';
 
 export interface HostPort {
-  /** IP literal (IPv6 without brackets) or lowercase hostname. */
+  /** IP literal in its canonical form (`canonicalIp`; IPv6 without brackets) or lowercase hostname. */
   host: string;
   port: number;
 }
 
 /**
- * Parses "1.2.3.4:53", "[::1]:53" or "name:53" (a hostname is kept, for app.ts to resolve).
+ * Parses "1.2.3.4:53", "[::1]:53" or "name:53" (a hostname is kept, for app.ts to resolve); an IP
+ * literal comes back canonical, so every address the configuration accepts is written one way.
  * Syntax only: port 0 is accepted here (config validation decides where it is allowed).
  * Throws ConfigError.
  */
@@ -32,15 +33,16 @@ export function splitHostPort(s: string): HostPort | 'syntax' | 'ipv6' | 'port' 
   let port: string;
   const bracketed = /^\[([^\]]+)\]:([^:]*)$/.exec(s);
   if (bracketed) {
-    host = bracketed[1]!.toLowerCase();
     port = bracketed[2]!;
-    if (ipFamily(host) !== 6) return 'syntax';
+    if (ipFamily(bracketed[1]!) !== 6) return 'syntax';
+    host = canonicalIp(bracketed[1]!)!;
   } else {
     const colon = s.lastIndexOf(':');
     if (colon < 0) return 'syntax';
     host = s.slice(0, colon).toLowerCase();
     port = s.slice(colon + 1);
     if (host.includes(':')) return ipFamily(host) === 6 || ipFamily(s) === 6 ? 'ipv6' : 'syntax';
+    // A dotted quad we accept is already canonical (no leading zeros, no short forms).
     if (ipFamily(host) !== 4 && !isHostname(host)) return 'syntax';
   }
   if (!/^[0-9]{1,5}$/.test(port)) return 'syntax';
@@ -65,12 +67,12 @@ export function parseCidr(s: string): Cidr {
   return c;
 }
 
-export function tryParseCidr(s: string): Cidr | undefined {
+function tryParseCidr(s: string): Cidr | undefined {
   const slash = s.indexOf('/');
   const addr = slash < 0 ? s : s.slice(0, slash);
   if (addr.includes('%')) return undefined; // a zone index has no place in a network
-  const buf = Buffer.alloc(16);
-  const family = parseIpInto(addr, buf);
+  const w = new Uint32Array(4);
+  const family = parseWords(addr, w);
   if (family === 0) return undefined;
   const max = family === 4 ? 32 : 128;
   let prefix = max;
@@ -79,89 +81,148 @@ export function tryParseCidr(s: string): Cidr | undefined {
     if (!/^(?:0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > max) return undefined;
     prefix = Number(p);
   }
-  const bytes = buf.subarray(0, max / 8);
+  const bytes = Buffer.alloc(max / 8);
+  if (family === 4) bytes.writeUInt32BE(w[3]!, 0);
+  else for (let k = 0; k < 4; k++) bytes.writeUInt32BE(w[k]!, 4 * k);
   for (let bit = prefix; bit < max; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { family, bytes: Buffer.from(bytes), prefix };
+  return { family, bytes, prefix };
 }
-
-const scratch = new Uint8Array(16);
 
 /**
  * Parses an address into four 32-bit words, for per-query prefix tests without allocation:
  * 4 for IPv4, and for IPv4-mapped IPv6 (what a dual-stack socket reports for an IPv4 client), with
- * the IPv4 address in w[3] and w = ::ffff:a.b.c.d; 6 for other IPv6; 0 for neither. A %zone is
- * ignored.
+ * the IPv4 address in w[3] and w = ::ffff:a.b.c.d; 6 for other IPv6; 0 for neither (w is then
+ * left in no particular state). A %zone is ignored.
  */
 export function parseIpWords(address: string, w: Uint32Array): 0 | 4 | 6 {
-  const family = parseIpInto(address, scratch);
-  if (family === 0) return 0;
-  if (family === 4) {
+  const family = parseWords(address, w);
+  return family === 6 && isMapped(w) ? 4 : family;
+}
+
+/**
+ * The canonical text of an IP literal (RFC 5952): IPv4 as a dotted quad; IPv6 in lowercase hex
+ * without leading zeros, the longest run of two or more zero groups (the first of equals) as "::",
+ * and IPv4-mapped addresses as ::ffff:a.b.c.d. Node reports a peer's address in this form (it is
+ * inet_ntop's), and the upstream pool matches replies against the address it sends to, so an
+ * upstream written `0:0:0:0:0:0:0:1` would never hear its own replies from `::1`.
+ * A zone index is kept, as written (interface names are case-sensitive), only on a link-local
+ * address, where it picks the interface (RFC 4007 §11); on any other address the kernel ignores
+ * it and replies come from the bare address, so it is dropped. Undefined for anything else.
+ */
+export function canonicalIp(s: string): string | undefined {
+  const w = new Uint32Array(4);
+  const family = parseWords(s, w);
+  if (family === 0) return undefined;
+  const text = family === 4 ? dotted(w[3]!) : formatV6(w);
+  const zone = s.indexOf('%');
+  return zone >= 0 && isLinkLocal(w) ? text + s.slice(zone) : text;
+}
+
+/** A CIDR in canonical text: the address as `canonicalIp` writes it, the prefix as given. */
+export function canonicalCidr(s: string): string | undefined {
+  if (tryParseCidr(s) === undefined) return undefined;
+  const slash = s.indexOf('/');
+  const addr = canonicalIp(slash < 0 ? s : s.slice(0, slash))!;
+  return slash < 0 ? addr : addr + s.slice(slash);
+}
+
+function dotted(a: number): string {
+  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+function formatV6(w: Uint32Array): string {
+  if (isMapped(w)) return `::ffff:${dotted(w[3]!)}`;
+  // RFC 5952 §4.2.2: "::" never stands for a single zero group; §4.2.3: the longest run, the first if tied.
+  let best = -1;
+  let bestLen = 1;
+  let run = 0;
+  const groups: string[] = [];
+  for (let g = 0; g < 8; g++) {
+    const v = group(w, g);
+    groups.push(v.toString(16));
+    run = v === 0 ? run + 1 : 0;
+    if (run > bestLen) {
+      bestLen = run;
+      best = g - run + 1;
+    }
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+function isMapped(w: Uint32Array): boolean {
+  return w[0] === 0 && w[1] === 0 && w[2] === 0xffff;
+}
+
+/** fe80::/10. */
+function isLinkLocal(w: Uint32Array): boolean {
+  return w[0]! >>> 22 === 0x3fa;
+}
+
+/**
+ * Writes an IP literal as four 32-bit words (IPv4 as its mapped form, ::ffff:a.b.c.d) and returns
+ * the family it was written in (4 or 6), or 0. A %zone is skipped. Walked by character, with no
+ * allocation: the ACL and the server cookies parse every client address.
+ */
+function parseWords(s: string, w: Uint32Array): 0 | 4 | 6 {
+  const v4 = parseV4(s, 0, s.length);
+  if (v4 >= 0) {
     w[0] = 0;
     w[1] = 0;
     w[2] = 0xffff;
-    w[3] = ((scratch[0]! << 24) | (scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!) >>> 0;
+    w[3] = v4;
     return 4;
   }
-  for (let k = 0; k < 4; k++) {
-    w[k] =
-      ((scratch[4 * k]! << 24) | (scratch[4 * k + 1]! << 16) | (scratch[4 * k + 2]! << 8) | scratch[4 * k + 3]!) >>> 0;
-  }
-  return w[0] === 0 && w[1] === 0 && w[2] === 0xffff ? 4 : 6;
+  return parseV6(s, w) ? 6 : 0;
 }
 
-function isMapped(b: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
-  return b[10] === 0xff && b[11] === 0xff;
-}
-
-function toMapped(b: Uint8Array): void {
-  b.copyWithin(12, 0, 4);
-  b.fill(0, 0, 10);
-  b[10] = 0xff;
-  b[11] = 0xff;
-}
-
-/** Writes an IP literal's bytes to out (4 or 16) and returns its family, or 0. A %zone is ignored. */
-function parseIpInto(s: string, out: Uint8Array): 0 | 4 | 6 {
-  if (parseV4(s, out, 0)) return 4;
-  return parseV6(s, out) ? 6 : 0;
-}
-
-/** Dotted quad, walked by character: the ACL parses every client address and should not allocate. */
-function parseV4(s: string, out: Uint8Array, offset: number): boolean {
+/** A dotted quad in s[start, end) as a number, or -1. */
+function parseV4(s: string, start: number, end: number): number {
+  let value = 0;
   let part = 0;
   let digits = 0;
   let n = 0;
-  for (let i = 0; i < s.length; i++) {
+  for (let i = start; i < end; i++) {
     const c = s.charCodeAt(i);
     if (c === 0x2e /* . */) {
-      if (digits === 0 || part === 3) return false;
-      out[offset + part++] = n;
+      if (digits === 0 || part === 3) return -1;
+      value = value * 256 + n;
+      part++;
       n = 0;
       digits = 0;
       continue;
     }
-    if (c < 0x30 || c > 0x39) return false;
+    if (c < 0x30 || c > 0x39) return -1;
     // No leading zeros: "010" is octal to inet_aton and decimal to others.
-    if (digits > 0 && n === 0) return false;
+    if (digits > 0 && n === 0) return -1;
     n = n * 10 + (c - 0x30);
-    if (++digits > 3 || n > 255) return false;
+    if (++digits > 3 || n > 255) return -1;
   }
-  if (digits === 0 || part !== 3) return false;
-  out[offset + 3] = n;
-  return true;
+  if (digits === 0 || part !== 3) return -1;
+  return value * 256 + n;
+}
+
+/** 16-bit group g (0-7) of an address held as four 32-bit words. */
+function group(w: Uint32Array, g: number): number {
+  const word = w[g >> 1]!;
+  return g & 1 ? word & 0xffff : word >>> 16;
+}
+
+function setGroup(w: Uint32Array, g: number, v: number): void {
+  const k = g >> 1;
+  w[k] = g & 1 ? (w[k]! & 0xffff0000) | v : (v << 16) | (w[k]! & 0xffff);
 }
 
 /**
- * RFC 4291 §2.2 text forms, walked by character (no allocation except for an embedded IPv4 tail):
- * up to 8 hex groups, one "::" standing for one or more zero groups, an optional dotted-quad tail.
+ * RFC 4291 §2.2 text forms, walked by character: up to 8 hex groups, one "::" standing for one or
+ * more zero groups, an optional dotted-quad tail.
  */
-function parseV6(s: string, out: Uint8Array): boolean {
+function parseV6(s: string, w: Uint32Array): boolean {
   let end = s.indexOf('%');
   if (end === 0 || end === s.length - 1) return false;
   if (end < 0) end = s.length;
-  let words = 0;
-  let gap = -1; // word index where "::" stands
+  let groups = 0;
+  let gap = -1; // group index where "::" stands
   let i = 0;
   if (s.charCodeAt(0) === 0x3a) {
     if (s.charCodeAt(1) !== 0x3a) return false;
@@ -180,31 +241,31 @@ function parseV6(s: string, out: Uint8Array): boolean {
     }
     if (i < end && s.charCodeAt(i) === 0x2e /* . */) {
       // An embedded IPv4 address ends the address and takes two groups.
-      if (words > 6 || !parseV4(s.slice(start, end), out, 2 * words)) return false;
-      words += 2;
+      const v4 = groups > 6 ? -1 : parseV4(s, start, end);
+      if (v4 < 0) return false;
+      setGroup(w, groups++, v4 >>> 16);
+      setGroup(w, groups++, v4 & 0xffff);
       break;
     }
-    if (digits === 0 || words === 8) return false;
-    out[2 * words] = value >> 8;
-    out[2 * words + 1] = value & 0xff;
-    words++;
+    if (digits === 0 || groups === 8) return false;
+    setGroup(w, groups++, value);
     if (i === end) break;
     if (s.charCodeAt(i) !== 0x3a) return false;
     i++;
     if (i < end && s.charCodeAt(i) === 0x3a) {
       if (gap >= 0) return false;
-      gap = words;
+      gap = groups;
       i++;
     } else if (i === end) {
       return false; // a single trailing ":"
     }
   }
-  if (gap < 0) return words === 8;
-  if (words > 7) return false;
-  // Move the groups after "::" to the end and zero the gap.
-  const after = words - gap;
-  out.copyWithin(16 - 2 * after, 2 * gap, 2 * words);
-  out.fill(0, 2 * gap, 16 - 2 * after);
+  if (gap < 0) return groups === 8;
+  if (groups > 7) return false;
+  // Move the groups after "::" to the end (last first: the ranges may overlap) and zero the gap.
+  const after = groups - gap;
+  for (let j = after - 1; j >= 0; j--) setGroup(w, 8 - after + j, group(w, gap + j));
+  for (let g = gap; g < 8 - after; g++) setGroup(w, g, 0);
   return true;
 }
 
@@ -216,30 +277,24 @@ function hexValue(c: number): number {
 }
 
 export function ipFamily(s: string): 0 | 4 | 6 {
-  return parseIpInto(s, new Uint8Array(16));
+  return parseWords(s, new Uint32Array(4));
 }
 
-/** 16 bytes, IPv4 as its mapped form, so 127.0.0.1 and ::ffff:127.0.0.1 compare equal. */
-function ip16(s: string): Uint8Array | undefined {
-  const b = new Uint8Array(16);
-  const family = parseIpInto(s, b);
-  if (family === 0) return undefined;
-  if (family === 4) toMapped(b);
-  return b;
+/** 128-bit words, IPv4 as its mapped form, so 127.0.0.1 and ::ffff:127.0.0.1 compare equal. */
+function ipWords(s: string): Uint32Array | undefined {
+  const w = new Uint32Array(4);
+  return parseWords(s, w) === 0 ? undefined : w;
 }
 
 export function sameIp(a: string, b: string): boolean {
-  const x = ip16(a);
-  const y = ip16(b);
+  const x = ipWords(a);
+  const y = ipWords(b);
   return x !== undefined && y !== undefined && x.every((v, i) => v === y[i]);
 }
 
 export function isUnspecified(s: string): boolean {
-  const b = ip16(s);
-  return (
-    b !== undefined &&
-    (b.every((v) => v === 0) || (isMapped(b) && b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0))
-  );
+  const w = ipWords(s);
+  return w !== undefined && w[3] === 0 && (isMapped(w) || (w[0] === 0 && w[1] === 0 && w[2] === 0));
 }
 
 /**
@@ -248,10 +303,10 @@ export function isUnspecified(s: string): boolean {
  */
 export function isLoopback(s: string | undefined | null): boolean {
   if (typeof s !== 'string') return false;
-  const b = ip16(s);
-  if (b === undefined) return false;
-  if (isMapped(b)) return b[12] === 127; // 127.0.0.0/8 (RFC 1122 §3.2.1.3)
-  return b.every((v, i) => v === (i === 15 ? 1 : 0)); // ::1
+  const w = ipWords(s);
+  if (w === undefined) return false;
+  if (isMapped(w)) return w[3]! >>> 24 === 127; // 127.0.0.0/8 (RFC 1122 §3.2.1.3)
+  return w[0] === 0 && w[1] === 0 && w[2] === 0 && w[3] === 1; // ::1
 }
 
 /** A hostname to resolve: as a domain name, but an all-digit last label is a broken IPv4 address. */
@@ -279,7 +334,7 @@ export function ownAddress(to: HostPort, listen: HostPort[], localAddresses: str
       if (sameIp(h, l.host)) return l;
       if (!isUnspecified(l.host)) continue;
       const local = isLoopback(h) || isUnspecified(h) || localAddresses.some((a) => sameIp(a, h));
-      const coversFamily = ipFamily(l.host) === 6 || isMapped(ip16(h)!); // 0.0.0.0 takes IPv4 only
+      const coversFamily = ipFamily(l.host) === 6 || isMapped(ipWords(h)!); // 0.0.0.0 takes IPv4 only
       if (local && coversFamily) return l;
     }
   }

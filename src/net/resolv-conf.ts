@@ -1,5 +1,5 @@
 /** The nameservers of a resolv.conf text, without the proxy's own listen addresses. */
-import { ipFamily, isUnspecified, type HostPort, formatHostPort, ownAddress } from './address.js';
+import { canonicalIp, isUnspecified, type HostPort, formatHostPort, ownAddress } from './address.js';
 
 /**
  * The nameservers of a resolv.conf text, as "host:port" (resolv.conf(5): always port 53), in
@@ -19,8 +19,8 @@ export function expandResolvConf(text: string, ownListen: HostPort[], localAddre
   for (const raw of text.split('\n')) {
     const line = raw.replace(/[#;].*$/, '').trim();
     const [keyword, address] = line.split(/\s+/);
-    if (keyword !== 'nameserver' || address === undefined || ipFamily(address) === 0) continue;
-    const host = address.toLowerCase();
+    const host = keyword === 'nameserver' && address !== undefined ? canonicalIp(address) : undefined;
+    if (host === undefined) continue;
     if (isUnspecified(host)) continue;
     if (ownAddress({ host, port: 53 }, ownListen, localAddresses)) continue;
     const entry = formatHostPort({ host, port: 53 });

@@ -48,15 +48,19 @@ interface Conn {
   since: number;
 }
 
-/** A UDP socket and the queries read from it whose answers are not sent yet. */
+/** A UDP socket and the misses read from it whose answers are not sent yet. */
 interface UdpSocket {
   sock: dgram.Socket;
-  /** Read and not yet answered (the answer's send not completed). */
+  /** Misses read and not answered yet (a hit is answered before the next datagram is read). */
   inFlight: number;
-  /** A send completed (or a query ended with no answer): made once per socket, not per query. */
+  /** A miss was answered (or ended with no answer): made once per socket, not per query. */
   done: () => void;
-  /** Retired (drain, or a reload that dropped its address): closed as soon as inFlight is 0. */
+  /** Retired (drain, or a reload that dropped its address): closed once inFlight is 0 and sent. */
   closing: boolean;
+  /** Closed without waiting (shutdown, or a failed open): nothing more is sent. */
+  closeNow: boolean;
+  /** The next look at the send queue of a retired socket, while replies wait in it. */
+  pollTimer: NodeJS.Timeout | null;
   closed: boolean;
 }
 
@@ -76,6 +80,23 @@ export interface InheritedSocket {
   kind: 'udp' | 'tcp';
   ipv6: boolean;
 }
+
+/**
+ * The `lookup` of every listening UDP socket: the address a reply goes to is the numeric one the
+ * query came from, so it is passed on as it is. Node's default runs dns.lookup on it, which checks
+ * isIP and defers the callback to the next tick for every datagram sent; listen addresses are IP
+ * literals (config checks), so binding needs no lookup either.
+ */
+export function numericLookup(
+  address: string,
+  family: unknown,
+  cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  cb(null, address, typeof family === 'number' ? family : address.includes(':') ? 6 : 4);
+}
+
+/** How long a retired UDP socket waits between looks at its send queue before closing. */
+const SEND_QUEUE_POLL_MS = 5;
 
 export class DnsServer {
   private sets: ListenSet[] = [];
@@ -172,7 +193,7 @@ export class DnsServer {
         const a = srv.address() as net.AddressInfo;
         set.tcpAddress = formatHostPort({ host: a.address, port: a.port });
       } else {
-        const sock = dgram.createSocket(s.ipv6 ? 'udp6' : 'udp4');
+        const sock = dgram.createSocket({ type: s.ipv6 ? 'udp6' : 'udp4', lookup: numericLookup });
         await new Promise<void>((resolve, reject) => {
           sock.once('error', reject);
           sock.bind({ fd: s.fd }, () => {
@@ -202,7 +223,11 @@ export class DnsServer {
       });
     });
     const port = (srv.address() as net.AddressInfo).port;
-    const sock = dgram.createSocket({ type: net.isIPv6(a.host) ? 'udp6' : 'udp4', ipv6Only: net.isIPv6(a.host) });
+    const sock = dgram.createSocket({
+      type: net.isIPv6(a.host) ? 'udp6' : 'udp4',
+      ipv6Only: net.isIPv6(a.host),
+      lookup: numericLookup,
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         sock.once('error', (err: NodeJS.ErrnoException) =>
@@ -239,6 +264,8 @@ export class DnsServer {
       sock,
       inFlight: 0,
       closing: false,
+      closeNow: false,
+      pollTimer: null,
       closed: false,
       done: () => {
         u.inFlight--;
@@ -259,17 +286,23 @@ export class DnsServer {
     const r = this.proxy.handle(msg, rinfo.address, true);
     if (r === null) return;
     const cookieAt = findCookie(msg);
-    // Counted until the send completes, so that a retiring socket is not closed under a send.
-    u.inFlight++;
+    // Sent without a per-datagram callback: a UDP send has no failure to act on (the client asks
+    // again), and a callback costs a request object and a completion per reply. A reply the
+    // kernel could not take at once stays in the socket's send queue, which settle() waits out.
     if (r instanceof Promise) {
+      // Counted until answered, so that a retiring socket is not closed under a miss.
+      u.inFlight++;
       void r.then((reply) => {
         if (reply && cookieAt >= 0) reply = this.withCookie(reply, msg, cookieAt, rinfo.address, false);
-        if (reply && !u.closed) u.sock.send(reply, rinfo.port, rinfo.address, u.done);
-        else u.done();
+        if (reply && !u.closed) u.sock.send(reply, rinfo.port, rinfo.address);
+        u.done();
       });
     } else {
-      const reply = cookieAt >= 0 ? this.withCookie(r, msg, cookieAt, rinfo.address, false) : r;
-      u.sock.send(reply, rinfo.port, rinfo.address, u.done);
+      u.sock.send(
+        cookieAt >= 0 ? this.withCookie(r, msg, cookieAt, rinfo.address, false) : r,
+        rinfo.port,
+        rinfo.address,
+      );
     }
   }
 
@@ -307,10 +340,22 @@ export class DnsServer {
     if (set?.size === 0) this.perClient.delete(c.client);
   }
 
-  /** Closes a retired UDP socket once it has nothing in flight. */
+  /** Closes a retired UDP socket once it has nothing in flight and its send queue is empty. */
   private settle(u: UdpSocket): void {
-    if (!u.closing || u.closed || u.inFlight > 0) return;
+    if (!u.closing || u.closed) return;
+    if (!u.closeNow) {
+      if (u.inFlight > 0) return; // done() settles again
+      if (u.sock.getSendQueueCount() > 0) {
+        // Replies the kernel has not taken yet would be cancelled by close(): wait for them.
+        u.pollTimer ??= setTimeout(() => {
+          u.pollTimer = null;
+          this.settle(u);
+        }, SEND_QUEUE_POLL_MS);
+        return;
+      }
+    }
     u.closed = true;
+    if (u.pollTimer !== null) clearTimeout(u.pollTimer);
     this.retiring.delete(u);
     try {
       u.sock.close();
@@ -333,7 +378,7 @@ export class DnsServer {
     set.tcp?.close();
     if (set.udp) {
       set.udp.closing = true;
-      set.udp.inFlight = 0;
+      set.udp.closeNow = true;
       this.settle(set.udp);
     }
   }
@@ -474,7 +519,7 @@ export class DnsServer {
    */
   async close(): Promise<void> {
     for (const u of [...this.retiring]) {
-      u.inFlight = 0;
+      u.closeNow = true;
       this.settle(u);
     }
     for (const set of this.sets) this.closeNow(set);

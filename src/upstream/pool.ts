@@ -138,6 +138,7 @@ export class UpstreamPool {
     const queryTemplate = buildUpstreamQuery(question, qStart, qEnd, clientFlags, dnssecOk, this.opts.udpSize);
     const qEndInQuery = HEADER_LEN + (qEnd - qStart);
     const { timeoutMs, hedgeMs, deadlineMs } = this.opts;
+    // eslint-disable-next-line max-lines-per-function -- the same state machine: its closures are the exchange's state
     return new Promise<ExchangeResult>((resolve) => {
       const order = this.order();
       /** Upstreams still worth asking in this exchange. */

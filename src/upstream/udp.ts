@@ -21,9 +21,9 @@ import type { Cancel, Pending } from './types.js';
 import { FLAG, HEADER_LEN } from '../dns/constants.js';
 
 /** Sockets in rotation per upstream. */
-export const RING_SIZE = 256;
+const RING_SIZE = 256;
 /** Queries a socket carries before it is replaced (its port retired). */
-export const MAX_USES = 500;
+const MAX_USES = 500;
 
 interface SocketEntry {
   s: dgram.Socket;

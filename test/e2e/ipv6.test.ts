@@ -1,8 +1,10 @@
 /**
  * IPv6 upstream addresses, end to end through the real CLI: a long-form address such as
- * `[0:0:0:0:0:0:0:1]:PORT` must reach the same server as `[::1]:PORT`, whose replies come from `::1`.
+ * `[0:0:0:0:0:0:0:1]:PORT` must reach the same server as `[::1]:PORT`, whose replies come from `::1`,
+ * whether it is a recursor or a forward zone's upstream; and an IPv4-mapped upstream written in hex
+ * (`[::ffff:7f00:1]`) must hear replies that the kernel reports from `::ffff:127.0.0.1`.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { decodeMessage } from '../../src/dns/message.js';
@@ -26,37 +28,58 @@ async function hasIpv6Loopback(): Promise<boolean> {
   return ok;
 }
 
-test(
-  'item 22: a long-form IPv6 upstream [0:0:0:0:0:0:0:1]:PORT answers',
-  { todo: 'item 22: replies come from ::1 and are dropped as mismatches against the long form' },
-  async (t) => {
-    if (!(await hasIpv6Loopback())) {
-      t.skip('::1 is not available');
-      return;
-    }
-    const up = await startScripted(
-      (q) => (isProbe(q) ? reply(q) : reply(q, { answers: [a(q.rawName, '192.0.2.22', 300)] })),
-      '::1',
-    );
-    t.after(() => up.stop());
-    const p = await startProxy(
-      [
-        '--metrics',
-        'off',
-        '--consul-http',
-        `http://127.0.0.1:${await freePort()}`,
-        '--agent',
-        `[::1]:${up.port}`,
-        '--recursor',
-        `[0:0:0:0:0:0:0:1]:${up.port}`,
-      ],
-      { config: 'upstream:\n  timeoutMs: 300\n  deadlineMs: 800\n' },
-    );
-    t.after(() => p.stop());
-    const r = await askUdp(p.port, clientQuery(22, 'v6.example', 1));
-    assert.ok(r, 'no answer');
-    const m = decodeMessage(r);
-    assert.equal(m.flags & 0xf, 0, 'NOERROR');
-    assert.deepEqual([...m.answers[0]!.rdata], [192, 0, 2, 22]);
-  },
-);
+/** An upstream on `host` answering every name with A `ip`, stopped after the test. */
+async function upstream(t: TestContext, ip: string, host?: string) {
+  const up = await startScripted((q) => (isProbe(q) ? reply(q) : reply(q, { answers: [a(q.rawName, ip, 300)] })), host);
+  t.after(() => up.stop());
+  return up;
+}
+
+/** The CLI with these agent and recursor addresses (and extra config), stopped after the test. */
+async function proxy(t: TestContext, agent: string, recursor: string, extra = '') {
+  const p = await startProxy(
+    [
+      '--metrics',
+      'off',
+      '--consul-http',
+      `http://127.0.0.1:${await freePort()}`,
+      '--agent',
+      agent,
+      '--recursor',
+      recursor,
+    ],
+    { config: 'upstream:\n  timeoutMs: 300\n  deadlineMs: 800\n' + extra },
+  );
+  t.after(() => p.stop());
+  return p;
+}
+
+async function expectA(port: number, id: number, name: string, ip: string): Promise<void> {
+  const r = await askUdp(port, clientQuery(id, name, 1));
+  assert.ok(r, `no answer for ${name}`);
+  const m = decodeMessage(r);
+  assert.equal(m.flags & 0xf, 0, `NOERROR for ${name}`);
+  assert.deepEqual([...m.answers[0]!.rdata], ip.split('.').map(Number), name);
+}
+
+test('a long-form IPv6 upstream [0:0:0:0:0:0:0:1]:PORT answers', async (t) => {
+  if (!(await hasIpv6Loopback())) {
+    t.skip('::1 is not available');
+    return;
+  }
+  const up = await upstream(t, '192.0.2.22', '::1');
+  const zone = `zones: [{name: corp.example, upstreams: ["[0000:0:0:0:0:0:0:0001]:${up.port}"]}]\n`;
+  const p = await proxy(t, `[::1]:${up.port}`, `[0:0:0:0:0:0:0:1]:${up.port}`, zone);
+  await expectA(p.port, 22, 'v6.example', '192.0.2.22');
+  await expectA(p.port, 23, 'v6.corp.example', '192.0.2.22');
+});
+
+test('an IPv4-mapped upstream written in hex [::ffff:7f00:1]:PORT answers', async (t) => {
+  if (!(await hasIpv6Loopback())) {
+    t.skip('IPv6 sockets are not available');
+    return;
+  }
+  const up = await upstream(t, '192.0.2.24');
+  const p = await proxy(t, `127.0.0.1:${up.port}`, `[::FFFF:7F00:1]:${up.port}`);
+  await expectA(p.port, 24, 'mapped.example', '192.0.2.24');
+});

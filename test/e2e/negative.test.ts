@@ -8,11 +8,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { startJanusCluster, type Sim } from '../support/consul-sim/index.js';
 import { ask, aAddrs } from '../support/dns-ask.js';
 import { startProxy, type ProxyProc } from '../support/proc.js';
 import { waitFor } from '../support/wait.js';
+import { metricValue, scrape } from '../support/scripted-upstream.js';
 
 let sim: Sim;
 let proxy: ProxyProc;
@@ -62,19 +62,9 @@ async function until(t0: number, name: string, ok: (r: Awaited<ReturnType<typeof
   return at - t0;
 }
 
-function metric(name: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(`http://${proxy.metrics}/metrics`, (res) => {
-        let b = '';
-        res.on('data', (c: Buffer) => (b += c.toString()));
-        res.on('end', () => {
-          const m = new RegExp(`^consul_dns_proxy_${name} (\\S+)$`, 'm').exec(b);
-          resolve(m ? Number(m[1]) : NaN);
-        });
-      })
-      .on('error', reject);
-  });
+/** An unlabelled metric of the proxy; NaN when it is not exported. */
+async function metric(name: string): Promise<number> {
+  return metricValue(await scrape(proxy.metrics!), `consul_dns_proxy_${name}`) ?? NaN;
 }
 
 test('10 AAAA of an IPv4-only service (NODATA) cost at most 2 agent queries; then none; dropped with a health change', async () => {

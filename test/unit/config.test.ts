@@ -16,7 +16,7 @@ import { formatHostPort, parseCidr, parseHostPort } from '../../src/net/address.
 import { Acl } from '../../src/query/gate.js';
 import { expandResolvConf } from '../../src/net/resolv-conf.js';
 import { DEFAULTS } from '../../src/config/schema.js';
-import { parseProbe } from '../../src/config/checks.js';
+import { FILE_SCHEMA, parseProbe } from '../../src/config/checks.js';
 import { HELP } from '../../src/config/flags.js';
 import { loadConfig, type LoadInput } from '../../src/config/load.js';
 
@@ -419,6 +419,65 @@ recursors: ["[2001:db8::53]:53", resolv.conf]
   rejects('recursors: ["127.0.0.1:99999"]', ['recursors[0]: expected a port from 1 to 65535, got "127.0.0.1:99999"']);
 });
 
+test('every address the configuration accepts is held canonical: file, flags and environment', () => {
+  // A long-form upstream must be held as the kernel reports its replies' source (::1), or the
+  // pool drops every reply as a mismatch.
+  const c = load(`
+listen: ["[0:0:0:0:0:0:0:1]:5300", "[FE80::0:1%eth0]:5353", "[::1%lo]:5354"]
+consul:
+  agents: ["[0:0:0:0:0:0:0:1]:8600", "[::FFFF:7F00:1]:8601"]
+  http: ["http://[0:0::1]:8500", "[0::1]:8501", "https://[::ffff:127.0.0.1]:8502"]
+  reverseZones: ["FD00:0:0::/8", "10.0.0.0/8"]
+recursors: ["[0000::0001]:5301", resolv.conf]
+zones: [{name: corp, upstreams: ["[2001:DB8:0:0::53]:53"]}]
+metrics: {listen: "[0:0::1]:9153"}
+acl: {allow: ["::FFFF:0:0/96", "0:0:0:0:0:0:0:1/128", "192.0.2.1"]}
+`);
+  assert.deepEqual(c.listen, ['[::1]:5300', '[fe80::1%eth0]:5353', '[::1]:5354']);
+  assert.deepEqual(c.consul.agents, ['[::1]:8600', '[::ffff:127.0.0.1]:8601']);
+  assert.deepEqual(c.consul.http, ['http://[::1]:8500', 'http://[::1]:8501', 'https://[::ffff:127.0.0.1]:8502']);
+  assert.deepEqual(c.consul.reverseZones, ['fd00::/8', '10.0.0.0/8']);
+  assert.deepEqual(c.recursors, ['[::1]:5301', 'resolv.conf']);
+  assert.deepEqual(c.zones[0]!.upstreams, ['[2001:db8::53]:53']);
+  assert.equal(c.metrics.listen, '[::1]:9153');
+  assert.deepEqual(c.acl.allow, ['::ffff:0.0.0.0/96', '::1/128', '192.0.2.1']);
+
+  // The flags and CONSUL_HTTP_ADDR go through the same checks.
+  const f = loadConfig({
+    argv: [
+      '--listen',
+      '[0::1]:5300',
+      '--agent',
+      '[0:0:0:0:0:0:0:1]:8600',
+      '--recursor',
+      '[0:0:0:0:0:0:0:1]:5301',
+      '--metrics',
+      '[0::1]:9153',
+      '--consul-http',
+      'http://[::FFFF:7F00:1]:8500',
+    ],
+    env: {},
+    readFile: noFile,
+  }).config;
+  assert.deepEqual(f.listen, ['[::1]:5300']);
+  assert.deepEqual(f.consul.agents, ['[::1]:8600']);
+  assert.deepEqual(f.recursors, ['[::1]:5301']);
+  assert.equal(f.metrics.listen, '[::1]:9153');
+  assert.deepEqual(f.consul.http, ['http://[::ffff:127.0.0.1]:8500']);
+  for (const addr of ['[0:0::1]:8500', 'http://[0:0::1]:8500'])
+    assert.deepEqual(
+      loadConfig({ argv: [], env: { CONSUL_HTTP_ADDR: addr }, readFile: noFile }).config.consul.http,
+      ['http://[::1]:8500'],
+      addr,
+    );
+});
+
+test('DEFAULTS are written as the checks write them (canonical addresses, normalised names)', () => {
+  const problems: string[] = [];
+  assert.deepEqual(FILE_SCHEMA(structuredClone(DEFAULTS), '', problems), DEFAULTS);
+  assert.deepEqual(problems, []);
+});
+
 test('loop guards: an agent, recursor or zone upstream that is one of our listen addresses', () => {
   const loop = (at: string, listen: string, got: string) =>
     `${at}: expected an address other than our own listen address ${listen} (that would loop), got "${got}"`;
@@ -426,7 +485,8 @@ test('loop guards: an agent, recursor or zone upstream that is one of our listen
     loop('recursors[0]', '127.0.0.1:53', '127.0.0.1:53'),
   ]);
   rejects('listen: ["[::1]:5300"]\nzones: [{name: corp, upstreams: ["10.0.0.1:53", "[0:0::1]:5300"]}]', [
-    loop('zones[0].upstreams[1]', '[::1]:5300', '[0:0::1]:5300'),
+    // The value as the configuration holds it: canonical.
+    loop('zones[0].upstreams[1]', '[::1]:5300', '[::1]:5300'),
   ]);
   rejects('listen: ["127.0.0.1:8600"]', [loop('consul.agents[0]', '127.0.0.1:8600', '127.0.0.1:8600')]);
   // A wildcard listener takes every local address of its family; [::] is dual stack in Node.
@@ -828,6 +888,9 @@ test('expandResolvConf: nameservers on port 53 minus our own addresses', () => {
     'nameserver 192.0.2.53',
     'nameserver 2001:db8::53',
     'nameserver fe80::1%eth0',
+    'nameserver 0:0:0:0:0:0:0:1',
+    'nameserver 2001:DB8:0::53',
+    'nameserver ::1%lo',
     'nameserver 192.0.2.53',
     'nameserver 0.0.0.0',
     'nameserver not-an-ip',

@@ -171,16 +171,19 @@ test(
   { skip },
   async () => {
     const p = await proxyOn(ACL, '  token: "00000000-dead-4000-8000-000000000403"\n');
+    // The first miss starts the watch; answers fetched while its first request is in flight are
+    // held for the start-up grace (50 ms). Count once the watch has failed.
+    assert.equal((await ask(addr(p), 'web.service.starlings')).rcode, 0);
+    await waitFor(() => p.logs.some((l) => String(l.err ?? '').includes('HTTP 403')), {
+      timeoutMs: 5000,
+      what: 'the 403 in the log',
+    });
     const c0 = await acl.dnsQueryCount(['acl1']);
     for (let i = 0; i < 10; i++) {
       const r = await ask(addr(p), 'web.service.starlings');
       assert.equal(r.rcode, 0);
       assert.equal(aAddrs(r).length, 2);
     }
-    await waitFor(() => p.logs.some((l) => String(l.err ?? '').includes('HTTP 403')), {
-      timeoutMs: 5000,
-      what: 'the 403 in the log',
-    });
     // Let the watch retry a few times (its backoff), then count the lines again.
     const asked = (await acl.dnsQueryCount(['acl1'])) - c0;
     assert.ok(asked >= 10, `without a working watch every query reaches the agent (Consul's TTL 0): ${asked} of 10`);
@@ -223,6 +226,14 @@ test(
       timeoutMs: 10_000,
       what: 'the proxy to answer',
     });
+    // Answers fetched while the watch's first request is in flight are held for the start-up
+    // grace (50 ms); once it has replied, none may be.
+    const reachesAgent = async () => {
+      const c0 = await acl.dnsQueryCount(['acl1']);
+      await ask(addr(p), 'web.service.starlings');
+      return (await acl.dnsQueryCount(['acl1'])) > c0;
+    };
+    await waitFor(reachesAgent, { timeoutMs: 5000, what: "the watch's first reply (end of the start-up grace)" });
     for (let i = 0; i < 3; i++) {
       const c0 = await acl.dnsQueryCount(['acl1']);
       assert.equal((await ask(addr(p), 'web.service.starlings')).rcode, 0);

@@ -8,11 +8,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { consulSkip, startDevAgent, httpRequest } from '../../support/consul-cluster.js';
 import { ask, aAddrs } from '../../support/dns-ask.js';
 import { startProxy, type ProxyProc } from '../../support/proc.js';
 import { waitFor } from '../../support/wait.js';
+import { metricValue, scrape } from '../../support/scripted-upstream.js';
 
 const skip = consulSkip();
 const DEV = '127.0.24.1';
@@ -52,19 +52,9 @@ before(async () => {
   });
 });
 
-function metric(name: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(`http://${proxy.metrics}/metrics`, (res) => {
-        let b = '';
-        res.on('data', (c: Buffer) => (b += c.toString()));
-        res.on('end', () => {
-          const m = new RegExp(`^consul_dns_proxy_${name} (\\S+)$`, 'm').exec(b);
-          resolve(m ? Number(m[1]) : NaN);
-        });
-      })
-      .on('error', reject);
-  });
+/** An unlabelled metric of the proxy; NaN when it is not exported. */
+async function metric(name: string): Promise<number> {
+  return metricValue(await scrape(proxy.metrics!), `consul_dns_proxy_${name}`) ?? NaN;
 }
 
 test(
