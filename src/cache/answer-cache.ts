@@ -27,7 +27,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Query, ReplyLayout } from '../dns/wire.js';
 import { FLAG, RCODE, TYPE } from '../dns/constants.js';
-import { stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
+import { edeOptions, stripOpt, ttlOffsetsWithoutOpt } from '../dns/reply.js';
 import { decodeMessage, type Message } from '../dns/message.js';
 import { parseConsulName } from '../consul/names.js';
 import { serviceKey } from '../consul/service-key.js';
@@ -167,6 +167,8 @@ interface Entry {
   /** Until when (ms) a failed refresh makes this entry be served stale at once (0: none failed). */
   recheckUntil: number;
   flags: number;
+  /** The upstream's Extended DNS Error options, rendered into every reply of the entry, or null. */
+  ede: Buffer | null;
   /**
    * The canonical reply (OPT stripped) in cache memory (buf, off, len). Renderings for another
    * name of the domain are made from it. For answers outside Consul the entry is itself the only
@@ -201,6 +203,14 @@ interface ConsulPart {
 
 const NO_TTLS: readonly number[] = [];
 const EMPTY = Buffer.alloc(0);
+
+/** A buffer of its own (a slice of Node's shared 8 KiB pool would keep the whole slab alive). */
+function ownCopy(b: Buffer | null): Buffer | null {
+  if (b === null) return null;
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
+}
 
 /** Per-entry bookkeeping (Map slots, Entry object, arrays) counted into maxBytes. */
 const ENTRY_OVERHEAD = 256;
@@ -273,13 +283,13 @@ export class AnswerCache implements ResponseCache {
     const now = this.now();
     if (now >= this.freshUntil(e)) return null;
     const c = e.c;
-    if (c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+    if (c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
     if (c.service !== null) this.watch?.touch(c.service, c.dc);
     // Every alias in settings.aliases was rendered on the miss path; another one (not configured
     // there) is rendered once here rather than missing forever.
     const v = c.variants[this.slot(route.alias)] ?? this.variant(e, route.alias);
     if (v === null) return null;
-    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, false, this.hit, e.ede);
   }
 
   stale(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
@@ -287,10 +297,10 @@ export class AnswerCache implements ResponseCache {
     if (e === undefined) return null;
     const now = this.now();
     if (now >= e.storedAt + e.staleMs || e.c?.heldOnly === true) return null;
-    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
     const v = this.variant(e, route.alias); // failure path: building a missing alias rendering is fine
     if (v === null) return null;
-    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit);
+    return renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, now, true, this.hit, e.ede);
   }
 
   staleState(key: string): number {
@@ -326,11 +336,11 @@ export class AnswerCache implements ResponseCache {
   peek(key: string, q: Query, query: Buffer, route: RouteView, udp: boolean): Buffer | null {
     const e = this.lru.peek(key);
     if (e === undefined) return null;
-    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+    if (e.c === null) return renderHit(e, e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
     const v = this.variant(e, route.alias);
     return v === null
       ? null
-      : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit);
+      : renderHit(pick(v, q, udp), e.flags, e.storedAt, q, query, udp, this.now(), false, this.hit, e.ede);
   }
 
   // eslint-disable-next-line max-lines-per-function -- one decision per answer, in order (cacheable, tied to a service, fresh until, rendered), each step reading the previous one's locals
@@ -409,6 +419,7 @@ export class AnswerCache implements ResponseCache {
       staleMs: staleUntil - fetchedAt,
       recheckUntil: 0,
       flags: layout.flags,
+      ede: ownCopy(edeOptions(result.reply, layout)),
       buf: EMPTY,
       off: 0,
       len: 0,
@@ -426,7 +437,7 @@ export class AnswerCache implements ResponseCache {
     // question is each client's own bytes on every hit; a Consul entry's is lowercased too, so
     // that its renderings compress owner names against it as Consul's own replies do.
     lowerNames(e.buf, e.off, e.len, e.qEnd, consul);
-    e.size += e.len + 6 * e.nTtl;
+    e.size += e.len + 6 * e.nTtl + (e.ede ? e.ede.length : 0);
     if (consul) {
       // Renderings for this client's alias; and, if the entry can ever be served fresh, for every
       // other name of the domain too, so no hit ever encodes. An entry that can only be served

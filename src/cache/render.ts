@@ -124,9 +124,10 @@ export function hitOptions(maxUdpSize: number): HitOptions {
 
 /**
  * A cached rendering for one client: copy, then patch ID, flags, the client's question bytes and
- * the TTLs (aged since `storedAt`, or 30 s when stale), add our OPT, enforce the UDP limit. No
- * decode, no encode. `upstreamFlags` are the flags the upstream answered with. Null when the
- * client's question has another length than the rendering's.
+ * the TTLs (aged since `storedAt`, or 30 s when stale), add our OPT (with the upstream's EDE
+ * options `ede`, if it had any), enforce the UDP limit. No decode, no encode. `upstreamFlags` are
+ * the flags the upstream answered with. Null when the client's question has another length than
+ * the rendering's.
  */
 export function renderHit(
   r: Rendering,
@@ -138,11 +139,23 @@ export function renderHit(
   now: number,
   stale: boolean,
   o: HitOptions,
+  ede: Buffer | null = null,
 ): Buffer | null {
   // The question is copied byte for byte, so it must have the same length (always, unless the
   // name held escapes the presentation round trip changed): else a miss.
   if (r.qEnd !== q.qEnd) return null;
-  const opt = q.edns ? (stale ? (q.dnssecOk ? o.optStaleDo : o.optStale) : q.dnssecOk ? o.optDo : o.optPlain) : null;
+  const opt = !q.edns
+    ? null
+    : ede !== null
+      ? // The upstream's EDE options stay with the answer they explain (rare: built per hit).
+        buildOpt(o.maxUdpSize, 0, q.dnssecOk, stale ? { code: EDE.STALE_ANSWER } : undefined, ede)
+      : stale
+        ? q.dnssecOk
+          ? o.optStaleDo
+          : o.optStale
+        : q.dnssecOk
+          ? o.optDo
+          : o.optPlain;
   const bodyLen = r.len;
   const out = Buffer.allocUnsafe(bodyLen + (opt ? opt.length : 0));
   const src = r.buf;

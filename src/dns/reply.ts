@@ -1,6 +1,7 @@
 /**
  * Rendering: turn an upstream reply into the reply a client gets. The upstream's OPT is removed
- * (EDNS is hop by hop, RFC 6891 §6.1.1) and ours appended when the client used EDNS; the header
+ * (EDNS is hop by hop, RFC 6891 §6.1.1) and ours appended when the client used EDNS, carrying on
+ * the upstream's extended rcode and Extended DNS Errors (they are part of the answer); the header
  * gets the client's ID, RD and CD, RA=1 and the upstream's AA and rcode; the question is the
  * client's exact bytes (so 0x20 case survives). A reply that does not fit its limit (the client's
  * UDP size, 65,535 over TCP) loses Additional records first, without TC (RFC 2181 §9); over UDP,
@@ -9,7 +10,7 @@
  * trimTCPResponse), since a client has nowhere else to retry.
  */
 import { buildOpt, type Query, type ReplyLayout } from './wire.js';
-import { FLAG, HEADER_LEN, TYPE } from './constants.js';
+import { EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from './constants.js';
 
 /** The reply without its OPT record, with ARCOUNT adjusted; the same buffer if there was none. */
 export function stripOpt(reply: Buffer, layout: ReplyLayout): Buffer {
@@ -20,6 +21,30 @@ export function stripOpt(reply: Buffer, layout: ReplyLayout): Buffer {
   reply.copy(out, layout.optStart, layout.optEnd);
   out.writeUInt16BE(reply.readUInt16BE(10) - 1, 10);
   return out;
+}
+
+/**
+ * The Extended DNS Error options (RFC 8914, option 15) of a reply's OPT, as their raw bytes, or
+ * null. They are the one part of an upstream's OPT a client gets: the reason for its SERVFAIL,
+ * REFUSED or NXDOMAIN (DNSSEC bogus, blocked, a zone's own failure) belongs to the answer, while
+ * the rest of EDNS is hop by hop (RFC 6891 §6.1.1: our own size, DO and cookie replace it).
+ */
+export function edeOptions(reply: Buffer, layout: ReplyLayout): Buffer | null {
+  if (layout.optStart < 0) return null;
+  // The owner of a validated OPT: the root (0), or rarely a name (labels, maybe a pointer).
+  let p = layout.optStart;
+  for (let b = reply[p]!; b !== 0 && (b & 0xc0) !== 0xc0; b = reply[p]!) p += b + 1;
+  p += reply[p] === 0 ? 1 : 2;
+  const end = layout.optEnd;
+  p += 10; // type, class (UDP size), TTL (extended rcode, version, flags), RDLENGTH
+  let found: Buffer[] | null = null;
+  while (p + 4 <= end) {
+    const len = reply.readUInt16BE(p + 2);
+    if (p + 4 + len > end) break;
+    if (reply.readUInt16BE(p) === EDNS_OPTION_EDE && len >= 2) (found ??= []).push(reply.subarray(p, p + 4 + len));
+    p += 4 + len;
+  }
+  return found === null ? null : Buffer.concat(found);
 }
 
 /** TTL offsets of `layout` once the OPT record is cut out of the buffer. */
@@ -46,6 +71,10 @@ export interface FinishOptions {
   maxUdpSize: number;
   udp: boolean;
   ede?: { code: number; text?: string } | undefined;
+  /** The upstream's extended rcode bits (BADVERS, BADCOOKIE…), passed on in our OPT. */
+  extRcode?: number;
+  /** The upstream's EDE options (edeOptions), passed on in our OPT. */
+  upstreamEde?: Buffer | null;
 }
 
 /**
@@ -55,15 +84,18 @@ export interface FinishOptions {
  */
 export function finish(body: Buffer, q: Query, flags: number, opts: FinishOptions): Buffer {
   let out = body;
+  const ext = opts.extRcode ?? 0;
   if (q.edns) {
-    const opt = buildOpt(opts.maxUdpSize, 0, q.dnssecOk, opts.ede);
+    const opt = buildOpt(opts.maxUdpSize, ext, q.dnssecOk, opts.ede, opts.upstreamEde);
     out = Buffer.allocUnsafe(body.length + opt.length);
     body.copy(out, 0);
     opt.copy(out, body.length);
     out.writeUInt16BE(body.readUInt16BE(10) + 1, 10);
   }
   out.writeUInt16BE(q.id, 0);
-  out.writeUInt16BE(flags & 0xffff, 2);
+  // An extended rcode cannot be said without an OPT: its low four bits alone would read as
+  // another rcode (BADVERS as NOERROR), so a client without EDNS gets SERVFAIL.
+  out.writeUInt16BE((ext !== 0 && !q.edns ? (flags & ~0xf) | RCODE.SERVFAIL : flags) & 0xffff, 2);
   const limit = opts.udp ? udpLimit(q, opts.maxUdpSize) : MAX_TCP;
   if (out.length > limit) return fitReply(out, limit, !opts.udp);
   return out;

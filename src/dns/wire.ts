@@ -295,11 +295,15 @@ export interface ReplyLayout {
   negTtl: number;
   /** Smallest TTL over answer+authority records (OPT excluded), or -1 if none. */
   minTtl: number;
+  /** End of the last record: bytes after it are not part of the message. */
+  end: number;
 }
 
 /**
- * Walks a whole reply; returns null unless it is well formed to the last byte (a truncated or
- * padded datagram is refused: caching half an answer is worse than none).
+ * Walks a whole reply; returns null unless every record it counts is there and well formed (a
+ * truncated datagram is refused: caching half an answer is worse than none). Bytes after the last
+ * record are not part of the message: `end` says where it ends, and the caller keeps only that
+ * (BIND and unbound accept such a reply and ignore the excess).
  */
 export function scanReply(buf: Buffer): ReplyLayout | null {
   if (buf.length < HEADER_LEN) return null;
@@ -327,6 +331,7 @@ export function scanReply(buf: Buffer): ReplyLayout | null {
     extRcode: 0,
     negTtl: -1,
     minTtl: -1,
+    end: 0,
   };
   const total = an + ns + ar;
   for (let i = 0; i < total; i++) {
@@ -360,7 +365,7 @@ export function scanReply(buf: Buffer): ReplyLayout | null {
     }
     off = rdStart + rdlen;
   }
-  if (off !== buf.length) return null;
+  layout.end = off;
   return layout;
 }
 
@@ -379,15 +384,20 @@ export function sameQuestion(reply: Buffer, replyQEnd: number, query: Buffer, qE
   return true;
 }
 
-/** Bytes of an OPT record advertising `udpSize`, with extended rcode bits, DO, and optional EDE. */
+/**
+ * Bytes of an OPT record advertising `udpSize`, with extended rcode bits, DO, an optional EDE of
+ * ours and, after it, `extra`: options passed on as they came (an upstream's EDE options).
+ */
 export function buildOpt(
   udpSize: number,
   extRcode: number,
   dnssecOk: boolean,
   ede?: { code: number; text?: string },
+  extra?: Buffer | null,
 ): Buffer {
   const text = ede?.text ? Buffer.from(ede.text, 'utf8') : null;
-  const optLen = ede ? 4 + 2 + (text ? text.length : 0) : 0;
+  const ownLen = ede ? 4 + 2 + (text ? text.length : 0) : 0;
+  const optLen = ownLen + (extra ? extra.length : 0);
   const b = Buffer.alloc(11 + optLen);
   // owner root (0), type OPT, class = payload size, TTL = ext-rcode|version|DO|Z, rdlen
   b.writeUInt16BE(TYPE.OPT, 1);
@@ -402,6 +412,7 @@ export function buildOpt(
     b.writeUInt16BE(ede.code, 15);
     if (text) text.copy(b, 17);
   }
+  if (extra) extra.copy(b, 11 + ownLen);
   return b;
 }
 

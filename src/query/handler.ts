@@ -19,9 +19,9 @@ import { parseQuery, questionName, buildErrorReply, type Query } from '../dns/wi
 import { RCODE, EDE, FLAG, HEADER_LEN, CLASS_IN } from '../dns/constants.js';
 import { rewriteQuery, toCanonicalName } from './alias.js';
 import { Router, type Route } from './router.js';
-import { type ExchangeResult } from '../upstream/types.js';
+import { type Answer, type ExchangeResult } from '../upstream/types.js';
 import { UpstreamPool } from '../upstream/pool.js';
-import { stripOpt, replyFlags, finish, putQuestion } from '../dns/reply.js';
+import { stripOpt, edeOptions, replyFlags, finish, putQuestion } from '../dns/reply.js';
 import { renderOnce } from '../cache/render.js';
 import { STALE_NONE, STALE_RECHECK, type ResponseCache } from '../cache/answer-cache.js';
 import { cacheKey } from '../cache/key.js';
@@ -329,6 +329,8 @@ export class QueryHandler {
         metrics.response(route.zoneIndex, stale[3]! & 0xf, SOURCE.stale);
         return stale;
       }
+      // Every upstream answered REFUSED or SERVFAIL: that answer (and its EDE) is the client's.
+      if (r.answer) return this.relay(deps, buf, q, route, r.answer, false, key, udp);
       metrics.response(route.zoneIndex, RCODE.SERVFAIL, SOURCE.local);
       // RFC 8914: 22 No Reachable Authority when nobody answered in time, 23 Network Error otherwise.
       const ede =
@@ -337,12 +339,33 @@ export class QueryHandler {
           : { code: EDE.NETWORK_ERROR, text: `${route.pool} upstreams failed: ${r.failure}` };
       return buildErrorReply(buf, q.id, q.flags, q, RCODE.SERVFAIL, { udpSize: settings.maxUdpSize, ra: true, ede });
     }
-    metrics.response(route.zoneIndex, r.layout.rcode, SOURCE.upstream);
+    return this.relay(deps, buf, q, route, r, stored, key, udp);
+  }
+
+  /** An upstream's reply for this client: the cache's rendering when it was stored, else rendered here. */
+  private relay(
+    deps: QueryHandlerDeps,
+    buf: Buffer,
+    q: Query,
+    route: Route,
+    r: Answer,
+    stored: boolean,
+    key: string,
+    udp: boolean,
+  ): Buffer {
+    const { settings, metrics } = deps;
+    metrics.response(route.zoneIndex, r.layout.rcode | (r.layout.extRcode << 4), SOURCE.upstream);
     // The rendering the cache just made is exactly what later hits will send: send that.
     const cached = stored ? deps.cache?.peek(key, q, buf, route, udp) : null;
     if (cached) return cached;
     const flags = replyFlags(q, r.layout.flags);
-    const fin = { maxUdpSize: settings.maxUdpSize, udp };
+    // The upstream's extended rcode and EDE options go on in our OPT.
+    const fin = {
+      maxUdpSize: settings.maxUdpSize,
+      udp,
+      extRcode: r.layout.extRcode,
+      upstreamEde: edeOptions(r.reply, r.layout),
+    };
     const stripped = stripOpt(r.reply, r.layout);
     if (route.alias !== null || (route.kind === 'consul' && udp && !q.edns && r.layout.an > settings.udpAnswerLimit)) {
       // Miss path only: decode, map names back under the alias and/or trim to udpAnswerLimit

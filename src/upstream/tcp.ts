@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { scanReply, sameQuestion } from '../dns/wire.js';
 import type { RandomIds } from './ids.js';
-import type { Pending } from './types.js';
+import type { Cancel, Pending } from './types.js';
 import { FLAG, HEADER_LEN } from '../dns/constants.js';
 
 /**
@@ -19,7 +19,11 @@ export class TcpConnection {
     private readonly ids: RandomIds,
   ) {}
 
-  send(query: Buffer, qEnd: number, timeoutMs: number, done: Pending['done']): void {
+  /**
+   * Sends `query` (its ID is set here) and waits up to `waitMs` for the matching reply; `done` is
+   * called once, unless the returned function cancels the wait first.
+   */
+  send(query: Buffer, qEnd: number, waitMs: number, done: Pending['done']): Cancel {
     if (!this.sock) this.connect();
     let id = this.ids.next();
     while (this.pending.has(id)) id = this.ids.next();
@@ -35,7 +39,7 @@ export class TcpConnection {
         this.pending.delete(id);
         done(null, null, 'timeout');
         this.armIdle();
-      }, timeoutMs),
+      }, waitMs),
     };
     this.pending.set(id, p);
     if (this.idle) {
@@ -46,6 +50,12 @@ export class TcpConnection {
     frame.writeUInt16BE(query.length, 0);
     query.copy(frame, 2);
     this.sock!.write(frame);
+    return () => {
+      if (this.pending.get(id) !== p) return;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      this.armIdle();
+    };
   }
 
   private connect() {
@@ -74,7 +84,8 @@ export class TcpConnection {
       if (!layout || !sameQuestion(msg, layout.qEnd, p.query, p.qEnd)) continue;
       this.pending.delete(p.id);
       clearTimeout(p.timer);
-      p.done(Buffer.from(msg), layout, null);
+      // Bytes after the last record are ignored (as BIND and unbound): the message ends there.
+      p.done(Buffer.from(msg.subarray(0, layout.end)), layout, null);
     }
     this.armIdle();
   }

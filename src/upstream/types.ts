@@ -41,6 +41,11 @@ export interface Answer {
 export interface Failure {
   failure: FailureReason | 'overflow';
   upstream?: string;
+  /**
+   * The REFUSED or SERVFAIL reply an upstream gave, when nobody answered better by the deadline:
+   * it is the client's answer (with the upstream's Extended DNS Error), not a timeout.
+   */
+  answer?: Answer;
 }
 export type ExchangeResult = Answer | Failure;
 
@@ -56,3 +61,6 @@ export interface Pending {
   timer: NodeJS.Timeout;
   done: (reply: Buffer | null, layout: ReplyLayout | null, reason: FailureReason | null) => void;
 }
+
+/** Ends one pending query without calling its `done` (the exchange it belonged to is over). */
+export type Cancel = () => void;

@@ -62,6 +62,8 @@ interface ReplySpec {
   authorities?: RR[];
   additionals?: RR[];
   extRcode?: number;
+  /** RDATA of the upstream's OPT (its options). */
+  optRdata?: Buffer;
 }
 
 /** A reply as the agent sends it: QR, AA, the question echoed, our EDNS OPT echoed. */
@@ -72,6 +74,7 @@ function reply(
 ): { reply: Buffer; layout: ReturnType<typeof scanReply> & object; upstream: string } {
   const opt = OPT_RR();
   if (spec.extRcode) opt.ttl = spec.extRcode << 24;
+  if (spec.optRdata) opt.rdata = spec.optRdata;
   const m: Message = {
     id: 0,
     flags: FLAG.QR | FLAG.AA | FLAG.RD | (spec.flags ?? 0) | (spec.rcode ?? 0),
@@ -555,6 +558,38 @@ test('serve-stale (RFC 8767): TTL 30 and EDE 3 within staleSeconds, then nothing
   assert.ok(r.cache.stale(keyOf('www.example', q), q, buf, RECURSOR, true));
   r.clock.t += 1;
   assert.equal(r.cache.stale(keyOf('www.example', q), q, buf, RECURSOR, true), null);
+});
+
+test("an upstream's Extended DNS Error is kept with the cached answer: every hit carries it, a stale one after EDE 3", () => {
+  const text = Buffer.from('blocked here');
+  const ede = Buffer.alloc(6 + text.length);
+  ede.writeUInt16BE(EDNS_OPTION_EDE, 0);
+  ede.writeUInt16BE(2 + text.length, 2);
+  ede.writeUInt16BE(15, 4); // 15 Blocked
+  text.copy(ede, 6);
+  const cookie = Buffer.from([0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]); // hop by hop: not kept
+  const s = setup({ staleRecursors: 100 });
+  const spec: ReplySpec = {
+    rcode: RCODE.NXDOMAIN,
+    authorities: [soaRR('example', 300, 300)],
+    optRdata: Buffer.concat([cookie, ede]),
+  };
+  assert.ok(s.miss('ads.example', TYPE.A, spec, { route: RECURSOR }));
+  const optOf = (b: Buffer) => decodeMessage(b).additionals.find((r) => r.type === TYPE.OPT)!;
+  const h = s.hit('ads.example', TYPE.A, { route: RECURSOR });
+  assert.ok(h);
+  assert.equal(h[3]! & 0xf, RCODE.NXDOMAIN);
+  assert.deepEqual(optOf(h).rdata, ede, 'exactly the EDE option, the cookie is not passed on');
+  assert.equal(optOf(h).class, 1232, "our own UDP size, not the upstream's");
+  assert.equal(decodeMessage(s.hit('ads.example', TYPE.A, { route: RECURSOR, edns: false })!).additionals.length, 0);
+  s.clock.t += 300_000 + 1;
+  const { buf, q } = query('ads.example', TYPE.A);
+  const st = s.cache.stale(keyOf('ads.example', q), q, buf, RECURSOR, true);
+  assert.ok(st);
+  const rd = optOf(st).rdata;
+  assert.equal(rd.readUInt16BE(0), EDNS_OPTION_EDE);
+  assert.equal(rd.readUInt16BE(4), 3, 'EDE 3 Stale Answer first');
+  assert.deepEqual(rd.subarray(6), ede, "then the upstream's");
 });
 
 // ---- bounds -------------------------------------------------------------------------------------

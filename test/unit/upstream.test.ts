@@ -24,7 +24,7 @@ import {
 } from '../../src/upstream/types.js';
 import { UpstreamSockets } from '../../src/upstream/udp.js';
 import { UpstreamPool } from '../../src/upstream/pool.js';
-import { buildOpt, buildQuestion, parseQuery } from '../../src/dns/wire.js';
+import { buildOpt, buildQuestion, buildUpstreamQuery, parseQuery } from '../../src/dns/wire.js';
 import { FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
 import { waitFor } from '../support/wait.js';
 
@@ -318,26 +318,27 @@ test('spoofed replies (wrong ID, wrong question, wrong port) are ignored; the re
   const before = transport.mismatches;
   up.behaviour = async (q, u) => {
     const id = q.readUInt16BE(0);
+    // From another port: the socket is connected to the upstream, so the kernel drops it unseen.
+    u.sendFromOtherPort(reply(q, { ip: [6, 6, 6, 4] }));
     u.send(reply(q, { id: id ^ 0x5a5a, ip: [6, 6, 6, 1] }));
     u.send(reply(q, { question: buildQuestion('web.service.consuk', TYPE.A), ip: [6, 6, 6, 2] }));
     u.send(reply(q, { question: buildQuestion(QNAME, TYPE.AAAA), ip: [6, 6, 6, 3] }));
-    u.sendFromOtherPort(reply(q, { ip: [6, 6, 6, 4] }));
-    await waitFor(() => transport.mismatches >= before + 4, {
+    await waitFor(() => transport.mismatches >= before + 3, {
       timeoutMs: 2500,
       intervalMs: 2,
-      what: 'four mismatches',
+      what: 'three mismatches',
     });
     // The question in another case is still the same question (RFC 5452 §9.1, dns0x20).
     u.send(reply(q, { question: buildQuestion(QNAME.toUpperCase(), TYPE.A), ip: [10, 0, 0, 7] }));
   };
   const r = answered(await ask(pool));
   assert.equal(answerIp(r), '10.0.0.7', 'the real answer, not a spoof');
-  assert.equal(transport.mismatches - before, 4);
+  assert.equal(transport.mismatches - before, 3);
   assert.deepEqual(obs.of('failure'), [], "a mismatch is not the upstream's failure");
   assert.equal(up.udpQueries.length, 1, 'no retry was needed');
 });
 
-test('SERVFAIL and REFUSED fail over to the next upstream and count as failures', async (t) => {
+test('SERVFAIL and REFUSED fail over to the next upstream and are counted under their reason', async (t) => {
   for (const [code, why] of [
     [RCODE.SERVFAIL, 'servfail'],
     [RCODE.REFUSED, 'refused'],
@@ -356,24 +357,97 @@ test('SERVFAIL and REFUSED fail over to the next upstream and count as failures'
   }
 });
 
-test('every upstream SERVFAIL: each is tried twice, the result is the failure', async (t) => {
+test('every upstream SERVFAIL or REFUSED: each is asked once, at once the result carries the last such reply; none is marked down', async (t) => {
   const a = await FakeUpstream.start(t);
   const b = await FakeUpstream.start(t);
   a.behaviour = rcode(RCODE.SERVFAIL);
-  b.behaviour = rcode(RCODE.SERVFAIL);
-  // Marking down starts a probe round at once; unanswered, it cannot bring them back mid-test.
-  a.answerProbes = false;
-  b.answerProbes = false;
+  b.behaviour = rcode(RCODE.REFUSED);
   const { obs, pool } = setup(t, [a, b], { timeoutMs: 2000, deadlineMs: 3000 });
-  const r = failed(await ask(pool));
-  assert.equal(r.failure, 'servfail');
-  assert.equal(a.udpQueries.length, 2);
-  assert.equal(b.udpQueries.length, 2);
-  assert.deepEqual(obs.failures(a.label), ['servfail', 'servfail']);
+  for (let i = 1; i <= 3; i++) {
+    const t0 = Date.now();
+    const r = failed(await ask(pool));
+    assert.ok(Date.now() - t0 < 1000, 'answered at once, not at the deadline');
+    assert.equal(r.failure, 'refused');
+    assert.ok(r.answer, 'the upstream reply comes with the failure');
+    assert.equal(r.answer.layout.rcode, RCODE.REFUSED);
+    assert.equal(r.answer.upstream, b.label);
+    assert.equal(a.udpQueries.length, i);
+    assert.equal(b.udpQueries.length, i);
+  }
+  assert.deepEqual(obs.failures(a.label), ['servfail', 'servfail', 'servfail']);
+  assert.deepEqual(obs.failures(b.label), ['refused', 'refused', 'refused']);
   assert.deepEqual(
     pool.status().map((s) => s.healthy),
-    [false, false],
-    'maxFails 2 reached by both',
+    [true, true],
+    'an answer, even REFUSED or SERVFAIL, never counts toward maxFails',
+  );
+  assert.deepEqual(obs.of('health'), []);
+});
+
+test('a reply after the try timeout but before the deadline is the answer; the slow upstream is not counted failed', async (t) => {
+  const a = await FakeUpstream.start(t);
+  a.behaviour = (q, up) => {
+    setTimeout(() => up.send(reply(q, { ip: [10, 9, 9, 9] })), 250);
+  };
+  const { obs, pool } = setup(t, [a], { timeoutMs: 100, deadlineMs: 1500, maxFails: 1 });
+  for (let i = 0; i < 3; i++) {
+    const r = answered(await ask(pool));
+    assert.equal(answerIp(r), '10.9.9.9');
+  }
+  // Retried (with backoff) while waiting: 100 ms, then 200 ms later; the first reply wins.
+  assert.ok(a.udpQueries.length >= 3 && a.udpQueries.length <= 9, `${a.udpQueries.length} queries`);
+  assert.deepEqual(obs.failures(a.label), [], 'slow, not down');
+  assert.equal(pool.status()[0]?.healthy, true);
+});
+
+test('one silent upstream: retried with backoff until the deadline, then a timeout; not before', async (t) => {
+  const a = await FakeUpstream.start(t);
+  a.behaviour = silent;
+  a.answerProbes = false;
+  const { obs, pool } = setup(t, [a], { timeoutMs: 100, deadlineMs: 800, maxFails: 10 });
+  const t0 = Date.now();
+  const r = failed(await ask(pool));
+  const took = Date.now() - t0;
+  assert.equal(r.failure, 'timeout');
+  assert.ok(took >= 790, `ended after ${took} ms, at the deadline (800 ms)`);
+  // Tries at 0, 100, 300 and 700 ms (each round's timeout twice the one before); a loaded machine
+  // may run the timers late enough to leave no room for the last one.
+  const n = a.udpQueries.length;
+  assert.ok(n === 3 || n === 4, `${n} tries`);
+  assert.deepEqual(obs.failures(a.label), Array(n).fill('timeout'), 'each unanswered try is a timeout');
+});
+
+test('a closed port: ECONNREFUSED at once (connected socket), a network failure toward maxFails', async (t) => {
+  const closed = dgram.createSocket('udp4');
+  await new Promise<void>((r) => closed.bind(0, '127.0.0.1', () => r()));
+  const port = closed.address().port;
+  closed.close();
+  const b = await FakeUpstream.start(t);
+  const transport = new UpstreamSockets();
+  const obs = new Recorder();
+  const pool = new UpstreamPool(
+    'consul',
+    [{ host: '127.0.0.1', port }, b.addr],
+    options({ timeoutMs: 2000, hedgeMs: 1500, deadlineMs: 3000 }),
+    transport,
+    obs,
+  );
+  t.after(() => {
+    pool.close();
+    transport.close();
+  });
+  for (let i = 1; i <= 2; i++) {
+    const t0 = Date.now();
+    const r = answered(await ask(pool));
+    assert.equal(r.upstream, b.label);
+    assert.ok(Date.now() - t0 < 1000, `exchange ${i}: failed over at once, before the hedge (1500 ms)`);
+  }
+  // (Marking it down starts a probe round, refused too: a third may follow.)
+  assert.deepEqual(obs.failures(`127.0.0.1:${port}`).slice(0, 2), ['network', 'network']);
+  assert.deepEqual(
+    pool.status().map((s) => s.healthy),
+    [false, true],
+    'down after maxFails (2) refusals',
   );
 });
 
@@ -499,6 +573,48 @@ test('startProbes brings a down upstream back when it answers', async (t) => {
   a.behaviour = (q, up) => up.send(reply(q));
   const r = answered(await ask(pool));
   assert.equal(r.upstream, a.label);
+});
+
+test('the sockets: opened one per query until the ring is full, then one at random per query; every port is new', async (t) => {
+  const up = dgram.createSocket('udp4');
+  await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+  t.after(() => up.close());
+  const ports = new Map<number, number>();
+  up.on('message', (m, ri) => {
+    ports.set(ri.port, (ports.get(ri.port) ?? 0) + 1);
+    const r = Buffer.from(m);
+    r.writeUInt16BE(0x8180, 2);
+    up.send(r, ri.port, ri.address);
+  });
+  const tr = new UpstreamSockets(64, 1_000_000);
+  t.after(() => tr.close());
+  const ring = tr.acquire('127.0.0.1', up.address().port);
+  const q = buildUpstreamQuery(QUESTION, 0, QUESTION.length, FLAG.RD, false, 1232);
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      ring.send(Buffer.from(q), HEADER_LEN + QUESTION.length, 2000, (reply, _l, why) =>
+        reply ? resolve() : reject(new Error(why ?? 'no reply')),
+      );
+    });
+  await Promise.all([one(), one(), one()]);
+  assert.equal(ring.open, 3, 'lazily: three queries, three sockets');
+  assert.equal(ports.size, 3);
+  for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 50 }, one));
+  assert.equal(ring.open, 64, 'never more than the ring');
+  assert.equal(ports.size, 64);
+  // 1,003 queries over 64 sockets at random: about 16 each; in turn would be exactly that, so
+  // check randomness through the spread of the counts (their variance is near the mean).
+  const counts = [...ports.values()];
+  const mean = counts.reduce((s, n) => s + n, 0) / counts.length;
+  const variance = counts.reduce((s, n) => s + (n - mean) ** 2, 0) / counts.length;
+  assert.ok(variance > 2, `counts vary as random picks do (variance ${variance.toFixed(1)})`);
+  assert.ok(Math.max(...counts) < 50, `no port carries more than its share: ${Math.max(...counts)}`);
+  // A second pool naming the same upstream shares the ring; it closes with its last user.
+  assert.equal(tr.acquire('127.0.0.1', up.address().port), ring);
+  tr.release(ring);
+  assert.equal(ring.open, 64);
+  tr.release(ring);
+  assert.equal(ring.open, 0);
 });
 
 test('retired sockets close once their last query is answered, and all close with the transport', async (t) => {

@@ -24,6 +24,7 @@ import {
   type Query,
 } from '../../src/dns/wire.js';
 import { CLASS_IN, EDE, EDNS_OPTION_EDE, FLAG, HEADER_LEN, RCODE, TYPE } from '../../src/dns/constants.js';
+import { edeOptions, finish, replyFlags, stripOpt } from '../../src/dns/reply.js';
 
 const CORPUS = new URL('../../../test/fixtures/corpus/', import.meta.url);
 function corpus(dir: 'replies-bind' | 'queries-dig'): Map<string, Buffer> {
@@ -491,7 +492,19 @@ test('scanReply: negTtl is min(SOA TTL, SOA MINIMUM) (RFC 2308 §5)', () => {
   assert.deepEqual([noOpt.optStart, noOpt.optEnd, noOpt.extRcode], [-1, -1, 0]);
 });
 
-test('scanReply refuses a reply cut short or with trailing bytes', () => {
+test('scanReply accepts trailing bytes after the last record (as BIND and unbound): end marks the message', () => {
+  for (const [f, buf] of [...REPLIES, ['nx-built', nxReply(300, 30)] as [string, Buffer]]) {
+    const whole = scanReply(buf);
+    assert.ok(whole, f);
+    assert.equal(whole.end, buf.length, `${f}: ends at its last byte`);
+    const padded = scanReply(Buffer.concat([buf, Buffer.from([0, 0, 0, 0, 0])]));
+    assert.ok(padded, `${f} plus five bytes`);
+    assert.equal(padded.end, buf.length, `${f}: the excess is not part of the message`);
+    assert.deepEqual(padded.ttlOffsets, whole.ttlOffsets);
+  }
+});
+
+test('scanReply refuses a reply cut short', () => {
   for (const [f, buf] of [...REPLIES, ['nx-built', nxReply(300, 30)] as [string, Buffer]]) {
     // Cutting anywhere inside a record (or a count that promises more) must be refused. Sample
     // every cut point of the small replies and a spread of the others to stay fast.
@@ -500,7 +513,6 @@ test('scanReply refuses a reply cut short or with trailing bytes', () => {
       assert.equal(scanReply(buf.subarray(0, cut)), null, `${f} cut to ${cut}`);
     }
     assert.equal(scanReply(buf.subarray(0, buf.length - 1)), null, `${f} minus one byte`);
-    assert.equal(scanReply(Buffer.concat([buf, Buffer.from([0])])), null, `${f} plus one byte`);
   }
   // A second OPT, or OPT in the answer section, is malformed too.
   const base = nxReply(300, 30);
@@ -520,6 +532,48 @@ test('scanReply refuses a reply cut short or with trailing bytes', () => {
   const intoHeader = Buffer.from(fwd);
   intoHeader[HEADER_LEN + 7] = 0x02;
   assert.equal(scanReply(intoHeader), null, 'pointer into the header');
+});
+
+test("the upstream's extended rcode and EDE options reach an EDNS client in our OPT; other options do not", () => {
+  const question = Buffer.concat([labels('x', 'example'), typeClass(TYPE.A)]);
+  const ede = Buffer.from([0, EDNS_OPTION_EDE, 0, 4, 0, 16, 0x68, 0x69]); // 16 Censored, "hi"
+  const nsid = Buffer.from([0, 3, 0, 2, 0xab, 0xcd]);
+  // The upstream's OPT: size 4096, extended rcode 1 (BADVERS = 16 with rcode 0), NSID then EDE.
+  const uopt = Buffer.concat([Buffer.from([0, 0, 41, 0x10, 0, 1, 0, 0, 0, 0, nsid.length + ede.length]), nsid, ede]);
+  const up = Buffer.concat([header(7, FLAG.QR | FLAG.RA, 1, 0, 0, 1), question, uopt]);
+  const layout = scanReply(up);
+  assert.ok(layout);
+  assert.equal(layout.extRcode, 1);
+  assert.deepEqual(edeOptions(up, layout), ede, 'the EDE option only');
+  assert.equal(edeOptions(up, { ...layout, optStart: -1 }), null);
+  const client = (edns: boolean) => {
+    const qb = buildUpstreamQuery(question, 0, question.length, FLAG.RD, false, 1232);
+    qb.writeUInt16BE(0x4242, 0);
+    const b = edns ? qb : qb.subarray(0, qb.length - 11);
+    if (!edns) b.writeUInt16BE(0, 10);
+    const p = parseQuery(b);
+    assert.ok(p.kind === 'query');
+    return p.q;
+  };
+  for (const edns of [true, false]) {
+    const q = client(edns);
+    const out = finish(Buffer.from(stripOpt(up, layout)), q, replyFlags(q, layout.flags), {
+      maxUdpSize: 1232,
+      udp: true,
+      extRcode: layout.extRcode,
+      upstreamEde: edeOptions(up, layout),
+    });
+    const l = scanReply(out);
+    assert.ok(l);
+    if (edns) {
+      assert.equal(l.rcode | (l.extRcode << 4), RCODE.BADVERS, 'BADVERS (16) whole');
+      assert.equal(out.readUInt16BE(l.optStart + 3), 1232, 'our UDP size');
+      assert.deepEqual(out.subarray(l.optStart + 11, l.optEnd), ede);
+    } else {
+      assert.equal(l.optStart, -1);
+      assert.equal(l.rcode, RCODE.SERVFAIL, 'without an OPT an extended rcode cannot be said: SERVFAIL');
+    }
+  }
 });
 
 // ------------------------------------------------------------------------------------------------
